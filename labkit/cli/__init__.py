@@ -23,7 +23,7 @@ COMMANDS: dict[str, str] = {
     "down": "lab:down",
     "status": "lab:status",
     "ssh": "lab:ssh",
-    "render": "lab:render",
+    "render": "vagrant:render",
     "profiles": "shape:profiles",
     "shape": "shape:shape",
     "bench": "bench:bench",
@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "csms": "sim:csms",
     "fleet": "sim:fleet",
     "shaper": "shape:shaper",
+    "box": "vagrant:box",
 }
 
 
