@@ -84,6 +84,8 @@ class VagrantOptions(BaseModel):
         default_factory=lambda: {"cpo": 1, "gateway": 1, "evse": 1})
     # extra provider settings the test box needs (kernel/initrd for direct boot, domain type...)
     libvirt: dict[str, Any] = Field(default_factory=dict)
+    boot_timeout: int = Field(default=600, ge=30, le=7200,
+                              description="seconds Vagrant waits for each VM to boot and answer SSH")
 
     @field_validator("memory")
     @classmethod

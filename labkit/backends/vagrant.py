@@ -1,0 +1,997 @@
+"""The vagrant backend: the lab's hosts as Vagrant VMs (providers libvirt and VirtualBox).
+
+``up`` renders the Vagrantfile into ``<labdir>/vagrant/``, creates the libvirt networks itself (isolated:
+no NAT, no route out, no DNS forwarding), lets python-vagrant bring the VMs up in parallel with the output
+streamed to the progress callback and ``logs/vagrant.log``, turns ``vagrant ssh-config`` into the
+inventory, then over SSH and in parallel on every host: finds which interface holds each data address,
+routes the other data network via the gateway (and turns forwarding on there), checks the system packages
+and installs labkit from a wheelhouse pushed from this machine (``labkit.wheelhouse``).
+
+Every VM, volume and network is written to the lab's journal before it is created, and vagrant runs with
+``LABKIT_VAGRANT_LAB`` in its environment, so ``down`` can destroy all of it even after ``up`` was killed.
+``build_test_box`` makes the small Debian box the end-to-end test uses (``labkit box build``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from labkit.backends.base import HostState, Progress, no_progress
+from labkit.errors import BackendError, ConfigError, LabkitError
+from labkit.inventory import HostConn, Inventory
+from labkit.labdir import LabDir, labkit_home
+from labkit.model import Lab
+from labkit import vagrantfile
+from labkit.resources import resource
+
+LIBVIRT_URI = vagrantfile.LIBVIRT_URI
+POOL = "default"
+POOL_DIR = "/var/lib/libvirt/images"
+#: environment variable that marks every vagrant process labkit starts for a lab (its lab directory)
+LAB_MARK = "LABKIT_VAGRANT_LAB"
+#: where the management networks of libvirt labs are taken from (one free /24 each)
+MGMT_POOL = ipaddress.IPv4Network("10.251.0.0/16")
+#: the venv labkit installs on every VM, and the directory it may write to
+VENV = "/opt/labkit/venv"
+WORKDIR = "/var/lib/labkit"
+#: commands every host needs, and the Debian/Ubuntu package that brings each
+REQUIRED_COMMANDS = {"python3": "python3", "ip": "iproute2", "tc": "iproute2", "ping": "iputils-ping",
+                     "iperf3": "iperf3"}
+BOX_CACHE = Path(os.environ.get("LABKIT_BOX_CACHE", "/var/cache/labkit"))
+
+
+# --------------------------------------------------------------------------------------------------
+# small process helpers
+
+
+def _run(cmd: list[str], *, timeout: float = 120, check: bool = True, env: dict | None = None,
+         cwd: str | Path | None = None) -> subprocess.CompletedProcess:
+    try:
+        cp = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    except FileNotFoundError:
+        raise BackendError(f"{cmd[0]} is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise BackendError(f"`{' '.join(cmd)}` did not finish within {timeout:.0f} s") from None
+    if check and cp.returncode != 0:
+        msg = (cp.stderr.strip() or cp.stdout.strip()).splitlines()
+        raise BackendError(f"`{' '.join(cmd)}` failed: {msg[-1] if msg else f'exit status {cp.returncode}'}")
+    return cp
+
+
+def virsh(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    return _run(["virsh", "-q", "-c", LIBVIRT_URI, *args], check=check, timeout=timeout)
+
+
+def kvm_usable() -> tuple[bool, str]:
+    """Whether hardware virtualisation works here (``/dev/kvm`` and the CPU's vmx/svm flag)."""
+    if not os.path.exists("/dev/kvm"):
+        return False, "/dev/kvm does not exist"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False, "/dev/kvm is not accessible to this user"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False, "cannot read /proc/cpuinfo"
+    if not re.search(r"^flags\s*:.*\b(vmx|svm)\b", flags, re.M):
+        return False, "the CPU shows no vmx/svm flag (no hardware virtualisation; /dev/kvm cannot run guests)"
+    return True, "KVM"
+
+
+def vagrant_bin() -> str | None:
+    return shutil.which("vagrant")
+
+
+def _vagrant_env(labdir: LabDir | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["VAGRANT_NO_COLOR"] = "1"
+    env.setdefault("VAGRANT_CHECKPOINT_DISABLE", "1")  # no phoning home
+    if labdir is not None:
+        env[LAB_MARK] = str(labdir.path)
+    return env
+
+
+def vagrant_plugins() -> list[str]:
+    cp = _run([vagrant_bin() or "vagrant", "plugin", "list", "--machine-readable"], timeout=60, check=False,
+              env=_vagrant_env())
+    return [line.split(",", 3)[3] for line in cp.stdout.splitlines() if ",plugin-name," in line]
+
+
+def libvirt_reachable() -> tuple[bool, str]:
+    if not shutil.which("virsh"):
+        return False, "virsh is not installed (Debian: apt install libvirt-clients)"
+    cp = virsh("uri", check=False, timeout=15)
+    if cp.returncode != 0:
+        return False, (f"cannot connect to libvirt at {LIBVIRT_URI} (is libvirtd running? start it with "
+                       "`libvirtd -d` or `systemctl start libvirtd`)")
+    return True, LIBVIRT_URI
+
+
+def _box_list() -> list[tuple[str, str, str]]:
+    """(name, provider, version) of every installed box."""
+    cp = _run([vagrant_bin() or "vagrant", "box", "list", "--machine-readable"], timeout=60, env=_vagrant_env())
+    boxes, cur = [], {}
+    for line in cp.stdout.splitlines():
+        parts = line.split(",", 3)
+        if len(parts) < 4:
+            continue
+        kind, data = parts[2], parts[3]
+        if kind == "box-name":
+            cur = {"name": data}
+        elif kind == "box-provider":
+            cur["provider"] = data
+        elif kind == "box-version":
+            cur["version"] = data
+            boxes.append((cur.get("name", ""), cur.get("provider", ""), data))
+    return boxes
+
+
+def vagrant_home() -> Path:
+    return Path(os.environ.get("VAGRANT_HOME") or Path.home() / ".vagrant.d")
+
+
+# --------------------------------------------------------------------------------------------------
+# libvirt resources
+
+
+def _network_xml(name: str, bridge: str, net: ipaddress.IPv4Network | None) -> str:
+    """An isolated network: no <forward> (nothing leaves this machine), no DNS (dnsmasq forwards no queries).
+
+    With ``net`` (the management network) the host takes its first address and DHCP hands out the rest;
+    without (the data networks) the host has no address on it at all and there is no DHCP.
+    """
+    lines = ["<network>", f"  <name>{name}</name>", f"  <bridge name='{bridge}' stp='off' delay='0'/>"]
+    if net is not None:
+        hosts = list(net.hosts())
+        lines += ["  <dns enable='no'/>",
+                  f"  <ip address='{hosts[0]}' netmask='{net.netmask}'>",
+                  f"    <dhcp><range start='{hosts[min(9, len(hosts) - 1)]}' end='{hosts[-1]}'/></dhcp>",
+                  "  </ip>"]
+    lines.append("</network>")
+    return "\n".join(lines) + "\n"
+
+
+def libvirt_networks() -> dict[str, str]:
+    """Every libvirt network (name -> its XML)."""
+    cp = virsh("net-list", "--all", "--name", check=False)
+    out = {}
+    for name in cp.stdout.split():
+        x = virsh("net-dumpxml", name, check=False)
+        if x.returncode == 0:
+            out[name] = x.stdout
+    return out
+
+
+def _used_networks() -> list[ipaddress.IPv4Network]:
+    used = []
+    for xml in libvirt_networks().values():
+        for addr, mask in re.findall(r"<ip[^>]*address='([\d.]+)'[^>]*(?:netmask|prefix)='([\d.]+)'", xml):
+            try:
+                used.append(ipaddress.IPv4Network(f"{addr}/{mask}", strict=False))
+            except ValueError:
+                pass
+    try:
+        routes = json.loads(_run(["ip", "-j", "-4", "route", "show", "table", "all"], check=False).stdout or "[]")
+    except json.JSONDecodeError:
+        routes = []
+    for r in routes:
+        dst = r.get("dst", "")
+        if dst and dst != "default":
+            try:
+                used.append(ipaddress.IPv4Network(dst, strict=False))
+            except ValueError:
+                pass
+    try:
+        addrs = json.loads(_run(["ip", "-j", "-4", "addr"], check=False).stdout or "[]")
+    except json.JSONDecodeError:
+        addrs = []
+    for link in addrs:
+        for a in link.get("addr_info", []):
+            used.append(ipaddress.IPv4Network(f"{a['local']}/{a.get('prefixlen', 32)}", strict=False))
+    return used
+
+
+def choose_mgmt_network(lab: Lab) -> ipaddress.IPv4Network:
+    """The lab file's ``networks.mgmt``, else the first /24 of 10.251.0.0/16 nothing here uses."""
+    if lab.spec.networks.mgmt is not None:
+        return lab.spec.networks.mgmt
+    used = _used_networks() + [lab.spec.networks.cpo, lab.spec.networks.evse]
+    for cand in MGMT_POOL.subnets(new_prefix=24):
+        if not any(cand.overlaps(u) for u in used):
+            return cand
+    raise BackendError(f"no free /24 left in {MGMT_POOL} for the management network: set networks.mgmt")
+
+
+@contextmanager
+def _host_lock(name: str) -> Iterator[None]:
+    """A machine-wide lock (management network choice, storage pool), across labs."""
+    path = labkit_home() / f".{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def ensure_pool() -> None:
+    """libvirt's ``default`` storage pool (vagrant-libvirt would create the same)."""
+    if virsh("pool-info", POOL, check=False).returncode == 0:
+        if "running" not in virsh("pool-info", POOL).stdout:
+            virsh("pool-start", POOL)
+        return
+    virsh("pool-define-as", POOL, "dir", "--target", POOL_DIR)
+    virsh("pool-build", POOL, check=False)
+    virsh("pool-start", POOL)
+    virsh("pool-autostart", POOL, check=False)
+
+
+def box_volume_name(box: str, version: str, image: Path) -> str:
+    """The volume name vagrant-libvirt (0.11) gives a box image in the storage pool."""
+    if not version or version == "0":
+        version = f"0_{int(image.stat().st_mtime)}"
+    return box.replace("/", "-VAGRANTSLASH-") + f"_vagrant_box_image_{version}_box.img"
+
+
+def preload_box_volume(box: str, version: str | None, progress: Progress = no_progress) -> str | None:
+    """Put a libvirt box's image into the storage pool with virsh (seconds) so vagrant-libvirt does not
+    upload it through its own slow stream (minutes). Returns the volume name, or None when not applicable."""
+    base = vagrant_home() / "boxes" / box.replace("/", "-VAGRANTSLASH-")
+    if not base.is_dir():
+        return None
+    versions = sorted((p.name for p in base.iterdir() if (p / "libvirt" / "box.img").exists()),
+                      key=_version_key)
+    if version:
+        versions = [v for v in versions if v == version]
+    if not versions:
+        return None
+    v = versions[-1]
+    image = base / v / "libvirt" / "box.img"
+    meta = json.loads((base / v / "libvirt" / "metadata.json").read_text())
+    if meta.get("disks"):
+        return None  # box format v2: leave it to vagrant-libvirt
+    name = box_volume_name(box, v, image)
+    with _host_lock("libvirt-pool"):
+        ensure_pool()
+        if virsh("vol-info", "--pool", POOL, name, check=False).returncode == 0:
+            return name
+        progress(f"loading box {box} {v} into libvirt pool {POOL}", 0, None)
+        size_gb = int(meta.get("virtual_size", 0)) or 2
+        virsh("vol-create-as", POOL, name, f"{size_gb}G", "--format", "qcow2")
+        try:
+            virsh("vol-upload", "--pool", POOL, name, str(image), timeout=1800)
+        except LabkitError:
+            virsh("vol-delete", "--pool", POOL, name, check=False)
+            raise
+    return name
+
+
+def _version_key(v: str) -> tuple:
+    return tuple(int(x) if x.isdigit() else 0 for x in re.split(r"[.\-_]", v))
+
+
+# --------------------------------------------------------------------------------------------------
+# ssh-config and the inventory
+
+
+def parse_ssh_config(text: str) -> dict[str, dict[str, str]]:
+    """``vagrant ssh-config`` output -> host -> {hostname, port, user, identityfile}."""
+    import paramiko
+
+    cfg = paramiko.SSHConfig.from_text(text)
+    out = {}
+    for name in cfg.get_hostnames():
+        if name == "*":
+            continue
+        d = cfg.lookup(name)
+        ident = d.get("identityfile") or [""]
+        out[name] = {"hostname": d.get("hostname", ""), "port": str(d.get("port", "22")),
+                     "user": d.get("user", "vagrant"), "identityfile": ident[0]}
+    return out
+
+
+def _fetch_host_key(host: str, port: int, timeout: float = 30):
+    import paramiko
+
+    sock = __import__("socket").create_connection((host, port), timeout=timeout)
+    t = paramiko.Transport(sock)
+    try:
+        t.start_client(timeout=timeout)
+        return t.get_remote_server_key()
+    finally:
+        t.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# SSH to the hosts
+
+
+@dataclass
+class _Result:
+    stdout: str
+    stderr: str
+    exited: int
+
+
+class _FabricRunner:
+    """The subset of ``labkit.remote.Remote`` this backend uses (run, put, close), over Fabric with strict
+    host keys; used until labkit.remote is on this branch."""
+
+    def __init__(self, inv: Inventory, log_dir: Path | None = None):
+        self._conns: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._log_dir = log_dir
+        self._inv = inv
+
+    def _conn(self, host: HostConn):
+        import fabric
+        import paramiko
+
+        with self._lock:
+            c = self._conns.get(host.name)
+            if c is None:
+                c = fabric.Connection(host.ssh_host, user=host.user, port=host.ssh_port, connect_timeout=30,
+                                      connect_kwargs={"key_filename": [host.key_file], "look_for_keys": False,
+                                                      "allow_agent": False})
+                c.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+                if host.known_hosts:
+                    c.client.load_host_keys(host.known_hosts)
+                else:
+                    c.client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+                self._conns[host.name] = c
+            return c
+
+    def run(self, host: HostConn, command: str, sudo: bool = False, check: bool = True,
+            timeout: float | None = 120) -> _Result:
+        import shlex
+
+        from labkit.errors import RemoteError
+
+        cmd = f"sudo -n sh -c {shlex.quote(command)}" if (sudo and host.sudo) else command
+        try:
+            r = self._conn(host).run(cmd, hide=True, warn=True, timeout=timeout, in_stream=False)
+            res = _Result(r.stdout, r.stderr, r.exited)
+        except Exception as exc:  # invoke's CommandTimedOut, paramiko's SSHException, socket errors
+            res = _Result("", f"{exc.__class__.__name__}: {exc}", 255)
+        if self._log_dir is not None:
+            with open(self._log_dir / f"ssh-{host.name}.log", "a", encoding="utf-8") as log:
+                log.write(f"$ {cmd}\n{res.stdout}{res.stderr}[exit {res.exited}]\n")
+        if check and res.exited != 0:
+            last = (res.stderr.strip() or res.stdout.strip()).splitlines()
+            raise RemoteError(f"{host.name}: `{command}` failed (exit {res.exited}): {last[-1] if last else ''}")
+        return res
+
+    def put(self, host: HostConn, local: str, remote: str) -> None:
+        self._conn(host).put(local, remote)
+
+    def close(self) -> None:
+        for c in self._conns.values():
+            try:
+                c.close()
+            except Exception:
+                pass
+        self._conns.clear()
+
+
+def _remote(inv: Inventory, labdir: LabDir):
+    return _FabricRunner(inv, log_dir=labdir.logs)
+
+
+# --------------------------------------------------------------------------------------------------
+# the backend
+
+
+@dataclass
+class _Timer:
+    timings: dict[str, float]
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.monotonic() - t0, 1)
+
+
+class VagrantBackend:
+    """Vagrant VMs; provider from the lab file (``vagrant.provider``), libvirt preferred when ``auto``."""
+
+    name = "vagrant"
+
+    def __init__(self, provider: str | None = None):
+        self.provider_override = provider
+
+    # -- what is here ----------------------------------------------------------------------------------
+    def available(self) -> tuple[bool, str]:
+        if not vagrant_bin():
+            return False, "vagrant is not installed"
+        reasons = []
+        for provider in ("libvirt", "virtualbox"):
+            ok, why = self._provider_usable(provider, for_auto=True)
+            if ok:
+                return True, f"vagrant with {provider} ({why})"
+            reasons.append(f"{provider}: {why}")
+        return False, "; ".join(reasons)
+
+    def _provider_usable(self, provider: str, *, for_auto: bool = False) -> tuple[bool, str]:
+        if provider == "libvirt":
+            if "vagrant-libvirt" not in vagrant_plugins():
+                return False, "the vagrant-libvirt plugin is not installed (Debian: apt install vagrant-libvirt)"
+            ok, why = libvirt_reachable()
+            if not ok:
+                return False, why
+            if for_auto:
+                kvm, why_not = kvm_usable()
+                if not kvm:
+                    return False, f"no KVM ({why_not}); software emulation is opt-in: --backend vagrant"
+            return True, LIBVIRT_URI
+        if provider == "virtualbox":
+            if not shutil.which("VBoxManage"):
+                return False, "VirtualBox is not installed (VBoxManage not found)"
+            return True, "VirtualBox"
+        return False, f"unknown provider {provider!r}"
+
+    def resolve_provider(self, lab: Lab) -> str:
+        wanted = self.provider_override or lab.spec.vagrant.provider
+        if wanted != "auto":
+            ok, why = self._provider_usable(wanted)
+            if not ok:
+                raise BackendError(f"vagrant provider {wanted}: {why}")
+            return wanted
+        reasons = []
+        for provider in ("libvirt", "virtualbox"):
+            ok, why = self._provider_usable(provider)
+            if ok:
+                return provider
+            reasons.append(f"{provider}: {why}")
+        raise BackendError("no usable Vagrant provider: " + "; ".join(reasons))
+
+    def libvirt_options(self, lab: Lab) -> dict[str, Any]:
+        """The lab's libvirt settings, with ``driver: qemu`` added where KVM cannot run guests."""
+        opts = dict(lab.spec.vagrant.libvirt)
+        if "driver" not in opts and not kvm_usable()[0]:
+            opts["driver"] = "qemu"
+        return opts
+
+    def render(self, lab: Lab, provider: str, labdir: LabDir | None = None,
+               mgmt: ipaddress.IPv4Network | None = None) -> str:
+        spec = lab.spec.model_copy(deep=True)
+        if provider == "libvirt":
+            spec.vagrant.libvirt = self.libvirt_options(lab)
+        lab2 = Lab(spec=spec, hosts=lab.hosts)
+        return vagrantfile.render(lab2, provider, mgmt=mgmt,
+                                  console_dir=labdir.logs if (labdir and provider == "libvirt") else None)
+
+    # -- preflight ---------------------------------------------------------------------------------------
+    def preflight(self, lab: Lab, labdir: LabDir) -> None:
+        if not vagrant_bin():
+            raise BackendError("vagrant is not installed: install Vagrant (Debian: apt install vagrant "
+                               "vagrant-libvirt) or use --backend netns")
+        provider = self.resolve_provider(lab)
+        spec = lab.spec.vagrant
+        boxes = [b for b in _box_list() if b[0] == spec.box and b[1] == provider]
+        if spec.box_version:
+            boxes = [b for b in boxes if b[2] == spec.box_version]
+        if not boxes:
+            want = spec.box + (f" version {spec.box_version}" if spec.box_version else "")
+            raise BackendError(f"box {want} for provider {provider} is not installed: `vagrant box add {spec.box} "
+                               f"--provider {provider}` (needs internet), or `labkit box build` for labkit's "
+                               "local test box")
+        if provider == "libvirt":
+            ours = {e["name"] for e in labdir.journal() if e.get("kind") == "libvirt_network"}
+            existing = libvirt_networks()
+            for net in ("mgmt", "cpo", "evse"):
+                name = vagrantfile.network_name(lab.name, net)
+                if name in existing and name not in ours:
+                    raise BackendError(f"libvirt network {name} already exists and is not this lab's: remove it "
+                                       f"(`virsh net-destroy {name}`) or rename the lab")
+            domains = set(virsh("list", "--all", "--name", check=False).stdout.split())
+            for h in lab.hosts:
+                d = vagrantfile.domain_name(lab.name, h.name)
+                if d in domains and d not in {e.get("name") for e in labdir.journal()}:
+                    raise BackendError(f"libvirt domain {d} already exists and is not this lab's")
+        # vagrant validate on the Vagrantfile this lab would get
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="labkit-validate-") as tmp:
+            Path(tmp, "Vagrantfile").write_text(self.render(lab, provider))
+            cp = _run([vagrant_bin(), "validate"], cwd=tmp, check=False, timeout=120, env=_vagrant_env())
+            if cp.returncode != 0:
+                lines = [ln.strip() for ln in (cp.stderr + cp.stdout).splitlines()
+                         if ln.strip() and not ln.startswith("==>")]
+                raise ConfigError(f"vagrant: the Vagrantfile for lab {lab.name!r} does not validate: "
+                                  f"{' '.join(lines[-3:])}")
+
+    # -- up ----------------------------------------------------------------------------------------------
+    def up(self, lab: Lab, labdir: LabDir, progress: Progress = no_progress) -> Inventory:
+        timings: dict[str, float] = {}
+        timer = _Timer(timings)
+        t_start = time.monotonic()
+        with timer("preflight"):
+            self.preflight(lab, labdir)
+        provider = self.resolve_provider(lab)
+        labdir.create()
+        labdir.write_json("lab.json", lab.to_dict())
+        vdir = labdir.path / "vagrant"
+        try:
+            return self._up(lab, labdir, provider, vdir, timer, timings, t_start, progress)
+        except BaseException as exc:
+            progress(f"up failed ({exc.__class__.__name__}); removing what was created", 0, None)
+            try:
+                self.down(labdir, progress)
+            except Exception as cleanup_exc:  # report the first failure, mention the second
+                if isinstance(exc, LabkitError):
+                    raise type(exc)(f"{exc} (and cleaning up failed too: {cleanup_exc}; run `labkit down`)") from exc
+            raise
+
+    def _up(self, lab: Lab, labdir: LabDir, provider: str, vdir: Path, timer: _Timer,
+            timings: dict[str, float], t_start: float, progress: Progress) -> Inventory:
+        spec = lab.spec.vagrant
+        details: dict[str, Any] = {"provider": provider, "box": spec.box, "box_version": spec.box_version,
+                                   "vagrant_dir": str(vdir)}
+        labdir.record("vagrant_project", dir=str(vdir), provider=provider)
+        vdir.mkdir(parents=True, exist_ok=True)
+        mgmt = None
+        if provider == "libvirt":
+            with timer("networks"), _host_lock("libvirt-networks"):
+                mgmt = choose_mgmt_network(lab)
+                details["mgmt_network"] = str(mgmt)
+                details["domain_type"] = self.libvirt_options(lab).get("driver", "kvm")
+                for net in ("mgmt", "cpo", "evse"):
+                    name = vagrantfile.network_name(lab.name, net)
+                    labdir.record("libvirt_network", name=name)
+                    xml = _network_xml(name, vagrantfile.bridge_name(lab.name, net), mgmt if net == "mgmt" else None)
+                    path = vdir / f"network-{net}.xml"
+                    path.write_text(xml)
+                    if virsh("net-info", name, check=False).returncode != 0:
+                        virsh("net-create", str(path))
+            for h in lab.hosts:
+                dom = vagrantfile.domain_name(lab.name, h.name)
+                labdir.record("libvirt_domain", name=dom, volume=f"{dom}.img", pool=POOL)
+            with timer("box_volume"):
+                preload_box_volume(spec.box, spec.box_version, progress)
+        else:
+            for h in lab.hosts:
+                labdir.record("virtualbox_vm", name=vagrantfile.domain_name(lab.name, h.name))
+        (vdir / "Vagrantfile").write_text(self.render(lab, provider, labdir, mgmt))
+
+        with timer("vagrant_up"):
+            self._vagrant_up(lab, labdir, provider, vdir, progress)
+        with timer("ssh_config"):
+            hosts = self._inventory_hosts(lab, labdir, vdir)
+        inv = Inventory(lab=lab.name, backend=self.name, hosts=hosts, details=details)
+        with timer("provision"):
+            self._provision(lab, labdir, inv, progress, timings)
+        timings["total"] = round(time.monotonic() - t_start, 1)
+        details["timings_s"] = timings
+        inv.save(labdir.inventory_file)
+        progress(f"lab {lab.name} is up ({len(hosts)} VMs, {timings['total']:.0f} s)", len(hosts), len(hosts))
+        return inv
+
+    def _vagrant(self, labdir: LabDir, vdir: Path, log_name: str = "vagrant.log"):
+        import vagrant
+
+        log = labdir.logs / log_name
+        labdir.logs.mkdir(parents=True, exist_ok=True)
+        return vagrant.Vagrant(str(vdir), env=_vagrant_env(labdir),
+                               out_cm=vagrant.make_file_cm(str(log)), err_cm=vagrant.make_file_cm(str(log)))
+
+    def _vagrant_up(self, lab: Lab, labdir: LabDir, provider: str, vdir: Path, progress: Progress) -> None:
+        """``vagrant up`` (parallel where the provider can), output to the progress display and the log."""
+        names = lab.host_names
+        ready: set[str] = set()
+        log_path = labdir.logs / "vagrant.log"
+        lock = threading.Lock()
+
+        def stream(vm: str | None) -> None:
+            v = self._vagrant(labdir, vdir)
+            with open(log_path, "a", encoding="utf-8") as log:
+                try:
+                    for line in v.up(vm_name=vm, provider=provider, no_provision=True, stream_output=True):
+                        line = line.rstrip()
+                        log.write(line + "\n")
+                        log.flush()
+                        m = re.match(r"^==> (\S+): (.*)$", line)
+                        if m:
+                            with lock:
+                                if "Machine booted and ready" in m.group(2):
+                                    ready.add(m.group(1))
+                                progress(f"{m.group(1)}: {m.group(2)}", len(ready), len(names))
+                except subprocess.CalledProcessError:
+                    raise BackendError(self._up_failure(lab, labdir, log_path)) from None
+
+        progress(f"vagrant up: {len(names)} VMs with {provider}", 0, len(names))
+        if provider == "libvirt":
+            stream(None)  # vagrant-libvirt brings machines up in parallel itself
+        else:
+            # VirtualBox cannot run one `vagrant up` in parallel: the first VM imports the box (linked clone
+            # master), then the others come up at once, one vagrant process each.
+            stream(names[0])
+            with ThreadPoolExecutor(max_workers=max(1, len(names) - 1)) as pool:
+                for f in [pool.submit(stream, n) for n in names[1:]]:
+                    f.result()
+        not_running = [s.name for s in self._vagrant(labdir, vdir).status() if s.state != "running"]
+        if not_running:
+            raise BackendError(f"VMs not running after vagrant up: {', '.join(not_running)} "
+                               f"(see {log_path})")
+
+    def _up_failure(self, lab: Lab, labdir: LabDir, log_path: Path) -> str:
+        """One line saying what went wrong in ``vagrant up``, from its log and the VMs' console logs."""
+        text = log_path.read_text(errors="replace") if log_path.exists() else ""
+        timeout = re.search(r"Timed out while waiting for the machine to boot|Timeout while waiting for domain "
+                            r"to get an IP address|waiting for the machine to boot", text)
+        who = sorted(set(re.findall(r"^==> (\S+): (?:Removing domain|An error occurred)", text, re.M)))
+        boot_timeout = lab.spec.vagrant.boot_timeout
+        if timeout:
+            no_ip = [h for h in lab.host_names if f"{h}: Waiting for domain to get an IP address" in text
+                     and f"{h}: SSH address" not in text.replace("    ", "")]
+            got_ip = [h for h in (who or lab.host_names) if h not in no_ip]
+            if no_ip:
+                tail = self._console_tail(labdir, no_ip[0])
+                return (f"{', '.join(no_ip)}: the VM did not boot within {boot_timeout} s (it never asked for an "
+                        f"address on the management network){tail}; log: {log_path}")
+            return (f"{', '.join(got_ip)}: the VM booted but SSH never answered within {boot_timeout} s; "
+                    f"log: {log_path}")
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(("==>", "    "))]
+        last = " ".join(lines[-3:]) if lines else "no output"
+        return f"vagrant up failed{' for ' + ', '.join(who) if who else ''}: {last[:400]} (log: {log_path})"
+
+    def _console_tail(self, labdir: LabDir, host: str) -> str:
+        path = labdir.logs / f"console-{host}.log"
+        try:
+            lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            return ""
+        if not lines:
+            return f" (its console printed nothing: {path})"
+        return f" (console, last line: {lines[-1][:160]!r}; {path})"
+
+    def _inventory_hosts(self, lab: Lab, labdir: LabDir, vdir: Path) -> list[HostConn]:
+        v = self._vagrant(labdir, vdir)
+        cfg = parse_ssh_config(v.ssh_config())
+        known_hosts = labdir.keys / "known_hosts"
+        labdir.keys.mkdir(parents=True, exist_ok=True)
+        import paramiko
+
+        hk = paramiko.HostKeys()
+        hosts = []
+        for h in lab.hosts:
+            c = cfg.get(h.name)
+            if c is None:
+                raise BackendError(f"{h.name}: `vagrant ssh-config` has no entry for it (see {labdir.logs / 'vagrant.log'})")
+            port = int(c["port"])
+            try:
+                key = _fetch_host_key(c["hostname"], port)
+            except Exception as exc:
+                raise BackendError(f"{h.name}: SSH at {c['hostname']}:{port} does not answer ({exc})") from None
+            hk.add(c["hostname"] if port == 22 else f"[{c['hostname']}]:{port}", key.get_name(), key)
+            hosts.append(HostConn(
+                name=h.name, role=h.role, ssh_host=c["hostname"], ssh_port=port, user=c["user"],
+                key_file=c["identityfile"], known_hosts=str(known_hosts), sudo=True,
+                addresses={k: str(a) for k, a in h.addresses.items()},
+                labkit=f"{VENV}/bin/labkit", workdir=WORKDIR, index=h.index))
+        hk.save(str(known_hosts))
+        return hosts
+
+    # -- provisioning over SSH (in parallel) -------------------------------------------------------------
+    def _provision(self, lab: Lab, labdir: LabDir, inv: Inventory, progress: Progress,
+                   timings: dict[str, float]) -> None:
+        from labkit import wheelhouse
+
+        runner = _remote(inv, labdir)
+        try:
+            done = []
+            lock = threading.Lock()
+
+            def prep(host: HostConn) -> dict:
+                t0 = time.monotonic()
+                self._discover_ifaces(runner, host)
+                self._routes(runner, lab, host)
+                self._system_packages(runner, host)
+                target = wheelhouse.probe_target(lambda cmd: runner.run(host, cmd).stdout)
+                with lock:
+                    done.append(host.name)
+                    progress(f"{host.name}: network and packages ready", len(done), len(inv.hosts))
+                return {"target": target, "t": time.monotonic() - t0}
+
+            with ThreadPoolExecutor(max_workers=min(16, len(inv.hosts))) as pool:
+                prepped = dict(zip([h.name for h in inv.hosts], pool.map(prep, inv.hosts)))
+            targets = {p["target"] for p in prepped.values()}
+            houses = {}
+            for t in targets:
+                progress(f"wheelhouse for {t.tag}", 0, None)
+                houses[t] = wheelhouse.build(t, progress=progress)
+            done.clear()
+
+            def install(host: HostConn) -> float:
+                t0 = time.monotonic()
+                wheelhouse.install(runner, host, houses[prepped[host.name]["target"]], venv=VENV)
+                runner.run(host, f"install -d -m 0755 -o $(id -u) -g $(id -g) {WORKDIR}", sudo=True)
+                with lock:
+                    done.append(host.name)
+                    progress(f"{host.name}: labkit installed", len(done), len(inv.hosts))
+                return time.monotonic() - t0
+
+            t_inst = time.monotonic()
+            with ThreadPoolExecutor(max_workers=min(16, len(inv.hosts))) as pool:
+                per_host = dict(zip([h.name for h in inv.hosts], pool.map(install, inv.hosts)))
+            timings["install_parallel"] = round(time.monotonic() - t_inst, 1)
+            timings["install_per_host"] = {k: round(v, 1) for k, v in per_host.items()}  # type: ignore[assignment]
+            timings["install_sum"] = round(sum(per_host.values()), 1)
+            timings["prepare_per_host"] = {k: round(p["t"], 1) for k, p in prepped.items()}  # type: ignore[assignment]
+            inv.details["python"] = sorted(t.tag for t in targets)
+        finally:
+            runner.close()
+
+    def _discover_ifaces(self, runner, host: HostConn) -> None:
+        out = runner.run(host, "ip -j -4 addr show").stdout
+        links = json.loads(out)
+        where = {a["local"]: link["ifname"] for link in links for a in link.get("addr_info", [])}
+        for net, addr in host.addresses.items():
+            if addr not in where:
+                raise BackendError(f"{host.name}: its {net} address {addr} is on no interface (Vagrant did not "
+                                   f"configure the private network; addresses seen: {', '.join(sorted(where))})")
+            host.ifaces[net] = where[addr]
+
+    def _routes(self, runner, lab: Lab, host: HostConn) -> None:
+        nets = lab.spec.networks
+        gw = lab.gateway
+        if host.role == "gateway":
+            runner.run(host, "sysctl -qw net.ipv4.ip_forward=1", sudo=True)
+            return
+        if host.role == "cpo":
+            other, via, dev = nets.evse, gw.addresses["cpo"], host.ifaces["cpo"]
+        else:
+            other, via, dev = nets.cpo, gw.addresses["evse"], host.ifaces["evse"]
+        runner.run(host, f"ip route replace {other} via {via} dev {dev}", sudo=True)
+
+    def _system_packages(self, runner, host: HostConn) -> None:
+        script = resource("provisioning") / "host-packages.sh"
+        remote = f"/tmp/labkit-host-packages.sh"
+        runner.put(host, str(script), remote)
+        pairs = " ".join(f"{c}:{p}" for c, p in REQUIRED_COMMANDS.items())
+        r = runner.run(host, f"sh {remote} {pairs}", sudo=True, check=False, timeout=900)
+        if r.exited != 0:
+            missing = re.search(r"^MISSING: (.*)$", r.stdout, re.M)
+            what = missing.group(1) if missing else (r.stderr.strip() or r.stdout.strip())[-300:]
+            raise BackendError(f"{host.name}: system packages missing and no package mirror reachable from the VM: "
+                               f"{what} (use a box that has them, e.g. `labkit box build`, or give the VMs a mirror)")
+
+    # -- status ------------------------------------------------------------------------------------------
+    def status(self, lab: Lab, labdir: LabDir) -> list[HostState]:
+        vdir = labdir.path / "vagrant"
+        roles = {h.name: h.role for h in lab.hosts}
+        if not (vdir / "Vagrantfile").exists() or not vagrant_bin():
+            return [HostState(h.name, h.role, False, "not created") for h in lab.hosts]
+        states = {s.name: s for s in self._vagrant(labdir, vdir, "vagrant-status.log").status()}
+        out = []
+        for name in lab.host_names:
+            s = states.get(name)
+            state = (s.state or "unknown") if s else "not created"
+            out.append(HostState(name, roles[name], state == "running", state,
+                                 {"provider": s.provider} if s and s.provider else {}))
+        return out
+
+    # -- down --------------------------------------------------------------------------------------------
+    def down(self, labdir: LabDir, progress: Progress = no_progress) -> None:
+        journal = labdir.journal()
+        errors: list[str] = []
+        killed = self._kill_vagrant_processes(labdir)
+        if killed:
+            progress(f"stopped {killed} vagrant process(es) still running for this lab", 0, None)
+        projects = [e for e in journal if e.get("kind") == "vagrant_project"]
+        for p in projects:
+            vdir = Path(p["dir"])
+            if (vdir / "Vagrantfile").exists() and (vdir / ".vagrant").exists() and vagrant_bin():
+                progress("vagrant destroy", 0, None)
+                try:
+                    self._vagrant(labdir, vdir, "vagrant-destroy.log").destroy()
+                except (subprocess.CalledProcessError, OSError) as exc:
+                    errors.append(f"vagrant destroy: {exc}")  # the sweep below still removes the VMs
+        domains = [e for e in journal if e.get("kind") == "libvirt_domain"]
+        nets = [e for e in journal if e.get("kind") == "libvirt_network"]
+        if (domains or nets) and shutil.which("virsh"):
+            existing = set(virsh("list", "--all", "--name", check=False).stdout.split())
+            for e in reversed(domains):
+                name = e["name"]
+                if name in existing:
+                    progress(f"removing domain {name}", 0, None)
+                    virsh("destroy", name, check=False)
+                    cp = virsh("undefine", name, "--remove-all-storage", "--nvram", check=False)
+                    if cp.returncode != 0:
+                        cp = virsh("undefine", name, "--remove-all-storage", check=False)
+                    if cp.returncode != 0 and name in set(virsh("list", "--all", "--name", check=False).stdout.split()):
+                        errors.append(f"domain {name}: {cp.stderr.strip()}")
+                vol = e.get("volume")
+                if vol and virsh("vol-info", "--pool", e.get("pool", POOL), vol, check=False).returncode == 0:
+                    cp = virsh("vol-delete", "--pool", e.get("pool", POOL), vol, check=False)
+                    if cp.returncode != 0:
+                        errors.append(f"volume {vol}: {cp.stderr.strip()}")
+            for e in reversed(nets):
+                name = e["name"]
+                if virsh("net-info", name, check=False).returncode == 0:
+                    progress(f"removing network {name}", 0, None)
+                    virsh("net-destroy", name, check=False)
+                    virsh("net-undefine", name, check=False)  # only if someone made it persistent
+                    if virsh("net-info", name, check=False).returncode == 0:
+                        errors.append(f"network {name} is still there")
+        vbox = [e for e in journal if e.get("kind") == "virtualbox_vm"]
+        if vbox and shutil.which("VBoxManage"):
+            listed = _run(["VBoxManage", "list", "vms"], check=False).stdout
+            for e in reversed(vbox):
+                if f'"{e["name"]}"' in listed:
+                    _run(["VBoxManage", "controlvm", e["name"], "poweroff"], check=False)
+                    cp = _run(["VBoxManage", "unregistervm", e["name"], "--delete"], check=False)
+                    if cp.returncode != 0:
+                        errors.append(f"VirtualBox VM {e['name']}: {cp.stderr.strip()}")
+        if errors:
+            raise BackendError("down left things behind: " + "; ".join(errors))
+        progress("lab removed", 1, 1)
+
+    def _kill_vagrant_processes(self, labdir: LabDir) -> int:
+        """Stop vagrant processes started for this lab (marked in their environment), e.g. after ``up`` was
+        killed: their process groups get SIGTERM, then SIGKILL."""
+        import psutil
+
+        mark = str(labdir.path)
+        groups = set()
+        for p in psutil.process_iter(["pid"]):
+            try:
+                if p.pid == os.getpid():
+                    continue
+                if p.environ().get(LAB_MARK) == mark:
+                    groups.add(os.getpgid(p.pid))
+            except (psutil.Error, ProcessLookupError, PermissionError):
+                continue
+        groups.discard(os.getpgid(0))
+        for g in groups:
+            try:
+                os.killpg(g, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 15
+        while groups and time.monotonic() < deadline:
+            alive = set()
+            for g in groups:
+                try:
+                    os.killpg(g, 0)
+                    alive.add(g)
+                except ProcessLookupError:
+                    pass
+            groups = alive
+            time.sleep(0.2)
+        for g in groups:
+            try:
+                os.killpg(g, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return len(groups)
+
+
+# --------------------------------------------------------------------------------------------------
+# the locally built test box
+
+
+TEST_BOX_PREFIX = "labkit/test-"
+
+
+def insecure_public_key() -> Path:
+    """Vagrant's well-known insecure public key, as shipped with the installed Vagrant."""
+    for pattern in ("/usr/share/rubygems-integration/all/gems/vagrant-*/keys/vagrant.pub",
+                    "/usr/lib/ruby/vendor_ruby/vagrant*/keys/vagrant.pub",
+                    "/opt/vagrant/embedded/gems/gems/vagrant-*/keys/vagrant.pub",
+                    "/opt/vagrant/embedded/gems/*/gems/vagrant-*/keys/vagrant.pub"):
+        found = sorted(glob.glob(pattern))
+        if found:
+            return Path(found[-1])
+    raise BackendError("cannot find Vagrant's insecure public key (keys/vagrant.pub in the Vagrant installation)")
+
+
+def _default_mirror() -> str:
+    """The Debian mirror apt already uses here, else deb.debian.org."""
+    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")) + ["/etc/apt/sources.list"]:
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            continue
+        m = re.search(r"^URIs:\s*(\S+/debian)/?\s*$", text, re.M) or \
+            re.search(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+/debian)/?\s", text, re.M)
+        if m:
+            return m.group(1)
+    return "http://deb.debian.org/debian"
+
+
+@dataclass
+class TestBox:
+    name: str
+    version: str
+    dir: Path
+    built: bool  # False: taken from the cache
+    seconds: dict[str, float]
+
+    def lab_yaml(self, driver: str = "qemu") -> str:
+        return (f"# the local test box (labkit box build): direct kernel boot, domain type {driver}\n"
+                f"backend: vagrant\nvagrant:\n  provider: libvirt\n  box: {self.name}\n"
+                f"  box_version: '{self.version}'\n  libvirt:\n    driver: {driver}\n"
+                f"  memory: {{cpo: 512, gateway: 384, evse: 384}}\n")
+
+
+def test_box_recipe(suite: str) -> tuple[str, str]:
+    """(recipe key, box version) of the test box: a hash of the build script, the suite and the key."""
+    h = hashlib.sha256()
+    h.update(resource("provisioning/testbox/build.sh").read_bytes())
+    h.update(suite.encode())
+    h.update(insecure_public_key().read_bytes())
+    key = h.hexdigest()
+    return key, f"1.0.{int(key[:8], 16)}"
+
+
+def build_test_box(suite: str = "bookworm", mirror: str | None = None, *, force: bool = False,
+                   progress: Progress = no_progress, log: Callable[[str], None] | None = None) -> TestBox:
+    """Build (or take from the cache) the Debian test box, add it to Vagrant and load it into libvirt's pool."""
+    if os.geteuid() != 0:
+        raise BackendError("labkit box build needs root (debootstrap, chroot)")
+    for tool in ("debootstrap", "mkfs.ext4", "qemu-img", "vagrant"):
+        if not shutil.which(tool):
+            raise BackendError(f"labkit box build needs {tool} (Debian: apt install debootstrap e2fsprogs "
+                               "qemu-utils vagrant vagrant-libvirt)")
+    key, version = test_box_recipe(suite)
+    name = TEST_BOX_PREFIX + suite
+    out = BOX_CACHE / "boxes" / f"{suite}-{key[:12]}"
+    box_file = out / "labkit-test.box"
+    seconds: dict[str, float] = {}
+    built = False
+    if force or not (out / "catalog.json").exists():
+        t0 = time.monotonic()
+        progress(f"building {name} {version} in {out} (debootstrap {suite}, a few minutes)", 0, None)
+        tmp = out.with_name(out.name + ".tmp")
+        cmd = ["bash", str(resource("provisioning/testbox/build.sh")), str(tmp), suite, mirror or _default_mirror(),
+               str(insecure_public_key()), str(BOX_CACHE / "debs"), str(out)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines = []
+        for line in proc.stdout:  # type: ignore[union-attr]
+            lines.append(line.rstrip())
+            if log:
+                log(line.rstrip())
+            progress(line.rstrip(), 0, None)
+        if proc.wait() != 0:
+            raise BackendError(f"building the test box failed: {lines[-1] if lines else 'no output'}")
+        if out.exists():
+            shutil.rmtree(out)
+        os.rename(tmp, out)
+        digest = hashlib.sha256(box_file.read_bytes()).hexdigest()
+        catalog = {"name": name, "description": f"labkit test box: Debian {suite}, direct kernel boot",
+                   "versions": [{"version": version, "providers": [{
+                       "name": "libvirt", "url": box_file.as_uri(), "checksum_type": "sha256",
+                       "checksum": digest}]}]}
+        (out / "catalog.json").write_text(json.dumps(catalog, indent=2))
+        (out / "recipe.json").write_text(json.dumps({"key": key, "suite": suite, "version": version}, indent=2))
+        seconds["build"] = round(time.monotonic() - t0, 1)
+        built = True
+    have = [b for b in _box_list() if b[0] == name and b[1] == "libvirt" and b[2] == version]
+    if not have:
+        t0 = time.monotonic()
+        progress(f"vagrant box add {name} {version}", 0, None)
+        _run([vagrant_bin() or "vagrant", "box", "add", "--force", (out / "catalog.json").as_uri()],
+             timeout=600, env=_vagrant_env())
+        seconds["box_add"] = round(time.monotonic() - t0, 1)
+    ok, why = libvirt_reachable()
+    if ok:
+        t0 = time.monotonic()
+        preload_box_volume(name, version, progress)
+        seconds["pool_load"] = round(time.monotonic() - t0, 1)
+    return TestBox(name=name, version=version, dir=out, built=built, seconds=seconds)
