@@ -4,13 +4,12 @@ On the controlling machine: a wheel of labkit itself, made from the installed pa
 source checkout, an editable install or a wheel install alike), and the wheels of what the host-side
 commands import (``labkit csms``, ``labkit fleet``, ``labkit shaper``: click, ocpp, websockets, psutil and
 their dependencies), fetched once for the host's Python and platform with ``pip download`` at the versions
-installed here and cached under ``$LABKIT_HOME/wheelhouse/``; from then on no index is needed. pip's own
-wheel travels along: the host needs only ``python3`` (no python3-venv, no pip): the venv is made
-``--without-pip`` and pip runs from its wheel.
+installed here and cached under ``$LABKIT_HOME/wheelhouse/``; from then on no index is needed. The wheel of
+pypa's ``installer`` travels along: the host needs only ``python3`` (no python3-venv, no pip).
 
-On the host: the wheels go over SFTP to ``/opt/labkit/wheels``, a venv is made at ``/opt/labkit/venv``, and
-pip installs from the wheels only (``--no-index``). A stamp records what was installed, so a second ``up``
-skips the work.
+On the host: the wheels go over SFTP to ``/opt/labkit/wheels``, a fresh venv is made ``--without-pip`` at
+``/opt/labkit/venv``, and ``provisioning/install-wheels.py`` unpacks the (already resolved) wheelhouse into it
+with ``installer`` in one short process. A stamp records what was installed, so a second ``up`` skips it.
 """
 
 from __future__ import annotations
@@ -175,9 +174,11 @@ def pins(requirements: tuple[str, ...] = HOST_REQUIREMENTS) -> list[str]:
     for r in requirements:
         v = _installed(r)
         out.append(f"{r}=={v}" if v else r)
-    pip_v = _installed("pip")
-    out.append(f"pip=={pip_v}" if pip_v else "pip")
     return out
+
+
+#: pypa's wheel installer, shipped to the host to unpack the wheelhouse (it is not needed here)
+INSTALLER = "installer==1.1.0"
 
 
 def _constraints() -> str:
@@ -210,8 +211,13 @@ class Wheelhouse:
         return next(f for f in self.files if f.name.startswith("labkit-"))
 
     @property
-    def pip_wheel(self) -> Path:
-        return next(f for f in self.files if re.match(r"pip-[\d.]+-py3-none-any\.whl$", f.name))
+    def installer_wheel(self) -> Path:
+        return next(f for f in self.files if re.match(r"installer-[\d.]+-py3-none-any\.whl$", f.name))
+
+    @property
+    def install_wheels(self) -> list[Path]:
+        """Everything to install on the host (all but the installer itself)."""
+        return [f for f in self.files if f != self.installer_wheel]
 
 
 def cache_root() -> Path:
@@ -222,13 +228,13 @@ def build(target: Target, requirements: tuple[str, ...] = HOST_REQUIREMENTS, *,
           progress: Callable[[str, int, Any], None] | None = None) -> Wheelhouse:
     """The wheelhouse for ``target``: dependencies from the cache (or ``pip download`` once), labkit fresh."""
     reqs = pins(requirements)
-    key = hashlib.sha256(("\n".join(reqs) + target.tag).encode()).hexdigest()[:12]
+    key = hashlib.sha256(("\n".join(reqs + [INSTALLER]) + target.tag).encode()).hexdigest()[:12]
     deps = cache_root() / target.tag / key
     if not (deps / "complete").exists():
         deps.mkdir(parents=True, exist_ok=True)
         if progress:
             progress(f"pip download for {target.tag}: {' '.join(reqs)}", 0, None)
-        _download(deps, target, reqs)
+        _download(deps, target, reqs + [INSTALLER])
         (deps / "complete").write_text("\n".join(reqs) + "\n")
     out = Path(tempfile.mkdtemp(prefix="labkit-wheelhouse-"))
     for f in deps.glob("*.whl"):
@@ -293,22 +299,25 @@ def install(remote: Any, host: Any, house: Wheelhouse, *, venv: str = "/opt/labk
     except json.JSONDecodeError:
         pass
     remote.run(host, f"install -d -m 0755 -o $(id -u {host.user}) -g $(id -g {host.user}) {root} && "
-                     f"rm -rf {wheels} && install -d -m 0755 -o $(id -u {host.user}) -g $(id -g {host.user}) {wheels}",
+                     f"rm -rf {wheels} {venv} && "
+                     f"install -d -m 0755 -o $(id -u {host.user}) -g $(id -g {host.user}) {wheels}",
                sudo=True)
+    from labkit.resources import resource
+
+    script = f"{wheels}/install-wheels.py"
+    remote.put(host, str(resource("provisioning") / "install-wheels.py"), script)
     for f in house.files:
         remote.put(host, str(f), f"{wheels}/{f.name}")
-    pip = f"{venv}/bin/python {wheels}/{house.pip_wheel.name}/pip"
-    flags = "--disable-pip-version-check --no-index --find-links " + wheels
     cmds = [
-        f"test -x {venv}/bin/python || python3 -m venv --without-pip {venv}",
-        f"{pip} install -q {flags} {' '.join(shlex.quote(q) for q in house.requirements)}",
-        f"{pip} install -q {flags} --no-deps --force-reinstall {wheels}/{house.labkit_wheel.name}",
+        f"python3 -m venv --without-pip {venv}",
+        f"{venv}/bin/python {script} {wheels}/{house.installer_wheel.name} "
+        + " ".join(f"{wheels}/{f.name}" for f in house.install_wheels),
         f"{venv}/bin/labkit --version",
     ]
     for c in cmds:
         res = remote.run(host, c, check=False, timeout=900)
         if res.exited != 0:
             last = (res.stderr.strip() or res.stdout.strip()).splitlines()
-            raise BackendError(f"{host.name}: installing labkit failed at `{c}`: {last[-1] if last else res.exited}")
+            raise BackendError(f"{host.name}: installing labkit failed at `{c[:80]}`: {last[-1] if last else res.exited}")
     remote.run(host, f"printf '%s' {shlex.quote(json.dumps(want))} > {stamp}")
     return f"{venv}/bin/labkit"
