@@ -70,6 +70,7 @@ class Remote:
         self.max_parallel = max_parallel
         self._conns: dict[str, Connection] = {}
         self._lock = threading.Lock()
+        self._host_locks: dict[str, threading.Lock] = {}
         self._log = open(log, "a", encoding="utf-8") if log else None
         self._log_lock = threading.Lock()
 
@@ -93,6 +94,14 @@ class Remote:
         conn = self.conn(h)
         if conn.is_connected:
             return conn
+        with self._lock:
+            host_lock = self._host_locks.setdefault(h.name, threading.Lock())
+        with host_lock:  # threads sharing a host must not open its connection twice
+            if conn.is_connected:
+                return conn
+            return self._open(h, conn)
+
+    def _open(self, h: HostConn, conn: Connection) -> Connection:
         try:
             conn.open()
             # Commands are small request/response exchanges: without TCP_NODELAY each one waits for a

@@ -15,6 +15,7 @@ that ``down`` cannot remove. Hosts are provisioned over real SSH like VMs.
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import json
 import os
@@ -48,8 +49,18 @@ def root_link(lab: str) -> str:
     return f"lk{lab}"[:15]
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent(parent: int = os.getpid()) -> None:
+    """preexec_fn: SIGKILL this child when labkit dies, so a killed ``up`` cannot race ``down``."""
+    _LIBC.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def _ip(args: list[str], *, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["ip", *args], input=input, capture_output=True, text=True)
+    proc = subprocess.run(["ip", *args], input=input, capture_output=True, text=True, preexec_fn=_die_with_parent)
     if check and proc.returncode != 0:
         raise BackendError(f"ip {' '.join(args[:6])}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'failed'}")
     return proc
@@ -189,6 +200,7 @@ class NetnsBackend:
             script = f"{sets}; {mask}; hostname {h.name}; exec {SSHD} -f {cfg} -E {hd / 'sshd.log'}"
             procs.append((h.name, subprocess.Popen(["ip", "netns", "exec", ns, "unshare", "--uts", "--mount",
                                                     "--propagation", "private", "sh", "-c", script],
+                                                   preexec_fn=_die_with_parent,
                                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
         for name, p in procs:
             out, err = p.communicate(timeout=30)
@@ -271,7 +283,8 @@ def _sysctls(ns: str, values: dict[str, str], optional: set[str] = frozenset()) 
     for key, value in values.items():
         suffix = " 2>/dev/null || true" if key in optional else ""
         parts.append(f"echo {value} > /proc/sys/{key}{suffix}")
-    proc = subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", "; ".join(parts)], capture_output=True, text=True)
+    proc = subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", "; ".join(parts)], capture_output=True, text=True,
+                          preexec_fn=_die_with_parent)
     if proc.returncode != 0:
         raise BackendError(f"{ns}: sysctl failed: {proc.stderr.strip()}")
 
