@@ -8,7 +8,7 @@ lack labkit get it from a wheelhouse pushed from this machine (labkit.wheelhouse
 from __future__ import annotations
 
 import shlex
-from typing import Callable
+from collections.abc import Callable
 
 from labkit.errors import RemoteError
 from labkit.inventory import HostConn, Inventory

@@ -11,10 +11,10 @@ import shlex
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import paramiko
 from fabric import Connection
@@ -161,7 +161,7 @@ class Remote:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> "Remote":
+    def __enter__(self) -> Remote:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -219,11 +219,16 @@ class Remote:
     def _paths(self, h: HostConn, name: str) -> tuple[str, str]:
         return f"{h.workdir}/{name}.pid", f"{h.workdir}/{name}.log"
 
-    def start(self, host: str | HostConn, name: str, command: str, *, sudo: bool = False) -> int:
-        """Start ``command`` detached (own session), its pid in ``workdir/name.pid``, output in ``name.log``."""
+    def start(self, host: str | HostConn, name: str, command: str, *, sudo: bool = False,
+              nofile: int | None = None) -> int:
+        """Start ``command`` detached (own session), its pid in ``workdir/name.pid``, output in ``name.log``.
+
+        ``nofile`` raises the open-files limit first (a fleet of thousands of stations needs one per socket).
+        """
         h = self.host(host)
         pidfile, logfile = self._paths(h, name)
-        inner = f"echo $$ > {shlex.quote(pidfile)}; exec {command}"
+        limit = f"ulimit -n {nofile} 2>/dev/null || ulimit -n $(ulimit -Hn); " if nofile else ""
+        inner = f"echo $$ > {shlex.quote(pidfile)}; {limit}exec {command}"
         script = (f"mkdir -p {shlex.quote(h.workdir)} && rm -f {shlex.quote(pidfile)} && "
                   f"setsid sh -c {shlex.quote(inner)} > {shlex.quote(logfile)} 2>&1 < /dev/null & "
                   f"for i in $(seq 50); do [ -s {shlex.quote(pidfile)} ] && break; sleep 0.02; done; "
@@ -233,6 +238,14 @@ class Remote:
             return int(res.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
             raise RemoteError(f"{h.name}: could not start {name}: {res.stderr.strip() or 'no pid'}") from None
+
+    def start_many(self, hosts: Iterable[str | HostConn], name: str, command: Callable[[HostConn], str], *,
+                   sudo: bool = False, nofile: int | None = None) -> dict[str, int]:
+        """``start`` on several hosts in parallel; returns their pids."""
+        hs = [self.host(h) for h in hosts]
+        with ThreadPoolExecutor(max_workers=min(self.max_parallel, max(len(hs), 1))) as pool:
+            futures = {h.name: pool.submit(self.start, h, name, command(h), sudo=sudo, nofile=nofile) for h in hs}
+            return {n: f.result() for n, f in futures.items()}
 
     def alive(self, host: str | HostConn, name: str, *, sudo: bool = False) -> bool:
         h = self.host(host)
@@ -283,7 +296,7 @@ class Remote:
                 return fh.read().decode("utf-8", "replace")
         except FileNotFoundError:
             return None
-        except IOError as exc:
+        except OSError as exc:
             if getattr(exc, "errno", None) == 2:
                 return None
             raise RemoteError(f"{h.name}: cannot read {remote}: {_reason(exc)}") from None

@@ -25,12 +25,12 @@ import sys
 import time
 from pathlib import Path
 
+from labkit import sshkeys
 from labkit.backends.base import HostState, Progress, no_progress
 from labkit.errors import BackendError, ConfigError
 from labkit.inventory import HostConn, Inventory
 from labkit.labdir import LabDir, list_labs
 from labkit.model import Host, Lab
-from labkit import sshkeys
 
 SSHD = "/usr/sbin/sshd"
 MGMT_POOL = ipaddress.IPv4Network("10.250.0.0/16")

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "fleet": "sim:fleet",
     "shaper": "shape:shaper",
     "box": "vagrant:box",
+    "monitor": "bench:monitor",
 }
 
 
