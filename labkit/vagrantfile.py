@@ -81,7 +81,8 @@ def render(lab: Lab, provider: str = "libvirt", *, mgmt: ipaddress.IPv4Network |
     10.251.0.0/24); ``console_dir``, when given, receives each libvirt VM's serial console log.
     """
     if provider not in PROVIDERS:
-        raise ConfigError(f"--provider: {provider!r} is not a provider labkit renders (allowed: {', '.join(PROVIDERS)})")
+        raise ConfigError(f"--provider: {provider!r} is not a provider labkit renders "
+                          f"(allowed: {', '.join(PROVIDERS)})")
     spec = lab.spec
     opts = spec.vagrant
     mgmt = mgmt or spec.networks.mgmt or DEFAULT_MGMT

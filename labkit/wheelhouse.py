@@ -26,10 +26,11 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from labkit import __version__
 from labkit.errors import BackendError
@@ -87,7 +88,8 @@ def local_target() -> Target:
     import platform
 
     libc = platform.libc_ver()
-    return Target("%d.%d" % sys.version_info[:2], platform.machine(), libc[1] if libc[0] == "glibc" else "")
+    return Target(f"{sys.version_info[0]}.{sys.version_info[1]}", platform.machine(),
+                  libc[1] if libc[0] == "glibc" else "")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -139,7 +141,8 @@ def build_labkit_wheel(dest: Path) -> Path:
     meta = {
         f"{dist}/METADATA": (f"Metadata-Version: 2.1\nName: labkit\nVersion: {version}\n"
                              "Summary: labkit (host-side install, dependencies installed separately)\n").encode(),
-        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: labkit.wheelhouse\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{dist}/WHEEL": (b"Wheel-Version: 1.0\nGenerator: labkit.wheelhouse\nRoot-Is-Purelib: true\n"
+                          b"Tag: py3-none-any\n"),
         f"{dist}/entry_points.txt": b"[console_scripts]\nlabkit = labkit.__main__:main\n",
     }
     record = io.StringIO()
@@ -283,10 +286,40 @@ def _download(dest: Path, target: Target, reqs: list[str]) -> None:
 # install on a host
 
 
-def install(remote: Any, host: Any, house: Wheelhouse, *, venv: str = "/opt/labkit/venv") -> str:
-    """Push ``house`` to ``host`` and install it in ``venv``; returns the path of labkit there.
+def install(remote: Any, hosts: list[Any], *, progress: Callable[[str, int, Any], None] | None = None
+            ) -> dict[str, float]:
+    """Install labkit on ``hosts`` (in parallel), each in the venv its ``host.labkit`` lives in.
 
-    ``remote`` is a ``labkit.remote.Remote`` (or anything with its ``run`` and ``put``)."""
+    ``remote`` is a ``labkit.remote.Remote``. Returns the seconds each host took."""
+    import shutil
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    hosts = list(hosts)
+    probes = remote.run_many(hosts, PROBE)
+    targets = {h.name: probe_target(lambda _cmd, h=h: probes[h.name].stdout) for h in hosts}
+    houses = {t: build(t, progress=progress) for t in set(targets.values())}
+    done: list[str] = []
+
+    def one(h: Any) -> float:
+        t0 = time.monotonic()
+        install_host(remote, h, houses[targets[h.name]])
+        done.append(h.name)
+        if progress:
+            progress(f"{h.name}: labkit installed", len(done), len(hosts))
+        return time.monotonic() - t0
+
+    try:
+        with ThreadPoolExecutor(max_workers=min(16, max(len(hosts), 1))) as pool:
+            return dict(zip([h.name for h in hosts], pool.map(one, hosts), strict=True))
+    finally:
+        for house in houses.values():
+            shutil.rmtree(house.dir, ignore_errors=True)
+
+
+def install_host(remote: Any, host: Any, house: Wheelhouse) -> str:
+    """Push ``house`` to ``host`` and install it in the venv of ``host.labkit``; returns that path."""
+    venv = str(Path(host.labkit).parent.parent)
     root = str(Path(venv).parent)
     wheels = f"{root}/wheels"
     stamp = f"{root}/installed.json"
@@ -318,6 +351,7 @@ def install(remote: Any, host: Any, house: Wheelhouse, *, venv: str = "/opt/labk
         res = remote.run(host, c, check=False, timeout=900)
         if res.exited != 0:
             last = (res.stderr.strip() or res.stdout.strip()).splitlines()
-            raise BackendError(f"{host.name}: installing labkit failed at `{c[:80]}`: {last[-1] if last else res.exited}")
+            raise BackendError(f"{host.name}: installing labkit failed at `{c[:80]}`: "
+                               f"{last[-1] if last else res.exited}")
     remote.run(host, f"printf '%s' {shlex.quote(json.dumps(want))} > {stamp}")
     return f"{venv}/bin/labkit"

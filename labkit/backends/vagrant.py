@@ -26,18 +26,19 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
+from labkit import vagrantfile
 from labkit.backends.base import HostState, Progress, no_progress
 from labkit.errors import BackendError, ConfigError, LabkitError
 from labkit.inventory import HostConn, Inventory
 from labkit.labdir import LabDir, labkit_home
 from labkit.model import Lab
-from labkit import vagrantfile
 from labkit.resources import resource
 
 LIBVIRT_URI = vagrantfile.LIBVIRT_URI
@@ -316,81 +317,6 @@ def _fetch_host_key(host: str, port: int, timeout: float = 30):
 
 
 # --------------------------------------------------------------------------------------------------
-# SSH to the hosts
-
-
-@dataclass
-class _Result:
-    stdout: str
-    stderr: str
-    exited: int
-
-
-class _FabricRunner:
-    """The subset of ``labkit.remote.Remote`` this backend uses (run, put, close), over Fabric with strict
-    host keys; used until labkit.remote is on this branch."""
-
-    def __init__(self, inv: Inventory, log_dir: Path | None = None):
-        self._conns: dict[str, Any] = {}
-        self._lock = threading.Lock()
-        self._log_dir = log_dir
-        self._inv = inv
-
-    def _conn(self, host: HostConn):
-        import fabric
-        import paramiko
-
-        with self._lock:
-            c = self._conns.get(host.name)
-            if c is None:
-                c = fabric.Connection(host.ssh_host, user=host.user, port=host.ssh_port, connect_timeout=30,
-                                      connect_kwargs={"key_filename": [host.key_file], "look_for_keys": False,
-                                                      "allow_agent": False})
-                c.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-                if host.known_hosts:
-                    c.client.load_host_keys(host.known_hosts)
-                else:
-                    c.client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-                self._conns[host.name] = c
-            return c
-
-    def run(self, host: HostConn, command: str, sudo: bool = False, check: bool = True,
-            timeout: float | None = 120) -> _Result:
-        import shlex
-
-        from labkit.errors import RemoteError
-
-        cmd = f"sudo -n sh -c {shlex.quote(command)}" if (sudo and host.sudo) else command
-        try:
-            r = self._conn(host).run(cmd, hide=True, warn=True, timeout=timeout, in_stream=False)
-            res = _Result(r.stdout, r.stderr, r.exited)
-        except Exception as exc:  # invoke's CommandTimedOut, paramiko's SSHException, socket errors
-            res = _Result("", f"{exc.__class__.__name__}: {exc}", 255)
-        if self._log_dir is not None:
-            with open(self._log_dir / f"ssh-{host.name}.log", "a", encoding="utf-8") as log:
-                log.write(f"$ {cmd}\n{res.stdout}{res.stderr}[exit {res.exited}]\n")
-        if check and res.exited != 0:
-            last = (res.stderr.strip() or res.stdout.strip()).splitlines()
-            raise RemoteError(f"{host.name}: `{command}` failed (exit {res.exited}): {last[-1] if last else ''}")
-        return res
-
-    def put(self, host: HostConn, local: str, remote: str) -> None:
-        self._conn(host).put(local, remote)
-
-    def close(self) -> None:
-        for c in self._conns.values():
-            try:
-                c.close()
-            except Exception:
-                pass
-        self._conns.clear()
-
-
-def _remote(inv: Inventory, labdir: LabDir):
-    return _FabricRunner(inv, log_dir=labdir.logs)
-
-
-# --------------------------------------------------------------------------------------------------
 # the backend
 
 
@@ -518,31 +444,23 @@ class VagrantBackend:
 
     # -- up ----------------------------------------------------------------------------------------------
     def up(self, lab: Lab, labdir: LabDir, progress: Progress = no_progress) -> Inventory:
+        """Place the VMs and prepare them (routes, system packages); labkit itself is installed by
+        ``labkit.provision`` from the wheelhouse (``details["install"] == "wheelhouse"``). The caller
+        (labkit.lifecycle) runs ``preflight`` first and ``down`` when this fails."""
         timings: dict[str, float] = {}
         timer = _Timer(timings)
         t_start = time.monotonic()
-        with timer("preflight"):
-            self.preflight(lab, labdir)
         provider = self.resolve_provider(lab)
         labdir.create()
-        labdir.write_json("lab.json", lab.to_dict())
+        labdir.record("backend", name=self.name, lab=lab.name)
         vdir = labdir.path / "vagrant"
-        try:
-            return self._up(lab, labdir, provider, vdir, timer, timings, t_start, progress)
-        except BaseException as exc:
-            progress(f"up failed ({exc.__class__.__name__}); removing what was created", 0, None)
-            try:
-                self.down(labdir, progress)
-            except Exception as cleanup_exc:  # report the first failure, mention the second
-                if isinstance(exc, LabkitError):
-                    raise type(exc)(f"{exc} (and cleaning up failed too: {cleanup_exc}; run `labkit down`)") from exc
-            raise
+        return self._up(lab, labdir, provider, vdir, timer, timings, t_start, progress)
 
     def _up(self, lab: Lab, labdir: LabDir, provider: str, vdir: Path, timer: _Timer,
             timings: dict[str, float], t_start: float, progress: Progress) -> Inventory:
         spec = lab.spec.vagrant
         details: dict[str, Any] = {"provider": provider, "box": spec.box, "box_version": spec.box_version,
-                                   "vagrant_dir": str(vdir)}
+                                   "vagrant_dir": str(vdir), "install": "wheelhouse"}
         labdir.record("vagrant_project", dir=str(vdir), provider=provider)
         vdir.mkdir(parents=True, exist_ok=True)
         mgmt = None
@@ -574,8 +492,8 @@ class VagrantBackend:
         with timer("ssh_config"):
             hosts = self._inventory_hosts(lab, labdir, vdir)
         inv = Inventory(lab=lab.name, backend=self.name, hosts=hosts, details=details)
-        with timer("provision"):
-            self._provision(lab, labdir, inv, progress, timings)
+        with timer("prepare"):
+            self._prepare(lab, labdir, inv, progress, timings)
         timings["total"] = round(time.monotonic() - t_start, 1)
         details["timings_s"] = timings
         inv.save(labdir.inventory_file)
@@ -672,7 +590,8 @@ class VagrantBackend:
         for h in lab.hosts:
             c = cfg.get(h.name)
             if c is None:
-                raise BackendError(f"{h.name}: `vagrant ssh-config` has no entry for it (see {labdir.logs / 'vagrant.log'})")
+                raise BackendError(f"{h.name}: `vagrant ssh-config` has no entry for it "
+                                   f"(see {labdir.logs / 'vagrant.log'})")
             port = int(c["port"])
             try:
                 key = _fetch_host_key(c["hostname"], port)
@@ -688,57 +607,33 @@ class VagrantBackend:
         return hosts
 
     # -- provisioning over SSH (in parallel) -------------------------------------------------------------
-    def _provision(self, lab: Lab, labdir: LabDir, inv: Inventory, progress: Progress,
-                   timings: dict[str, float]) -> None:
-        from labkit import wheelhouse
+    def _prepare(self, lab: Lab, labdir: LabDir, inv: Inventory, progress: Progress,
+                 timings: dict[str, Any]) -> None:
+        """On every host at once: find the data interfaces, route the other data network via the gateway
+        (forwarding on the gateway), make sure the system packages are there."""
+        from labkit.remote import Remote
 
-        runner = _remote(inv, labdir)
-        try:
-            done = []
-            lock = threading.Lock()
+        done: list[str] = []
+        lock = threading.Lock()
 
-            def prep(host: HostConn) -> dict:
-                t0 = time.monotonic()
-                self._discover_ifaces(runner, host)
-                self._routes(runner, lab, host)
-                self._system_packages(runner, host)
-                target = wheelhouse.probe_target(lambda cmd: runner.run(host, cmd).stdout)
-                with lock:
-                    done.append(host.name)
-                    progress(f"{host.name}: network and packages ready", len(done), len(inv.hosts))
-                return {"target": target, "t": time.monotonic() - t0}
+        def prep(host: HostConn) -> float:
+            t0 = time.monotonic()
+            self._discover_ifaces(remote, host)
+            self._routes(remote, lab, host)
+            self._system_packages(remote, host)
+            remote.run(host, f"install -d -m 0755 -o {host.user} {WORKDIR}", sudo=True)
+            with lock:
+                done.append(host.name)
+                progress(f"{host.name}: routes and system packages ready", len(done), len(inv.hosts))
+            return time.monotonic() - t0
 
+        with Remote(inv, log=labdir.logs / "commands.log", connect_timeout=30) as remote:
             with ThreadPoolExecutor(max_workers=min(16, len(inv.hosts))) as pool:
-                prepped = dict(zip([h.name for h in inv.hosts], pool.map(prep, inv.hosts)))
-            targets = {p["target"] for p in prepped.values()}
-            houses = {}
-            for t in targets:
-                progress(f"wheelhouse for {t.tag}", 0, None)
-                houses[t] = wheelhouse.build(t, progress=progress)
-            done.clear()
+                per_host = dict(zip([h.name for h in inv.hosts], pool.map(prep, inv.hosts), strict=True))
+        timings["prepare_per_host"] = {k: round(v, 1) for k, v in per_host.items()}
 
-            def install(host: HostConn) -> float:
-                t0 = time.monotonic()
-                wheelhouse.install(runner, host, houses[prepped[host.name]["target"]], venv=VENV)
-                runner.run(host, f"install -d -m 0755 -o $(id -u) -g $(id -g) {WORKDIR}", sudo=True)
-                with lock:
-                    done.append(host.name)
-                    progress(f"{host.name}: labkit installed", len(done), len(inv.hosts))
-                return time.monotonic() - t0
-
-            t_inst = time.monotonic()
-            with ThreadPoolExecutor(max_workers=min(16, len(inv.hosts))) as pool:
-                per_host = dict(zip([h.name for h in inv.hosts], pool.map(install, inv.hosts)))
-            timings["install_parallel"] = round(time.monotonic() - t_inst, 1)
-            timings["install_per_host"] = {k: round(v, 1) for k, v in per_host.items()}  # type: ignore[assignment]
-            timings["install_sum"] = round(sum(per_host.values()), 1)
-            timings["prepare_per_host"] = {k: round(p["t"], 1) for k, p in prepped.items()}  # type: ignore[assignment]
-            inv.details["python"] = sorted(t.tag for t in targets)
-        finally:
-            runner.close()
-
-    def _discover_ifaces(self, runner, host: HostConn) -> None:
-        out = runner.run(host, "ip -j -4 addr show").stdout
+    def _discover_ifaces(self, remote, host: HostConn) -> None:
+        out = remote.run(host, "ip -j -4 addr show").stdout
         links = json.loads(out)
         where = {a["local"]: link["ifname"] for link in links for a in link.get("addr_info", [])}
         for net, addr in host.addresses.items():
@@ -747,24 +642,24 @@ class VagrantBackend:
                                    f"configure the private network; addresses seen: {', '.join(sorted(where))})")
             host.ifaces[net] = where[addr]
 
-    def _routes(self, runner, lab: Lab, host: HostConn) -> None:
+    def _routes(self, remote, lab: Lab, host: HostConn) -> None:
         nets = lab.spec.networks
         gw = lab.gateway
         if host.role == "gateway":
-            runner.run(host, "sysctl -qw net.ipv4.ip_forward=1", sudo=True)
+            remote.run(host, "sysctl -qw net.ipv4.ip_forward=1", sudo=True)
             return
         if host.role == "cpo":
             other, via, dev = nets.evse, gw.addresses["cpo"], host.ifaces["cpo"]
         else:
             other, via, dev = nets.cpo, gw.addresses["evse"], host.ifaces["evse"]
-        runner.run(host, f"ip route replace {other} via {via} dev {dev}", sudo=True)
+        remote.run(host, f"ip route replace {other} via {via} dev {dev}", sudo=True)
 
-    def _system_packages(self, runner, host: HostConn) -> None:
+    def _system_packages(self, remote, host: HostConn) -> None:
         script = resource("provisioning") / "host-packages.sh"
-        remote = f"/tmp/labkit-host-packages.sh"
-        runner.put(host, str(script), remote)
+        path = "/tmp/labkit-host-packages.sh"
+        remote.put(host, str(script), path)
         pairs = " ".join(f"{c}:{p}" for c, p in REQUIRED_COMMANDS.items())
-        r = runner.run(host, f"sh {remote} {pairs}", sudo=True, check=False, timeout=900)
+        r = remote.run(host, f"sh {path} {pairs}", sudo=True, check=False, timeout=900)
         if r.exited != 0:
             missing = re.search(r"^MISSING: (.*)$", r.stdout, re.M)
             what = missing.group(1) if missing else (r.stderr.strip() or r.stdout.strip())[-300:]
@@ -858,6 +753,7 @@ class VagrantBackend:
             except (psutil.Error, ProcessLookupError, PermissionError):
                 continue
         groups.discard(os.getpgid(0))
+        signalled = len(groups)
         for g in groups:
             try:
                 os.killpg(g, signal.SIGTERM)
@@ -879,7 +775,7 @@ class VagrantBackend:
                 os.killpg(g, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        return len(groups)
+        return signalled
 
 
 # --------------------------------------------------------------------------------------------------

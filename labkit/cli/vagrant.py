@@ -10,7 +10,7 @@ import click
 from labkit.errors import ConfigError
 
 
-def _load_lab(lab_file: str | None, name: str | None, evse: int | None):
+def _load_lab(lab_file: str | None, name: str | None, evse: str | None):
     from labkit.model import build_lab, load_spec
 
     spec = load_spec(lab_file, {"name": name, "evse": evse})
@@ -18,12 +18,12 @@ def _load_lab(lab_file: str | None, name: str | None, evse: int | None):
 
 
 @click.command()
-@click.argument("lab_file", required=False, type=click.Path(dir_okay=False))
+@click.option("-f", "--file", "lab_file", type=click.Path(dir_okay=False), help="Lab file (YAML).")
 @click.option("--provider", type=click.Choice(["virtualbox", "libvirt"]), default=None,
               help="Default provider written into the Vagrantfile (default: the lab file's, else libvirt).")
 @click.option("--name", default=None, help="Lab name.")
-@click.option("--evse", type=int, default=None, help="Number of EVSE hosts.")
-def render(lab_file: str | None, provider: str | None, name: str | None, evse: int | None) -> None:
+@click.option("--evse", default=None, help="Number of EVSE hosts.")
+def render(lab_file: str | None, provider: str | None, name: str | None, evse: str | None) -> None:
     """Print the Vagrantfile of a lab (what `labkit up --backend vagrant` writes)."""
     from labkit.backends.vagrant import VagrantBackend
     from labkit.labdir import LabDir
