@@ -7,11 +7,12 @@ they start fast on small lab hosts. Every parameter is a flag; units are in the 
 from __future__ import annotations
 
 import socket
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
-from labkit.sim.settings import VALIDATION_MODES, VERSIONS, WsSettings, parse_listen
+from labkit.sim.settings import LOOPS, VALIDATION_MODES, VERSIONS, WsSettings, parse_listen
 
 
 def _ws_options(fn: Callable) -> Callable:
@@ -28,8 +29,10 @@ def _ws_options(fn: Callable) -> Callable:
                      help="permessage-deflate (off: frame sizes are what the wire carries)."),
         click.option("--max-message-bytes", type=int, default=256 * 1024, show_default=True,
                      help="Largest incoming WebSocket message, bytes (larger: close 1009)."),
-        click.option("--validation", type=click.Choice(VALIDATION_MODES), default="sync", show_default=True,
-                     help="OCPP JSON-schema validation: in the event loop, in a thread, or off."),
+        click.option("--validation", type=click.Choice(VALIDATION_MODES), default="fast", show_default=True,
+                     help="OCPP JSON-schema validation: fast (compiled schemas), sync/async (the ocpp library's, in the loop / in a thread), off."),
+        click.option("--loop", type=click.Choice(LOOPS), default="auto", show_default=True,
+                     help="Event loop: uvloop when installed (auto), or asyncio's own."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)

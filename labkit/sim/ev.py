@@ -25,7 +25,7 @@ class EV:
     max_power_w: float
 
     @classmethod
-    def arrive(cls, rng: random.Random, station_max_w: float) -> "EV":
+    def arrive(cls, rng: random.Random, station_max_w: float) -> EV:
         capacity = rng.choice(BATTERIES_KWH) * 1000.0
         ev_max = rng.choice((7_400.0, 11_000.0, 22_000.0))
         soc = rng.uniform(10.0, 60.0)

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from labkit.errors import ConfigError
 from labkit.sim.samples import CALL_COLUMNS, EVENT_COLUMNS, CsvSink, StatusFile, fmt_ms
 from labkit.sim.scenarios import DEFAULTS, SCENARIOS, ScenarioParams, expected_calls
-from labkit.sim.settings import VERSIONS, WsSettings, raise_nofile_limit, set_validation
+from labkit.sim.settings import VERSIONS, WsSettings, raise_nofile_limit, run_loop, set_validation
 from labkit.sim.station import Station
 from labkit.sim.timing import CallRecord
 
@@ -55,14 +55,15 @@ class FleetConfig:
     tx_retry_interval_s: float = 5.0
     drain_timeout_s: float = 60.0
     password: str | None = None
-    validation: str = "sync"
+    validation: str = "fast"
+    loop: str = "auto"
     ws: WsSettings = field(default_factory=WsSettings)
     out: str | None = None
     events: str | None = None
     status: str | None = None
     status_interval_s: float = 1.0
 
-    def check(self) -> "FleetConfig":
+    def check(self) -> FleetConfig:
         parts = urlsplit(self.url)
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise ConfigError.at("--url", f"{self.url!r} is not a ws:// or wss:// URL with a host")
@@ -265,11 +266,11 @@ class Fleet:
 def run_fleet(cfg: FleetConfig) -> int:
     """Check ``cfg``, run the fleet to the end; returns the exit status."""
     cfg.check()
-    cfg.params = ScenarioParams(**{**asdict(cfg.params)})
+    cfg.params = ScenarioParams(**asdict(cfg.params))
     set_validation(cfg.validation)
     raise_nofile_limit()
     fleet = Fleet(cfg)
-    rc = asyncio.run(fleet.run())
+    rc = run_loop(fleet.run(), cfg.loop)
     if fleet.stop_reason and fleet.stop_reason != "duration":
         print(f"labkit fleet: stopped by {fleet.stop_reason}", file=sys.stderr)
     return rc

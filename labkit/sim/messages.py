@@ -24,8 +24,9 @@ it waits in the offline queue). Transaction messages are built lazily (``build()
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from labkit import __version__
 from labkit.sim.settings import version_module
@@ -35,7 +36,7 @@ TX_ACTIONS_16 = frozenset({"StartTransaction", "StopTransaction", "MeterValues"}
 
 def utc_now() -> str:
     """OCPP timestamp (RFC 3339, UTC, milliseconds)."""
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 

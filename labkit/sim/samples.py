@@ -12,8 +12,9 @@ import io
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 CALL_COLUMNS = (
     "run_id", "host", "station_id", "ocpp_version", "action", "t_wall", "t_mono_ns", "rtt_ms",
@@ -48,7 +49,7 @@ class CsvSink:
             with open(self.path, "rb") as fh:
                 fh.seek(-1, os.SEEK_END)
                 torn = fh.read(1) != b"\n"
-        self._file = open(self.path, "a", encoding="utf-8", newline="")
+        self._file = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115 - kept open
         if fresh:
             self._file.write(",".join(columns) + "\n")
         elif torn:

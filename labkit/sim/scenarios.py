@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from labkit.sim.ev import EV, Meter
 from labkit.sim.messages import Sample
@@ -61,7 +62,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-async def thesis_2021(st: "Station", p: ScenarioParams) -> None:
+async def thesis_2021(st: Station, p: ScenarioParams) -> None:
     d = st.dialect
     await st.boot()
     st.start_heartbeat(p.heartbeat_s or 2.0, immediately=True)
@@ -81,7 +82,7 @@ async def thesis_2021(st: "Station", p: ScenarioParams) -> None:
     st.stop_heartbeat()
 
 
-async def session(st: "Station", p: ScenarioParams) -> None:
+async def session(st: Station, p: ScenarioParams) -> None:
     d = st.dialect
     rng = st.rng
     deadline = st.fleet.deadline
@@ -124,7 +125,7 @@ async def session(st: "Station", p: ScenarioParams) -> None:
     st.stop_heartbeat()
 
 
-SCENARIOS: dict[str, Callable[["Station", ScenarioParams], Awaitable[None]]] = {
+SCENARIOS: dict[str, Callable[[Station, ScenarioParams], Awaitable[None]]] = {
     "thesis-2021": thesis_2021,
     "session": session,
 }

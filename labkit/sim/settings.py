@@ -17,9 +17,10 @@ SUBPROTOCOLS: dict[str, str] = {"1.6": "ocpp1.6", "2.0.1": "ocpp2.0.1", "2.1": "
 VERSION_OF: dict[str, str] = {v: k for k, v in SUBPROTOCOLS.items()}
 VERSIONS = tuple(SUBPROTOCOLS)
 
-#: schema validation: ``sync`` validates in the event loop (cheapest per call), ``async`` in the ocpp
-#: library's default thread executor (its default, about 0.4 ms a call more), ``off`` skips it.
-VALIDATION_MODES = ("sync", "async", "off")
+#: schema validation (labkit.sim.validation): ``fast`` (the ocpp package's schemas compiled by fastjsonschema),
+#: ``sync`` (the library's jsonschema validation in the event loop), ``async`` (the library's default: in a
+#: thread executor, about 0.4 ms a call more), ``off``.
+VALIDATION_MODES = ("fast", "sync", "async", "off")
 
 
 def version_module(version: str) -> Any:
@@ -37,11 +38,11 @@ def version_module(version: str) -> Any:
 
 def set_validation(mode: str) -> None:
     """Select how the ocpp library runs its JSON-schema validation (a module-level switch)."""
-    import ocpp.messages
+    from labkit.sim import validation
 
     if mode not in VALIDATION_MODES:
         raise ConfigError.at("--validation", f"{mode!r} not allowed; allowed: {', '.join(VALIDATION_MODES)}")
-    ocpp.messages.ASYNC_VALIDATION = mode == "async"
+    validation.install(mode)
 
 
 @dataclass
@@ -55,7 +56,7 @@ class WsSettings:
     compression: bool = False
     max_message_bytes: int = 256 * 1024
 
-    def check(self) -> "WsSettings":
+    def check(self) -> WsSettings:
         for name in ("ping_interval_s", "ping_timeout_s", "open_timeout_s", "close_timeout_s"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -101,3 +102,29 @@ def parse_listen(value: str, flag: str = "--listen") -> tuple[str, int]:
         raise ConfigError.at(flag, f"{value!r} is not HOST:PORT with PORT 0..65535")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
+
+
+LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def run_loop(coro: Any, loop: str = "auto") -> Any:
+    """Run ``coro`` on uvloop when asked (``auto``: when it is installed), else on asyncio's loop."""
+    import asyncio
+
+    if loop not in LOOPS:
+        raise ConfigError.at("--loop", f"{loop!r} not allowed; allowed: {', '.join(LOOPS)}")
+    if loop in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if loop == "uvloop":
+                raise ConfigError.at("--loop", "uvloop is not installed (pip install uvloop)") from None
+        else:
+            return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def loop_name() -> str:
+    import asyncio
+
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]

@@ -22,8 +22,9 @@ import base64
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from websockets.asyncio.client import connect
@@ -63,7 +64,7 @@ class StationStats:
 class Station:
     """One station of a fleet (see the module docstring)."""
 
-    def __init__(self, fleet: "Fleet", index: int, station_id: str, rng: random.Random):
+    def __init__(self, fleet: Fleet, index: int, station_id: str, rng: random.Random):
         self.fleet = fleet
         cfg = fleet.cfg
         self.cfg = cfg
@@ -91,7 +92,7 @@ class Station:
         self.stats = StationStats()
 
     # -- lifecycle -------------------------------------------------------------------------------
-    async def run(self, scenario: Callable[["Station"], Any]) -> None:
+    async def run(self, scenario: Callable[[Station], Any]) -> None:
         self._tasks = [
             asyncio.create_task(self._connection_loop(), name=f"conn-{self.id}"),
             asyncio.create_task(self._tx_sender(), name=f"tx-{self.id}"),
@@ -112,7 +113,7 @@ class Station:
         if self.ws is not None:
             try:
                 await asyncio.wait_for(self.ws.close(), timeout=self.cfg.ws.close_timeout_s or 5.0)
-            except (Exception, asyncio.CancelledError):  # noqa: BLE001 - closing anyway
+            except (Exception, asyncio.CancelledError):  # noqa: BLE001, S110 - closing anyway
                 pass
         for task in self._tasks:
             task.cancel()

@@ -18,10 +18,10 @@ response validation (after the reply) are outside it; the CSMS's own handling is
 from __future__ import annotations
 
 import itertools
-import uuid
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
