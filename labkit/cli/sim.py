@@ -92,6 +92,8 @@ def csms(listen: str, versions: tuple[str, ...], **kw: Any) -> None:
 @click.option("--seed", type=int, default=1, show_default=True, help="Random seed (per station: seed + index).")
 @click.option("--ramp", "ramp_per_s", type=float, default=50.0, show_default=True,
               help="Stations started per second (0: all at once).")
+@click.option("--jitter", type=float, default=0.05, show_default=True,
+              help="Pauses and intervals vary by +- this fraction (seeded), so stations do not lock into step.")
 @click.option("--duration", "duration_s", type=float, default=None, help="Stop the scenario after this many s.")
 @click.option("--heartbeat", "heartbeat_s", type=float, default=None,
               help="Heartbeat interval, s (thesis-2021: 2; session: the CSMS's BootNotification interval).")

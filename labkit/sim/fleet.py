@@ -46,6 +46,7 @@ class FleetConfig:
     run_id: str = ""
     seed: int = 1
     ramp_per_s: float = 50.0
+    jitter: float = 0.05
     duration_s: float | None = None
     params: ScenarioParams = field(default_factory=ScenarioParams)
     call_timeout_s: float = 30.0
@@ -85,6 +86,8 @@ class FleetConfig:
         for flag, value in nonneg.items():
             if value < 0:
                 raise ConfigError.at(flag, f"must be >= 0, got {value}")
+        if not 0.0 <= self.jitter < 1.0:
+            raise ConfigError.at("--jitter", f"must be a fraction in [0, 1), got {self.jitter}")
         if self.duration_s is not None and self.duration_s <= 0:
             raise ConfigError.at("--duration", f"must be > 0 seconds, got {self.duration_s}")
         if self.params.heartbeat_s is not None and self.params.heartbeat_s <= 0:

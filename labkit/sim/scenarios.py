@@ -14,6 +14,8 @@ slept 100 ms between its state-machine steps. What the original did wrongly and 
   values of a transaction travel in ``TransactionEvent`` (Updated, MeterValuePeriodic); in 1.6 in
   ``MeterValues`` with the ``transactionId``. That is what is sent here (so in 2.0.1 the thesis's
   "MeterValues" timings correspond to the ``TransactionEvent`` rows).
+* Its stations were separate containers; here they share an event loop, so their pauses carry a small
+  seeded jitter (``--jitter``, default 5 %) to keep them from locking into step (Station.pause).
 * Its state machine sent one more meter value than configured (it counted down to zero inclusively);
   here exactly ``meter_values`` are sent.
 
@@ -66,18 +68,18 @@ async def thesis_2021(st: Station, p: ScenarioParams) -> None:
     d = st.dialect
     await st.boot()
     st.start_heartbeat(p.heartbeat_s or 2.0, immediately=True)
-    await asyncio.sleep(p.step_interval_s)
+    await st.pause(p.step_interval_s)
     await st.call(*d.authorize(p.id_tag))
-    await asyncio.sleep(p.step_interval_s)
+    await st.pause(p.step_interval_s)
     tx = st.new_tx(p.id_tag, 0)
     action, build = d.tx_start(tx)
     await st.tx(action, build, on_result=lambda r: d.on_tx_start_result(tx, r))
-    await asyncio.sleep(p.step_interval_s)
+    await st.pause(p.step_interval_s)
     energy = 0.0
     for _ in range(p.meter_values):
         energy += 10.0
         await st.tx(*d.tx_meter(tx, Sample(energy_wh=energy), one=True))
-        await asyncio.sleep(p.meter_interval_s)
+        await st.pause(p.meter_interval_s)
     await st.tx(*d.tx_stop(tx, int(energy), "Local"))
     st.stop_heartbeat()
 

@@ -307,6 +307,19 @@ class Station:
                     self.fleet.event(self, "queue_flushed", str(self._flushed))
                     self._flushed = 0
 
+    def pause(self, seconds: float) -> Any:
+        """``asyncio.sleep`` for ``seconds`` +- the fleet's jitter fraction (seeded, per station).
+
+        Stations sharing one event loop and pacing themselves "N ms after the reply" lock into step: the
+        replies of a group come back in one burst and the whole group sleeps from the same instant. The
+        dissertation's stations were separate containers whose timers drifted apart; a small jitter keeps
+        simulated stations independent in the same way (``--jitter 0`` shows the lockstep).
+        """
+        j = self.cfg.jitter
+        if j and seconds > 0:
+            seconds *= 1.0 + j * (2.0 * self.rng.random() - 1.0)
+        return asyncio.sleep(seconds)
+
     # -- heartbeat -------------------------------------------------------------------------------
     def start_heartbeat(self, interval_s: float, immediately: bool = False) -> None:
         self.stop_heartbeat()
@@ -321,7 +334,7 @@ class Station:
     async def _heartbeat(self, interval_s: float, immediately: bool) -> None:
         action, payload = self.dialect.heartbeat()
         if not immediately:
-            await asyncio.sleep(interval_s)
+            await self.pause(interval_s)
         while True:
             await self.call(action, payload)
-            await asyncio.sleep(interval_s)
+            await self.pause(interval_s)

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""How many stations this machine carries at thesis-2021 load while the median overhead stays <= 5 ms.
+
+Usage: sudo .venv/bin/python benchmarks/sim_capacity.py [--sizes 50,100,200,300,400] [--meter-values 200]
+
+For each size N: builds the CSMS <-> gateway <-> EVSE namespaces (benchmarks/sim_netns.py), starts
+``labkit csms`` (CSMS namespace) and ``labkit fleet --stations N --scenario thesis-2021`` (EVSE namespace;
+Heartbeat every 2 s, meter values 100 ms after each reply), pings alongside, and reports the OCPP RTT
+percentiles of the steady phase (after every station has started), the overhead (OCPP p50 minus ping p50),
+the calls per second carried, and the CPU time of the CSMS and the fleet over the run (one core = 100 %).
+Both simulators are single-threaded asyncio processes, so the first to reach 100 % is the limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sim_netns import path3
+from sim_overhead import LABKIT, pct, wait_listening
+
+from labkit.sim.samples import read_rows
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def child_pid(pid: int) -> int:
+    """``ip netns exec`` execs the command, so the pid is the process itself."""
+    return pid
+
+
+def run_size(n: int, args: argparse.Namespace, out: Path) -> dict:
+    with path3("c") as p:
+        csms = subprocess.Popen(
+            p.cmd(p.cpo, LABKIT, "csms", "--listen", f"{p.cpo_addr}:9000", "--validation", args.validation,
+                  "--loop", args.loop, "--out", str(out / "csms.csv")),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_listening(csms)
+            ramp_s = n / args.ramp
+            total_est = ramp_s + args.meter_values * 0.101 + 2
+            ping = subprocess.Popen(p.cmd(p.evse, "ping", "-i", "0.1", "-c", str(int(total_est * 10)), p.cpo_addr),
+                                    stdout=subprocess.PIPE, text=True)
+            fleet = subprocess.Popen(
+                p.cmd(p.evse, LABKIT, "fleet", "--url", f"ws://{p.cpo_addr}:9000/", "--stations", str(n),
+                      "--ramp", str(args.ramp), "--scenario", "thesis-2021", "--ocpp", args.ocpp,
+                      "--meter-values", str(args.meter_values), "--validation", args.validation,
+                      "--loop", args.loop, "--jitter", args.jitter, "--out", str(out / "calls.csv"), "--events", str(out / "events.csv")),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            t0 = time.monotonic()
+            c0, f0 = cpu_s(csms.pid), 0.0
+            time.sleep(0.5)
+            try:
+                f0 = cpu_s(fleet.pid)
+            except FileNotFoundError:
+                pass
+            c_last, f_last = c0, f0
+            while fleet.poll() is None:
+                time.sleep(0.5)
+                try:
+                    c_last, f_last = cpu_s(csms.pid), cpu_s(fleet.pid)
+                except FileNotFoundError:
+                    break
+            elapsed = time.monotonic() - t0
+            ferr = fleet.stderr.read()
+            ping.terminate()
+            ping_out = ping.communicate()[0]
+        finally:
+            csms.terminate()
+            csms.wait(20)
+    rows = list(read_rows(out / "calls.csv"))
+    t_wall0 = min(float(r["t_wall"]) for r in rows)
+    steady = [float(r["rtt_ms"]) for r in rows
+              if r["outcome"] == "ok" and float(r["t_wall"]) > t_wall0 + ramp_s + 1.0]
+    pings = [float(m) for m in re.findall(r"time=([\d.]+) ms", ping_out)]
+    errors = sum(1 for r in rows if r["outcome"] != "ok")
+    return {"n": n, "rows": len(rows), "steady": steady, "ping_p50": statistics.median(pings) if pings else float("nan"),
+            "errors": errors, "elapsed": elapsed, "rate": len(rows) / elapsed,
+            "csms_cpu": 100 * (c_last - c0) / elapsed, "fleet_cpu": 100 * (f_last - f0) / elapsed,
+            "rc": fleet.returncode, "stderr": ferr.strip()[-300:]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="50,100,200,300,400")
+    ap.add_argument("--meter-values", type=int, default=200)
+    ap.add_argument("--ramp", type=float, default=100.0, help="stations started per second")
+    ap.add_argument("--ocpp", default="1.6")
+    ap.add_argument("--validation", default="fast")
+    ap.add_argument("--loop", default="auto")
+    ap.add_argument("--jitter", default="0.05", help="the fleet's --jitter (fraction)")
+    args = ap.parse_args()
+    print(f"# sim_capacity: thesis-2021 ({args.meter_values} meter values), OCPP {args.ocpp}, validation "
+          f"{args.validation}, loop {args.loop}, jitter {args.jitter}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
+    print(f"{'N':>5} {'calls/s':>8} {'p50_ms':>7} {'p90_ms':>7} {'p99_ms':>7} {'ping':>6} {'ovh50':>7} "
+          f"{'errors':>6} {'csms%':>6} {'fleet%':>6} {'load':>5}")
+    for n in [int(x) for x in args.sizes.split(",")]:
+        with tempfile.TemporaryDirectory(prefix="sm-cap-") as d:
+            r = run_size(n, args, Path(d))
+        s = r["steady"]
+        print(f"{n:>5} {r['rate']:>8.0f} {pct(s, .5):>7.2f} {pct(s, .9):>7.2f} {pct(s, .99):>7.2f} "
+              f"{r['ping_p50']:>6.3f} {pct(s, .5) - r['ping_p50']:>7.2f} {r['errors']:>6} {r['csms_cpu']:>6.0f} "
+              f"{r['fleet_cpu']:>6.0f} {os.getloadavg()[0]:>5.2f}", flush=True)
+        if r["rc"] != 0:
+            print(f"      fleet exit {r['rc']}: {r['stderr']}")
+
+
+if __name__ == "__main__":
+    main()
