@@ -89,6 +89,7 @@ class FleetRun:
 def run_fleet(tmp: Path, url: str, *args: str, timeout: float = 120) -> FleetRun:
     import json
 
+    tmp.mkdir(parents=True, exist_ok=True)
     calls, events, status = tmp / "calls.csv", tmp / "events.csv", tmp / "fleet.json"
     for f in (calls, events, status):
         f.unlink(missing_ok=True)
