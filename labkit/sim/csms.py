@@ -65,6 +65,7 @@ from labkit.sim.settings import (
     VERSION_OF,
     VERSIONS,
     WsSettings,
+    gc_freezer,
     raise_nofile_limit,
     run_loop,
     set_validation,
@@ -528,6 +529,7 @@ class Csms:
         self.listen_url = f"ws://{shown}:{port}/"
         self.phase = "listening"
         status_task = asyncio.create_task(self._status_loop())
+        gc_task = asyncio.create_task(gc_freezer())
         print(f"labkit csms: listening on {self.listen_url} ({', '.join(SUBPROTOCOLS[v] for v in cfg.versions)}; "
               f"heartbeat interval {cfg.heartbeat_interval_s} s; validation {cfg.validation})", flush=True)
         if ready is not None:
@@ -542,6 +544,7 @@ class Csms:
             except (TimeoutError, asyncio.CancelledError):
                 pass
             status_task.cancel()
+            gc_task.cancel()
             self.phase = "stopped"
             self.status_file.write(self.status(finished=True))
             self.sink.close()

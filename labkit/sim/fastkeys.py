@@ -45,3 +45,11 @@ def to_camel(data: Any) -> Any:
     if isinstance(data, list):
         return [to_camel(v) for v in data]
     return data
+
+
+def install() -> None:
+    """Make ``ChargePoint.call()`` (which looks these names up in ocpp.charge_point) use the cached versions."""
+    import ocpp.charge_point as cp
+
+    cp.camel_to_snake_case = to_snake
+    cp.snake_to_camel_case = to_camel

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from labkit.errors import ConfigError
 from labkit.sim.samples import CALL_COLUMNS, EVENT_COLUMNS, CsvSink, StatusFile, fmt_ms
 from labkit.sim.scenarios import DEFAULTS, SCENARIOS, ScenarioParams, expected_calls
-from labkit.sim.settings import VERSIONS, WsSettings, raise_nofile_limit, run_loop, set_validation
+from labkit.sim.settings import VERSIONS, WsSettings, gc_freezer, raise_nofile_limit, run_loop, set_validation
 from labkit.sim.station import Station
 from labkit.sim.timing import CallRecord
 
@@ -213,6 +213,7 @@ class Fleet:
         if cfg.duration_s is not None:
             self.deadline = time.monotonic() + cfg.duration_s
         status_task = asyncio.create_task(self._status_loop())
+        gc_task = asyncio.create_task(gc_freezer())
         scenario = SCENARIOS[cfg.scenario]
         tasks: list[asyncio.Task] = []
         self.phase = "ramping"
@@ -255,6 +256,7 @@ class Fleet:
                 await asyncio.gather(*tasks, return_exceptions=True)
             stop_wait.cancel()
             status_task.cancel()
+            gc_task.cancel()
             if self.stopping and self.stop_reason != "duration":
                 self.phase = "stopped"
             else:

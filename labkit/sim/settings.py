@@ -43,6 +43,9 @@ def set_validation(mode: str) -> None:
     if mode not in VALIDATION_MODES:
         raise ConfigError.at("--validation", f"{mode!r} not allowed; allowed: {', '.join(VALIDATION_MODES)}")
     validation.install(mode)
+    from labkit.sim import fastkeys
+
+    fastkeys.install()
 
 
 @dataclass
@@ -128,3 +131,22 @@ def loop_name() -> str:
     import asyncio
 
     return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+
+async def gc_freezer(interval_s: float = 10.0) -> None:
+    """Keep Python's garbage collector from pausing a big simulator for seconds.
+
+    With thousands of connections the heap holds millions of long-lived objects, and every full
+    collection walks all of them (about 2 s for 10,000 stations, seen as a p99 of 600 ms). Every
+    ``interval_s`` the survivors of a young-generation collection are moved to the permanent generation
+    (``gc.freeze()``), so full collections only ever see recent objects. Short-lived garbage is still
+    freed at once (reference counting) or by the young collections; only a reference cycle that
+    survives ``interval_s`` is kept for good, which the simulators do not make in any number.
+    """
+    import asyncio
+    import gc
+
+    while True:
+        await asyncio.sleep(interval_s)
+        gc.collect(1)
+        gc.freeze()
