@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -261,6 +262,9 @@ class Profile:
                 "uplink_rate_bps": self.uplink.rate_bps, "downlink_rate_bps": self.downlink.rate_bps,
                 "uplink_loss_pct": self.uplink.loss_pct, "downlink_loss_pct": self.downlink.loss_pct}
 
+    def as_dict(self) -> dict[str, Any]:
+        return self.to_dict()
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "family": self.family,
                 "sources": list(self.sources), "aliases": list(self.aliases), "notes": self.notes,
@@ -389,3 +393,29 @@ def load_profiles(extra: str | Path | list[str | Path] | None = None) -> Profile
     for path in extras:
         ps.merge_file(path)
     return ps
+
+
+#: extra profiles files for every labkit command in this environment (os.pathsep-separated)
+PROFILES_ENV = "LABKIT_PROFILES"
+_default: ProfileSet | None = None
+_default_key: str | None = None
+
+
+def default_set() -> ProfileSet:
+    """The shipped profiles plus the files named in $LABKIT_PROFILES (loaded once per value of it)."""
+    global _default, _default_key
+    key = os.environ.get(PROFILES_ENV, "")
+    if _default is None or key != _default_key:
+        extras = [p for p in key.split(os.pathsep) if p]
+        _default, _default_key = load_profiles(extras), key
+    return _default
+
+
+def names() -> list[str]:
+    """Every profile name (aliases not included)."""
+    return default_set().names()
+
+
+def get(name: str) -> Profile:
+    """A profile by name or alias; an unknown name is a ConfigError (exit status 2)."""
+    return default_set().get(name)

@@ -34,12 +34,12 @@ STATUS_STALE_S = 5.0
 
 
 class RemoteLike(Protocol):
-    def run(self, host: HostConn, command: str, sudo: bool = False, check: bool = True,
-            timeout: float = 30) -> Any: ...
+    def run(self, host: HostConn, command: str, *, sudo: bool = False, check: bool = True,
+            timeout: float | None = None) -> Any: ...
 
-    def start(self, host: HostConn, name: str, command: str, sudo: bool = False) -> int: ...
+    def start(self, host: HostConn, name: str, command: str, *, sudo: bool = False) -> int: ...
 
-    def stop(self, host: HostConn, name: str, timeout: float = 5) -> Any: ...
+    def stop(self, host: HostConn, name: str, *, sudo: bool = False, timeout: float = 5.0) -> Any: ...
 
     def put(self, host: HostConn, local_path: str, remote_path: str) -> Any: ...
 
@@ -104,13 +104,24 @@ def _strict(cmds: list[str]) -> str:
 
 def stop_engine(remote: RemoteLike, gw: HostConn) -> None:
     try:
-        remote.stop(gw, ENGINE_PROC, timeout=5)
+        remote.stop(gw, ENGINE_PROC, sudo=gw.sudo, timeout=5)
     except RemoteError:
         pass
 
 
-def clear(remote: RemoteLike, inv: Inventory) -> dict[str, Any]:
-    """Remove every trace of labkit's shaping from the gateway and read back to confirm."""
+def engine_pidfiles(inv: Inventory) -> dict[str, str]:
+    """The pid file of the userspace engine on the gateway (``remote.start`` writes ``workdir/<name>.pid``)."""
+    return {"engine": f"{inv.gateway.workdir.rstrip('/')}/{ENGINE_PROC}.pid"}
+
+
+def _shaping_file(labdir: Any) -> Path:
+    return Path(getattr(labdir, "path", labdir)) / "shaping.json"
+
+
+def clear(remote: RemoteLike, inv: Inventory, *, labdir: Any = None) -> dict[str, Any]:
+    """Remove every trace of labkit's shaping from the gateway and read back to confirm.
+
+    With ``labdir`` (a LabDir or a path), its ``shaping.json`` goes too."""
     gw = inv.gateway
     ifaces = gateway_ifaces(inv)
     # rules first (with no engine they would drop traffic), then the engine, then the qdiscs
@@ -124,12 +135,23 @@ def clear(remote: RemoteLike, inv: Inventory) -> dict[str, Any]:
     state["cleared"] = not problems
     if problems:
         raise ShapingError(f"clear left shaping behind on {gw.name}: {'; '.join(problems)}")
+    if labdir is not None:
+        _shaping_file(labdir).unlink(missing_ok=True)
     return state
 
 
-def apply(remote: RemoteLike, inv: Inventory, profile: Profile, *, engine: str = "auto", seed: int = 1,
-          record: Path | None = None) -> dict[str, Any]:
-    """Give the gateway ``profile`` (replacing any other), read it back, verify it; return the applied state."""
+def apply(remote: RemoteLike, inv: Inventory, profile: Profile | str, *, engine: str | None = "auto",
+          seed: int = 1, record: Path | None = None, labdir: Any = None) -> dict[str, Any]:
+    """Give the gateway ``profile`` (a Profile or a name; replacing any other), read it back, verify it.
+
+    Returns the applied state; saves it to ``record`` or to ``labdir``'s shaping.json when given."""
+    if isinstance(profile, str):
+        from labkit import profiles as _profiles
+
+        profile = _profiles.get(profile)  # an unknown name fails here, before anything is touched
+    engine = engine or "auto"
+    if record is None and labdir is not None:
+        record = _shaping_file(labdir)
     gw = inv.gateway
     ifaces = gateway_ifaces(inv)
     eng = choose_engine(remote, gw, engine)
@@ -214,7 +236,7 @@ def _json_or_text(text: str) -> Any:
 
 def read_back(remote: RemoteLike, inv: Inventory, *, engine_pid: int | None = None) -> dict[str, Any]:
     """What the gateway holds now: per interface ``tc -j qdisc``/``tc -j class``, the NFQUEUE rules with their
-    counters, and the userspace engine's report with whether its process is alive."""
+    counters, and (``engine_process``) the userspace engine's report and whether its process is alive."""
     gw = inv.gateway
     ifaces = gateway_ifaces(inv)
     out: dict[str, Any] = {"gateway": gw.name, "ifaces": ifaces, "read_at": time.time(), "directions": {}}
@@ -228,8 +250,18 @@ def read_back(remote: RemoteLike, inv: Inventory, *, engine_pid: int | None = No
     out["rules"] = [ln for ln in rules.splitlines() if ln.strip()]
     out["rule_counters"] = counters.strip()
     status = _engine_status(remote, gw)
-    engine: dict[str, Any] = {"status": status}
     pid = engine_pid or (status or {}).get("pid")
+    if pid and status and status.get("state") == "running":
+        # ask the engine for a fresh report (SIGUSR1) rather than one up to a second old
+        before = status.get("updated")
+        _run(remote, gw, f"kill -USR1 {int(pid)} 2>/dev/null; sleep 0.1", check=False)
+        for _ in range(10):
+            fresh = _engine_status(remote, gw)
+            if fresh and fresh.get("updated") != before:
+                status = fresh
+                break
+            time.sleep(0.05)
+    engine: dict[str, Any] = {"status": status}  # the userspace engine's process and its own report
     if pid:
         alive = _run(remote, gw, f"kill -0 {int(pid)} 2>/dev/null", check=False).exited == 0
         engine["pid"] = pid
@@ -240,7 +272,7 @@ def read_back(remote: RemoteLike, inv: Inventory, *, engine_pid: int | None = No
     if uses_queue and not (engine.get("alive") and status and status.get("state") == "running"):
         engine["warning"] = ("NFQUEUE rules are in place but the userspace engine is not running: the kernel "
                              "drops every packet of the shaped directions (fail-closed)")
-    out["engine"] = engine
+    out["engine_process"] = engine
     return out
 
 
@@ -290,7 +322,7 @@ def verify(plan: tc.Plan, profile: Profile, state: dict) -> list[str]:
         have = {int(m.group(1)) for ln in state["rules"] for m in [re.search(r"--queue-num (\d+)", ln)] if m}
         if want != have:
             problems.append(f"NFQUEUE rules for queues {sorted(have)}, planned {sorted(want)}")
-        eng = state["engine"]
+        eng = state["engine_process"]
         if not eng.get("alive"):
             problems.append("the userspace engine is not running")
     elif state["rules"]:
@@ -307,7 +339,7 @@ def _leftovers(state: dict) -> list[str]:
             problems.append(f"{d} ({state['directions'][d]['iface']}) still holds {', '.join(bad)}")
     if state["rules"]:
         problems.append(f"chain {tc.CHAIN} still exists")
-    eng = state.get("engine", {})
+    eng = state.get("engine_process", {})
     if eng.get("alive"):
         problems.append(f"the userspace engine (pid {eng.get('pid')}) is still running")
     return problems

@@ -29,8 +29,8 @@ def _fmt_dir(d) -> str:
     if d.delay_ms or d.jitter_ms:
         j = ""
         if d.jitter_ms:
-            j = f"±{d.jitter_ms:g}" if d.distribution == "uniform" else f" σ{d.jitter_ms:g}"
-        parts.append(f"{d.delay_ms:g}{j} ms")
+            j = f" ±{d.jitter_ms:g} ms" if d.distribution == "uniform" else f" σ {d.jitter_ms:g} ms"
+        parts.append(f"{d.delay_ms:g} ms{j}")
     if d.loss_pct:
         parts.append(f"{d.loss_pct:g}% loss")
     return ", ".join(parts)
@@ -188,7 +188,7 @@ def _describe(state: dict, prof, cleared: bool) -> str:
         lines.append(f"  {d:8} {info['iface']}: qdiscs {', '.join(k for k in kinds if k) or '(default)'}")
     if state.get("rules"):
         lines.append("  rules: " + " | ".join(state["rules"]))
-    eng = state.get("engine") or {}
+    eng = state.get("engine_process") or {}
     st = eng.get("status")
     if st:
         alive = "alive" if eng.get("alive") else "DEAD"

@@ -127,8 +127,8 @@ class LocalNetnsRemote:
     def _ns(self, host: HostConn) -> str:
         return self.topo.ns[host.name]
 
-    def run(self, host: HostConn, command: str, sudo: bool = False, check: bool = True,
-            timeout: float = 60) -> RunResult:
+    def run(self, host: HostConn, command: str, *, sudo: bool = False, check: bool = True,
+            timeout: float | None = 60) -> RunResult:
         full = f"ip netns exec {self._ns(host)} sh -c {shlex.quote(command)}"
         r = subprocess.run(full, shell=True, capture_output=True, text=True, timeout=timeout)
         res = RunResult(r.stdout, r.stderr, r.returncode, command)
@@ -136,47 +136,24 @@ class LocalNetnsRemote:
             raise RemoteError(f"{host.name}: {command!r} exited {r.returncode}: {r.stderr.strip()[:300]}")
         return res
 
-    def start(self, host: HostConn, name: str, command: str, sudo: bool = False) -> int:
-        wd = Path(host.workdir)
-        wd.mkdir(parents=True, exist_ok=True)
-        log = open(wd / f"{name}.log", "ab")
-        proc = subprocess.Popen(["ip", "netns", "exec", self._ns(host), "sh", "-c", f"exec {command}"],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-        (wd / f"{name}.pid").write_text(str(proc.pid))
-        self._procs = getattr(self, "_procs", {})
-        self._procs[(host.name, name)] = proc
-        return proc.pid
+    def start(self, host: HostConn, name: str, command: str, *, sudo: bool = False) -> int:
+        """Detached like labkit.remote.Remote.start: own session, reparented to init, pid in workdir/name.pid."""
+        pidfile, logfile = (shlex.quote(f"{host.workdir}/{name}.{x}") for x in ("pid", "log"))
+        inner = f"echo $$ > {pidfile}; exec {command}"
+        script = (f"mkdir -p {shlex.quote(host.workdir)} && rm -f {pidfile} && "
+                  f"setsid sh -c {shlex.quote(inner)} > {logfile} 2>&1 < /dev/null & "
+                  f"for i in $(seq 50); do [ -s {pidfile} ] && break; sleep 0.02; done; cat {pidfile}")
+        res = self.run(host, script)
+        return int(res.stdout.strip().splitlines()[-1])
 
-    def stop(self, host: HostConn, name: str, timeout: float = 5) -> None:
-        pidfile = Path(host.workdir) / f"{name}.pid"
-        if not pidfile.exists():
-            return
-        pid = int(pidfile.read_text())
-        proc = getattr(self, "_procs", {}).pop((host.name, name), None)
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pidfile.unlink(missing_ok=True)
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc is not None and proc.poll() is not None:
-                break
-            if proc is None:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-            time.sleep(0.05)
-        else:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            if proc is not None:
-                proc.wait(5)
-        pidfile.unlink(missing_ok=True)
+    def stop(self, host: HostConn, name: str, *, sudo: bool = False, timeout: float = 5.0) -> bool:
+        """SIGTERM the recorded pid, wait, then SIGKILL (as labkit.remote.Remote.stop)."""
+        q = shlex.quote(f"{host.workdir}/{name}.pid")
+        steps = int(max(timeout, 0.1) / 0.05)
+        script = (f"p=$(cat {q} 2>/dev/null) || exit 3; kill -0 \"$p\" 2>/dev/null || {{ rm -f {q}; exit 3; }}; "
+                  f"kill -TERM \"$p\"; i=0; while kill -0 \"$p\" 2>/dev/null && [ $i -lt {steps} ]; do "
+                  f"sleep 0.05; i=$((i+1)); done; kill -0 \"$p\" 2>/dev/null && kill -KILL \"$p\"; rm -f {q}; exit 0")
+        return self.run(host, script, check=False).exited == 0
 
     def put(self, host: HostConn, local_path: str, remote_path: str) -> None:
         Path(remote_path).parent.mkdir(parents=True, exist_ok=True)
