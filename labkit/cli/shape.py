@@ -191,7 +191,7 @@ def _describe(state: dict, prof, cleared: bool) -> str:
     eng = state.get("engine_process") or {}
     st = eng.get("status")
     if st:
-        alive = "alive" if eng.get("alive") else "DEAD"
+        alive = "alive" if eng.get("alive") else ("exited" if st.get("state") == "stopped" else "DEAD")
         lines.append(f"  userspace engine pid {eng.get('pid')} ({alive}, state {st.get('state')}, "
                      f"report {eng.get('status_age_s', '?')} s old)")
         for q in st.get("queues", []):
