@@ -237,7 +237,8 @@ def measure(topo, remote, p: Profile, *, engine: str, base: dict, quick: bool, m
 def fmt_row(r: dict) -> str:
     pg = r["ping"]
     cells = [f"{r['profile']:16}", f"+{r['added_rtt_ms']:6g}",
-             f"{pg['median_ms']:9.3f}/{pg['expected_ms']:9.3f}±{pg['tolerance_ms']:.2f}" if pg["median_ms"] else "no ping",
+             (f"{pg['median_ms']:9.3f}/{pg['expected_ms']:9.3f}±{pg['tolerance_ms']:.2f}"
+              if pg["median_ms"] else "no ping"),
              f"min {pg['min_ms']:8.3f}>={pg['floor_ms']:8.3f}" if pg["min_ms"] else "",
              "OK " if pg["ok"] else "BAD"]
     for dname in ("uplink", "downlink"):
@@ -252,7 +253,8 @@ def fmt_row(r: dict) -> str:
     for dname in ("uplink", "downlink"):
         u = r["udp"][dname]
         if "lost" in u:
-            cells.append(f"{dname[:4]} udp {u['lost']}/{u['packets']} in {u['interval_99']} {'ok' if u['ok'] else 'BAD'}")
+            flag = "ok" if u["ok"] else "BAD"
+            cells.append(f"{dname[:4]} udp {u['lost']}/{u['packets']} in {u['interval_99']} {flag}")
         else:
             cells.append(f"{dname[:4]} udp ERR {u.get('error', '')[:60]}")
     return "  ".join(cells)
@@ -267,7 +269,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer probes, shorter transfers (not for figures)")
     ap.add_argument("--max-rate-tcp", type=int, default=100_000_000, help="goodput criterion applies up to (bit/s)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
-    ap.add_argument("--lab", default="shp1", help="lab name for labkit up (LABKIT_HOME defaults to /tmp/labkit-shaping)")
+    ap.add_argument("--lab", default="shp1",
+                    help="lab name for labkit up (LABKIT_HOME defaults to /tmp/labkit-shaping)")
     ap.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
     ap.add_argument("--fixture", action="store_true", help="use the three-namespace fixture instead of labkit up")
     args = ap.parse_args()

@@ -177,7 +177,8 @@ def apply(remote: RemoteLike, inv: Inventory, profile: Profile | str, *, engine:
             clear(remote, inv)
         except LabkitError:
             pass
-        raise ShapingError(f"applying profile {profile.name!r} on {gw.name} failed and was rolled back: {exc}") from None
+        raise ShapingError(f"applying profile {profile.name!r} on {gw.name} failed and was rolled back: "
+                           f"{exc}") from None
     state = read_back(remote, inv, engine_pid=pid)
     problems = verify(plan, profile, state)
     state.update({
@@ -188,7 +189,8 @@ def apply(remote: RemoteLike, inv: Inventory, profile: Profile | str, *, engine:
     if record is not None:
         _save(record, state)
     if problems:
-        raise ShapingError(f"profile {profile.name!r} on {gw.name} does not read back as planned: {'; '.join(problems)}")
+        raise ShapingError(f"profile {profile.name!r} on {gw.name} does not read back as planned: "
+                           f"{'; '.join(problems)}")
     return state
 
 

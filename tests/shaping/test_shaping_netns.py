@@ -17,11 +17,11 @@ import textwrap
 import time
 
 import pytest
-
 from conftest import profiles_from
+from topo import CPO_ADDR, sh
+
 from labkit import shaping
 from labkit.errors import ConfigError
-from topo import CPO_ADDR, sh
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

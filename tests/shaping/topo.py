@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +59,7 @@ class Topo:
     def ns(self) -> dict[str, str]:
         return {"cpo": f"{self.prefix}-cpo", "gw": f"{self.prefix}-gw", "evse1": f"{self.prefix}-evse"}
 
-    def up(self) -> "Topo":
+    def up(self) -> Topo:
         self.down()
         p = self.prefix
         ns = self.ns
@@ -73,7 +72,7 @@ class Topo:
         sh(f"ip -n {ns['gw']} link set {p}e1 name eth2")
         sh(f"ip -n {ns['gw']} link set {p}c1 name eth1")
         sh(f"ip -n {ns['cpo']} link set {p}c0 name eth1")
-        for name, n in ns.items():
+        for n in ns.values():
             sh(f"ip -n {n} link set lo up")
         sh(f"ip -n {ns['evse1']} addr add {EVSE_ADDR}/24 dev eth1")
         sh(f"ip -n {ns['gw']} addr add {GW_EVSE_ADDR}/24 dev eth2")
