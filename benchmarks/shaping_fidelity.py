@@ -41,7 +41,7 @@ from labkit.profiles import Profile, load_profiles  # noqa: E402
 
 
 def _topo_module():
-    spec = importlib.util.spec_from_file_location("sh_topo", REPO / "tests" / "shaping" / "topo.py")
+    spec = importlib.util.spec_from_file_location("sh_topo", REPO / "tests" / "shaping" / "shaping_topo.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules["sh_topo"] = mod
     spec.loader.exec_module(mod)

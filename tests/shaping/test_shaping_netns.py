@@ -17,8 +17,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import profiles_from
-from topo import CPO_ADDR, sh
+from shaping_topo import CPO_ADDR, profiles_from, sh
 
 from labkit import shaping
 from labkit.errors import ConfigError

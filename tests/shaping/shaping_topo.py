@@ -15,11 +15,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from labkit.errors import RemoteError
 from labkit.inventory import HostConn, Inventory
+from labkit.profiles import ProfileSet
 
 CPO_ADDR = "192.168.10.10"
 GW_CPO_ADDR = "192.168.10.1"
@@ -169,3 +171,10 @@ def labkit_bin() -> str:
     """The labkit command of the running interpreter's environment."""
     cand = Path(sys.executable).with_name("labkit")
     return str(cand) if cand.exists() else "labkit"
+
+
+def profiles_from(text: str, filename: str = "test-profiles.yaml") -> ProfileSet:
+    """Profiles from YAML text (as a file of that name would give them)."""
+    ps = ProfileSet()
+    ps.merge_text(textwrap.dedent(text), filename)
+    return ps

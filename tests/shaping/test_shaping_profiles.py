@@ -1,7 +1,7 @@
 """Profiles: the shipped file, the expansion of 'both', and errors that name file, line and field."""
 
 import pytest
-from conftest import profiles_from
+from shaping_topo import profiles_from
 
 from labkit.errors import ConfigError
 from labkit.profiles import load_profiles

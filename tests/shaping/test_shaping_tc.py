@@ -1,7 +1,7 @@
 """The pure tc command builder: the exact commands for each case, under both engines, without root."""
 
 import pytest
-from conftest import profiles_from
+from shaping_topo import profiles_from
 
 from labkit import tc
 from labkit.profiles import load_profiles
