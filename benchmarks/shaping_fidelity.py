@@ -263,6 +263,47 @@ def fmt_row(r: dict) -> str:
     return "  ".join(cells)
 
 
+def markdown(path: Path) -> str:
+    """A results JSON written by this script as a Markdown table (for docs and reports)."""
+    data = json.loads(Path(path).read_text())
+    out = [f"base RTT {data['base']['median']:.3f} ms (median), after --clear {data['after_clear']['median']:.3f} ms; "
+           f"engine {data['engine']}", "",
+           "| profile | added RTT | ping median / expected (tol.) | min / floor | n | TCP up | TCP down | "
+           "UDP loss up | UDP loss down | lateness p50/p99/max | load |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def tcp(t):
+        if t.get("rate_bps") is None:
+            return "—"
+        if "ratio" not in t:
+            return "error"
+        mark = "" if t["ok"] is not False else " ✗"
+        return f"{100 * t['ratio']:.1f} %{mark}"
+
+    def udp(u):
+        if "lost" not in u:
+            return "error"
+        lo, hi = u["interval_99"]
+        return f"{u['lost']}/{u['packets']} ∈ [{lo}, {hi}]" + ("" if u["ok"] else " ✗")
+
+    for r in data["results"]:
+        if "error" in r:
+            out.append(f"| {r['profile']} | error: {r['error']} |")
+            continue
+        pg = r["ping"]
+        lat = []
+        for q in (r.get("engine_report") or {}).get("queues", []):
+            la = q["lateness"]
+            if la.get("n"):
+                lat.append(f"{la['median_ms']:.2f}/{la['p99_ms']:.2f}/{la['max_ms']:.1f}")
+        out.append(f"| {r['profile']} | {r['added_rtt_ms']:g} ms | {pg['median_ms']:.2f} / {pg['expected_ms']:.2f} "
+                   f"(±{pg['tolerance_ms']:.2f}){'' if pg['ok'] else ' ✗'} | "
+                   f"{pg['min_ms']:.2f} / {pg['floor_ms']:.2f} | "
+                   f"{pg['n']} | {tcp(r['tcp']['uplink'])} | {tcp(r['tcp']['downlink'])} | {udp(r['udp']['uplink'])} | "
+                   f"{udp(r['udp']['downlink'])} | {'; '.join(lat) or '—'} | {r.get('load', 0):.1f} |")
+    return "\n".join(out)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", help="comma-separated profile names")
@@ -276,7 +317,11 @@ def main() -> int:
                     help="lab name for labkit up (LABKIT_HOME defaults to /tmp/labkit-shaping)")
     ap.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
     ap.add_argument("--fixture", action="store_true", help="use the three-namespace fixture instead of labkit up")
+    ap.add_argument("--markdown", metavar="JSON", help="print a results file as a Markdown table and exit")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(Path(args.markdown)))
+        return 0
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
