@@ -45,21 +45,64 @@ def child_pid(pid: int) -> int:
 def run_size(n: int, args: argparse.Namespace, out: Path) -> dict:
     with path3("c") as p:
         csms = subprocess.Popen(
-            p.cmd(p.cpo, LABKIT, "csms", "--listen", f"{p.cpo_addr}:9000", "--validation", args.validation,
-                  "--loop", args.loop, "--out", str(out / "csms.csv")),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            p.cmd(
+                p.cpo,
+                LABKIT,
+                "csms",
+                "--listen",
+                f"{p.cpo_addr}:9000",
+                "--validation",
+                args.validation,
+                "--loop",
+                args.loop,
+                "--out",
+                str(out / "csms.csv"),
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             wait_listening(csms)
             ramp_s = n / args.ramp
             total_est = ramp_s + args.meter_values * 0.101 + 2
-            ping = subprocess.Popen(p.cmd(p.evse, "ping", "-i", "0.1", "-c", str(int(total_est * 10)), p.cpo_addr),
-                                    stdout=subprocess.PIPE, text=True)
+            ping = subprocess.Popen(
+                p.cmd(p.evse, "ping", "-i", "0.1", "-c", str(int(total_est * 10)), p.cpo_addr),
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             fleet = subprocess.Popen(
-                p.cmd(p.evse, LABKIT, "fleet", "--url", f"ws://{p.cpo_addr}:9000/", "--stations", str(n),
-                      "--ramp", str(args.ramp), "--scenario", "thesis-2021", "--ocpp", args.ocpp,
-                      "--meter-values", str(args.meter_values), "--validation", args.validation,
-                      "--loop", args.loop, "--jitter", args.jitter, "--out", str(out / "calls.csv"), "--events", str(out / "events.csv")),
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                p.cmd(
+                    p.evse,
+                    LABKIT,
+                    "fleet",
+                    "--url",
+                    f"ws://{p.cpo_addr}:9000/",
+                    "--stations",
+                    str(n),
+                    "--ramp",
+                    str(args.ramp),
+                    "--scenario",
+                    "thesis-2021",
+                    "--ocpp",
+                    args.ocpp,
+                    "--meter-values",
+                    str(args.meter_values),
+                    "--validation",
+                    args.validation,
+                    "--loop",
+                    args.loop,
+                    "--jitter",
+                    args.jitter,
+                    "--out",
+                    str(out / "calls.csv"),
+                    "--events",
+                    str(out / "events.csv"),
+                ),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             t0 = time.monotonic()
             c0, f0 = cpu_s(csms.pid), 0.0
             time.sleep(0.5)
@@ -83,14 +126,22 @@ def run_size(n: int, args: argparse.Namespace, out: Path) -> dict:
             csms.wait(20)
     rows = list(read_rows(out / "calls.csv"))
     t_wall0 = min(float(r["t_wall"]) for r in rows)
-    steady = [float(r["rtt_ms"]) for r in rows
-              if r["outcome"] == "ok" and float(r["t_wall"]) > t_wall0 + ramp_s + 1.0]
+    steady = [float(r["rtt_ms"]) for r in rows if r["outcome"] == "ok" and float(r["t_wall"]) > t_wall0 + ramp_s + 1.0]
     pings = [float(m) for m in re.findall(r"time=([\d.]+) ms", ping_out)]
     errors = sum(1 for r in rows if r["outcome"] != "ok")
-    return {"n": n, "rows": len(rows), "steady": steady, "ping_p50": statistics.median(pings) if pings else float("nan"),
-            "errors": errors, "elapsed": elapsed, "rate": len(rows) / elapsed,
-            "csms_cpu": 100 * (c_last - c0) / elapsed, "fleet_cpu": 100 * (f_last - f0) / elapsed,
-            "rc": fleet.returncode, "stderr": ferr.strip()[-300:]}
+    return {
+        "n": n,
+        "rows": len(rows),
+        "steady": steady,
+        "ping_p50": statistics.median(pings) if pings else float("nan"),
+        "errors": errors,
+        "elapsed": elapsed,
+        "rate": len(rows) / elapsed,
+        "csms_cpu": 100 * (c_last - c0) / elapsed,
+        "fleet_cpu": 100 * (f_last - f0) / elapsed,
+        "rc": fleet.returncode,
+        "stderr": ferr.strip()[-300:],
+    }
 
 
 def main() -> None:
@@ -103,17 +154,25 @@ def main() -> None:
     ap.add_argument("--loop", default="auto")
     ap.add_argument("--jitter", default="0.05", help="the fleet's --jitter (fraction)")
     args = ap.parse_args()
-    print(f"# sim_capacity: thesis-2021 ({args.meter_values} meter values), OCPP {args.ocpp}, validation "
-          f"{args.validation}, loop {args.loop}, jitter {args.jitter}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
-    print(f"{'N':>5} {'calls/s':>8} {'p50_ms':>7} {'p90_ms':>7} {'p99_ms':>7} {'ping':>6} {'ovh50':>7} "
-          f"{'errors':>6} {'csms%':>6} {'fleet%':>6} {'load':>5}")
+    print(
+        f"# sim_capacity: thesis-2021 ({args.meter_values} meter values), OCPP {args.ocpp}, validation "
+        f"{args.validation}, loop {args.loop}, jitter {args.jitter}; {os.cpu_count()} CPUs; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"{'N':>5} {'calls/s':>8} {'p50_ms':>7} {'p90_ms':>7} {'p99_ms':>7} {'ping':>6} {'ovh50':>7} "
+        f"{'errors':>6} {'csms%':>6} {'fleet%':>6} {'load':>5}"
+    )
     for n in [int(x) for x in args.sizes.split(",")]:
         with tempfile.TemporaryDirectory(prefix="sm-cap-") as d:
             r = run_size(n, args, Path(d))
         s = r["steady"]
-        print(f"{n:>5} {r['rate']:>8.0f} {pct(s, .5):>7.2f} {pct(s, .9):>7.2f} {pct(s, .99):>7.2f} "
-              f"{r['ping_p50']:>6.3f} {pct(s, .5) - r['ping_p50']:>7.2f} {r['errors']:>6} {r['csms_cpu']:>6.0f} "
-              f"{r['fleet_cpu']:>6.0f} {os.getloadavg()[0]:>5.2f}", flush=True)
+        print(
+            f"{n:>5} {r['rate']:>8.0f} {pct(s, 0.5):>7.2f} {pct(s, 0.9):>7.2f} {pct(s, 0.99):>7.2f} "
+            f"{r['ping_p50']:>6.3f} {pct(s, 0.5) - r['ping_p50']:>7.2f} {r['errors']:>6} {r['csms_cpu']:>6.0f} "
+            f"{r['fleet_cpu']:>6.0f} {os.getloadavg()[0]:>5.2f}",
+            flush=True,
+        )
         if r["rc"] != 0:
             print(f"      fleet exit {r['rc']}: {r['stderr']}")
 

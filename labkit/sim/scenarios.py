@@ -59,8 +59,14 @@ class ScenarioParams:
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "thesis-2021": {"heartbeat_s": 2.0, "meter_values": 1000, "meter_interval_s": 0.1, "step_interval_s": 0.1},
-    "session": {"heartbeat_s": None, "meter_interval_s": 30.0, "step_interval_s": 1.0, "sessions": 1,
-                "think_time_s": 60.0, "charge_time_s": 3600.0},
+    "session": {
+        "heartbeat_s": None,
+        "meter_interval_s": 30.0,
+        "step_interval_s": 1.0,
+        "sessions": 1,
+        "think_time_s": 60.0,
+        "charge_time_s": 3600.0,
+    },
 }
 
 
