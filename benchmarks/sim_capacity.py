@@ -42,12 +42,56 @@ def child_pid(pid: int) -> int:
     return pid
 
 
+def launcher(args: argparse.Namespace, out: Path, name: str) -> list[str]:
+    """``labkit`` or, with --profile, ``python -m cProfile -o <out>/<name>.prof -m labkit``."""
+    if not args.profile:
+        return [LABKIT]
+    return [sys.executable, "-m", "cProfile", "-o", str(out / f"{name}.prof"), "-m", "labkit"]
+
+
+CATEGORIES = (
+    ("socket send/recv syscalls", ("method 'send' of '_socket", "method 'recv' of '_socket", "sock_send", "sock_recv")),
+    ("waiting in epoll (idle)", ("method 'poll' of 'select.epoll'", "run_once' of 'uvloop", "uvloop.Loop' objects")),
+    ("ocpp library", ("/ocpp/",)),
+    ("websockets", ("/websockets/",)),
+    ("json / schema validation", ("/json/", "fastjsonschema", "<string>")),
+    ("labkit.sim", ("/labkit/sim/",)),
+    ("asyncio event loop", ("/asyncio/", "_asyncio")),
+)
+
+
+def profile_summary(path: Path, top: int = 12) -> str:
+    import pstats
+
+    st = pstats.Stats(str(path))
+    total = sum(v[2] for v in st.stats.values())
+    shares = dict.fromkeys([c for c, _ in CATEGORIES] + ["other"], 0.0)
+    rows = []
+    for (fname, line, func), (_cc, _nc, tt, _ct, _callers) in st.stats.items():
+        label = f"{fname}:{line}({func})" if fname != "~" else func
+        for cat, needles in CATEGORIES:
+            if any(n in label for n in needles):
+                shares[cat] += tt
+                break
+        else:
+            shares["other"] += tt
+        rows.append((tt, label))
+    rows = [r for r in rows if "epoll" not in r[1]]
+    rows.sort(reverse=True)
+    idle = shares.pop("waiting in epoll (idle)")
+    busy = total - idle
+    out = [f"    busy {busy:.1f} s of {total:.1f} s profiled; shares of the busy time:"]
+    out += [f"    {cat:<28} {100 * t / busy:5.1f} %" for cat, t in shares.items()]
+    out += [f"    {tt:7.2f} s  {label[-110:]}" for tt, label in rows[:top]]
+    return "\n".join(out)
+
+
 def run_size(n: int, args: argparse.Namespace, out: Path) -> dict:
     with path3("c") as p:
         csms = subprocess.Popen(
             p.cmd(
                 p.cpo,
-                LABKIT,
+                *launcher(args, out, "csms"),
                 "csms",
                 "--listen",
                 f"{p.cpo_addr}:9000",
@@ -74,7 +118,7 @@ def run_size(n: int, args: argparse.Namespace, out: Path) -> dict:
             fleet = subprocess.Popen(
                 p.cmd(
                     p.evse,
-                    LABKIT,
+                    *launcher(args, out, "fleet"),
                     "fleet",
                     "--url",
                     f"ws://{p.cpo_addr}:9000/",
@@ -153,7 +197,14 @@ def main() -> None:
     ap.add_argument("--validation", default="fast")
     ap.add_argument("--loop", default="auto")
     ap.add_argument("--jitter", default="0.05", help="the fleet's --jitter (fraction)")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="run both simulators under cProfile and print where their time goes (slower)",
+    )
     args = ap.parse_args()
+    if args.profile:
+        args.loop = "asyncio"  # uvloop's internals are invisible to cProfile
     print(
         f"# sim_capacity: thesis-2021 ({args.meter_values} meter values), OCPP {args.ocpp}, validation "
         f"{args.validation}, loop {args.loop}, jitter {args.jitter}; {os.cpu_count()} CPUs; "
@@ -166,6 +217,10 @@ def main() -> None:
     for n in [int(x) for x in args.sizes.split(",")]:
         with tempfile.TemporaryDirectory(prefix="sm-cap-") as d:
             r = run_size(n, args, Path(d))
+            if args.profile:
+                for name in ("fleet", "csms"):
+                    if (Path(d) / f"{name}.prof").exists():
+                        r[f"profile_{name}"] = profile_summary(Path(d) / f"{name}.prof")
         s = r["steady"]
         print(
             f"{n:>5} {r['rate']:>8.0f} {pct(s, 0.5):>7.2f} {pct(s, 0.9):>7.2f} {pct(s, 0.99):>7.2f} "
@@ -175,6 +230,9 @@ def main() -> None:
         )
         if r["rc"] != 0:
             print(f"      fleet exit {r['rc']}: {r['stderr']}")
+        for name in ("fleet", "csms"):
+            if f"profile_{name}" in r:
+                print(f"  {name} (cProfile, share of its own time):\n{r[f'profile_{name}']}")
 
 
 if __name__ == "__main__":
