@@ -8,7 +8,6 @@ calling the library's functions on that key alone.
 from __future__ import annotations
 
 from dataclasses import fields as _fields
-from dataclasses import is_dataclass as _is_dc
 from typing import Any
 
 from ocpp.charge_point import camel_to_snake_case, serialize_as_dict, snake_to_camel_case
@@ -56,6 +55,19 @@ def to_camel(data: Any) -> Any:
     return data
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_DC_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _dc_fields(t: type) -> tuple[str, ...] | None:
+    names = _DC_FIELDS.get(t)
+    if names is None:
+        if not hasattr(t, "__dataclass_fields__"):
+            return None
+        names = _DC_FIELDS[t] = tuple(f.name for f in _fields(t))
+    return names
+
+
 def serialize(obj: Any) -> Any:
     """``ocpp.charge_point.serialize_as_dict`` without ``dataclasses.asdict``'s deep copies.
 
@@ -63,14 +75,20 @@ def serialize(obj: Any) -> Any:
     pass; scalars are shared rather than copied, which is safe because the result is converted again
     (``to_camel``) before it is sent.
     """
-    if _is_dc(obj) and not isinstance(obj, type):
-        return {f.name: serialize(getattr(obj, f.name)) for f in _fields(obj)}
-    if isinstance(obj, list):
+    t = type(obj)
+    if t in _SCALARS:
+        return obj
+    if t is dict:
+        return {k: serialize(v) for k, v in obj.items()}
+    if t is list:
         return [serialize(v) for v in obj]
-    if isinstance(obj, tuple):
-        return type(obj)(serialize(v) for v in obj) if not hasattr(obj, "_fields") else obj
+    names = _dc_fields(t)
+    if names is not None:
+        return {name: serialize(getattr(obj, name)) for name in names}
     if isinstance(obj, dict):
         return {k: serialize(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+        return type(obj)(serialize(v) for v in obj)
     return obj
 
 
