@@ -196,7 +196,7 @@ def main() -> None:
     ap.add_argument("--ocpp", default="1.6")
     ap.add_argument("--validation", default="fast")
     ap.add_argument("--loop", default="auto")
-    ap.add_argument("--jitter", default="0.05", help="the fleet's --jitter (fraction)")
+    ap.add_argument("--jitter", default="0.2", help="the fleet's --jitter (fraction)")
     ap.add_argument(
         "--profile",
         action="store_true",

@@ -178,7 +178,7 @@ def csms(listen: str, versions: tuple[str, ...], **kw: Any) -> None:
 @click.option(
     "--jitter",
     type=float,
-    default=0.05,
+    default=0.2,
     show_default=True,
     help="Pauses and intervals vary by +- this fraction (seeded), so stations do not lock into step.",
 )

@@ -46,7 +46,7 @@ class FleetConfig:
     run_id: str = ""
     seed: int = 1
     ramp_per_s: float = 50.0
-    jitter: float = 0.05
+    jitter: float = 0.2
     duration_s: float | None = None
     params: ScenarioParams = field(default_factory=ScenarioParams)
     call_timeout_s: float = 30.0
