@@ -9,8 +9,9 @@ profile applied by labkit.shaping (userspace engine unless --engine says otherwi
 - iperf3 UDP at half the configured rate: measured loss inside the 99 % binomial interval of the configured loss;
 - the engine's own report (packets, drops, release lateness).
 
-The path is three network namespaces made here (prefix ``sh1``) with LocalNetnsRemote standing in for SSH,
-until ``labkit up`` (netns backend) is on main. Needs root, iperf3 and ping.
+The path is a real lab: ``labkit up --name shp1 --backend netns`` (LABKIT_HOME=/tmp/labkit-shaping unless set),
+everything over SSH through labkit.remote, ``labkit down`` at the end (``--keep`` leaves it). ``--fixture``
+uses the three-namespace stand-in of tests/shaping/topo.py instead. Needs root, iperf3 and ping.
 
     python benchmarks/shaping_fidelity.py [--only vsat,4g] [--family slow] [--profiles-file F] [--quick]
 """
@@ -23,6 +24,7 @@ import json
 import math
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -39,7 +41,7 @@ from labkit.profiles import Profile, load_profiles  # noqa: E402
 
 
 def _topo_module():
-    spec = importlib.util.spec_from_file_location("sh_topo", REPO / "tests" / "shaping" / "topo.py")
+    spec = importlib.util.spec_from_file_location("sh_topo", REPO / "tests" / "shaping" / "shaping_topo.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules["sh_topo"] = mod
     spec.loader.exec_module(mod)
@@ -56,6 +58,61 @@ UNSHAPED_UDP_BPS = 10_000_000  # UDP rate for a direction without a rate limit
 def ping_resolution(ms: float) -> float:
     """iputils ping prints 3 significant digits and truncates: 100-999 ms to 1 ms, 10-99.9 ms to 0.1 ms."""
     return 1.0 if ms >= 100 else (0.1 if ms >= 10 else 0.01 if ms >= 1 else 0.001)
+
+
+class LabPath:
+    """A lab brought up by ``labkit up`` (netns backend): commands over SSH through labkit.remote."""
+
+    def __init__(self, name: str):
+        from labkit.inventory import Inventory
+        from labkit.labdir import LabDir
+        from labkit.remote import Remote
+
+        self.name = name
+        self.labdir = LabDir(name)
+        self.inventory = Inventory.load(self.labdir.inventory_file)
+        self.remote = Remote(self.inventory)
+
+    def exec(self, host: str, cmd: str, timeout: float = 120, check: bool = False):
+        return self.remote.run(host, cmd, check=check, timeout=timeout)
+
+    def start_iperf_server(self) -> None:
+        self.remote.start("cpo", "iperf3-sh", "iperf3 -s -1 -p 5201")
+        time.sleep(0.3)
+
+    def stop_iperf_server(self) -> None:
+        self.remote.stop("cpo", "iperf3-sh", timeout=15)
+
+    def down(self) -> None:
+        self.remote.close()
+
+
+class FixturePath:
+    """The three-namespace stand-in of tests/shaping/topo.py (before ``labkit up`` existed)."""
+
+    def __init__(self, prefix: str):
+        self.topo = topo_mod.Topo(prefix, Path(f"/tmp/labkit-shaping/{prefix}"), topo_mod.labkit_bin()).up()
+        self.inventory = self.topo.inventory
+        self.remote = topo_mod.LocalNetnsRemote(self.topo)
+        self.srv = None
+
+    def exec(self, host: str, cmd: str, timeout: float = 120, check: bool = False):
+        return self.topo.exec(host, cmd, timeout=timeout, check=check)
+
+    def start_iperf_server(self) -> None:
+        self.srv = subprocess.Popen(["ip", "netns", "exec", self.topo.ns["cpo"], "iperf3", "-s", "-1", "-p", "5201"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+
+    def stop_iperf_server(self) -> None:
+        try:
+            self.srv.wait(15)
+        except subprocess.TimeoutExpired:
+            self.srv.kill()
+            self.srv.wait(5)
+
+    def down(self) -> None:
+        self.topo.down()
 
 
 def ping(topo, count: int, interval: float, timeout_s: float) -> dict:
@@ -78,17 +135,11 @@ def iperf(topo, *, reverse: bool, udp: bool, rate_bps: int | None, duration: int
             args.append(f"-l {length}")
     for attempt in range(4):
         # a fresh one-off server per test: a server left in a bad state by a slow link cannot spoil the next
-        srv = subprocess.Popen(["ip", "netns", "exec", topo.ns["cpo"], "iperf3", "-s", "-1", "-p", "5201"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        topo.start_iperf_server()
         try:
-            time.sleep(0.3)
             r = topo.exec("evse1", " ".join(args), timeout=duration + omit + 180, check=False)
         finally:
-            try:
-                srv.wait(15)
-            except subprocess.TimeoutExpired:
-                srv.kill()
-                srv.wait(5)
+            topo.stop_iperf_server()
         try:
             data = json.loads(r.stdout)
         except json.JSONDecodeError:
@@ -135,7 +186,10 @@ def measure(topo, remote, p: Profile, *, engine: str, base: dict, quick: bool, m
     # --- ping
     bottleneck = p.bottleneck_bps or 10**10
     interval = max(0.05, 4 * FRAME_PING * 8 / bottleneck)
-    count = 60 if quick else 120
+    # enough probes that the median's own sampling error (jitter in both directions) stays well inside the
+    # tolerance: 120 without jitter, 600 with it
+    jittered = p.uplink.jitter_ms or p.downlink.jitter_ms
+    count = 60 if quick else (600 if jittered else 120)
     pr = ping(topo, count, interval, timeout_s=p.added_rtt_ms / 1000 * 3 + 2)
     expected = base["median"] + p.added_rtt_ms
     tol = max(1.0, 0.02 * expected)
@@ -145,7 +199,7 @@ def measure(topo, remote, p: Profile, *, engine: str, base: dict, quick: bool, m
                    "floor_ms": round(floor, 3),
                    "ok": bool(pr["median"] is not None and abs(pr["median"] - expected) <= tol
                               and pr["min"] + ping_resolution(pr["min"]) >= floor
-                              and pr["received"] >= 100 * (count / 120))}
+                              and pr["received"] >= min(100, count))}
     # --- TCP goodput, both directions
     res["tcp"] = {}
     for dname, reverse in (("uplink", False), ("downlink", True)):
@@ -186,7 +240,8 @@ def measure(topo, remote, p: Profile, *, engine: str, base: dict, quick: bool, m
 def fmt_row(r: dict) -> str:
     pg = r["ping"]
     cells = [f"{r['profile']:16}", f"+{r['added_rtt_ms']:6g}",
-             f"{pg['median_ms']:9.3f}/{pg['expected_ms']:9.3f}±{pg['tolerance_ms']:.2f}" if pg["median_ms"] else "no ping",
+             (f"{pg['median_ms']:9.3f}/{pg['expected_ms']:9.3f}±{pg['tolerance_ms']:.2f}"
+              if pg["median_ms"] else "no ping"),
              f"min {pg['min_ms']:8.3f}>={pg['floor_ms']:8.3f}" if pg["min_ms"] else "",
              "OK " if pg["ok"] else "BAD"]
     for dname in ("uplink", "downlink"):
@@ -201,10 +256,52 @@ def fmt_row(r: dict) -> str:
     for dname in ("uplink", "downlink"):
         u = r["udp"][dname]
         if "lost" in u:
-            cells.append(f"{dname[:4]} udp {u['lost']}/{u['packets']} in {u['interval_99']} {'ok' if u['ok'] else 'BAD'}")
+            flag = "ok" if u["ok"] else "BAD"
+            cells.append(f"{dname[:4]} udp {u['lost']}/{u['packets']} in {u['interval_99']} {flag}")
         else:
             cells.append(f"{dname[:4]} udp ERR {u.get('error', '')[:60]}")
     return "  ".join(cells)
+
+
+def markdown(path: Path) -> str:
+    """A results JSON written by this script as a Markdown table (for docs and reports)."""
+    data = json.loads(Path(path).read_text())
+    out = [f"base RTT {data['base']['median']:.3f} ms (median), after --clear {data['after_clear']['median']:.3f} ms; "
+           f"engine {data['engine']}", "",
+           "| profile | added RTT | ping median / expected (tol.) | min / floor | n | TCP up | TCP down | "
+           "UDP loss up | UDP loss down | lateness p50/p99/max | load |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def tcp(t):
+        if t.get("rate_bps") is None:
+            return "—"
+        if "ratio" not in t:
+            return "error"
+        mark = "" if t["ok"] is not False else " ✗"
+        return f"{100 * t['ratio']:.1f} %{mark}"
+
+    def udp(u):
+        if "lost" not in u:
+            return "error"
+        lo, hi = u["interval_99"]
+        return f"{u['lost']}/{u['packets']} ∈ [{lo}, {hi}]" + ("" if u["ok"] else " ✗")
+
+    for r in data["results"]:
+        if "error" in r:
+            out.append(f"| {r['profile']} | error: {r['error']} |")
+            continue
+        pg = r["ping"]
+        lat = []
+        for q in (r.get("engine_report") or {}).get("queues", []):
+            la = q["lateness"]
+            if la.get("n"):
+                lat.append(f"{la['median_ms']:.2f}/{la['p99_ms']:.2f}/{la['max_ms']:.1f}")
+        out.append(f"| {r['profile']} | {r['added_rtt_ms']:g} ms | {pg['median_ms']:.2f} / {pg['expected_ms']:.2f} "
+                   f"(±{pg['tolerance_ms']:.2f}){'' if pg['ok'] else ' ✗'} | "
+                   f"{pg['min_ms']:.2f} / {pg['floor_ms']:.2f} | "
+                   f"{pg['n']} | {tcp(r['tcp']['uplink'])} | {tcp(r['tcp']['downlink'])} | {udp(r['udp']['uplink'])} | "
+                   f"{udp(r['udp']['downlink'])} | {'; '.join(lat) or '—'} | {r.get('load', 0):.1f} |")
+    return "\n".join(out)
 
 
 def main() -> int:
@@ -216,7 +313,15 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer probes, shorter transfers (not for figures)")
     ap.add_argument("--max-rate-tcp", type=int, default=100_000_000, help="goodput criterion applies up to (bit/s)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
+    ap.add_argument("--lab", default="shp1",
+                    help="lab name for labkit up (LABKIT_HOME defaults to /tmp/labkit-shaping)")
+    ap.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    ap.add_argument("--fixture", action="store_true", help="use the three-namespace fixture instead of labkit up")
+    ap.add_argument("--markdown", metavar="JSON", help="print a results file as a Markdown table and exit")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(Path(args.markdown)))
+        return 0
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
@@ -226,9 +331,27 @@ def main() -> int:
     else:
         names = [n for n, p in ps.profiles.items()
                  if (args.family is None or p.family == args.family) and p.shaped]
-    labkit = topo_mod.labkit_bin()
-    topo = topo_mod.Topo("sh1", Path("/tmp/labkit-shaping/sh1"), labkit).up()
-    remote = topo_mod.LocalNetnsRemote(topo)
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))  # clean up on kill
+    if args.fixture:
+        topo = FixturePath("sh1")
+        where = "three-namespace fixture (ip netns exec, no SSH)"
+    else:
+        os.environ.setdefault("LABKIT_HOME", "/tmp/labkit-shaping")
+        from labkit.cli import main as labkit_main
+        from labkit.labdir import LabDir
+
+        if not LabDir(args.lab).inventory_file.exists() and labkit_main(["up", "--name", args.lab,
+                                                                          "--backend", "netns"]) != 0:
+            print("labkit up failed", file=sys.stderr)
+            return 1
+        topo = LabPath(args.lab)
+        for h in topo.inventory.hosts:  # endpoint TCP buffers for the longest, fastest profiles
+            if h.role != "gateway":
+                topo.exec(h.name, "sysctl -qw net.ipv4.tcp_rmem='4096 131072 33554432' "
+                                  "net.ipv4.tcp_wmem='4096 16384 33554432'", check=True)
+        where = f"lab {args.lab} (labkit up, netns backend, SSH through labkit.remote)"
+    remote = topo.remote
+    print(f"path: {where}", flush=True)
     results = []
     started = time.time()
     try:
@@ -257,7 +380,15 @@ def main() -> int:
         print(f"after --clear: median {after['median']:.3f} ms (base {base['median']:.3f} ms), cleared="
               f"{cleared['cleared']}", flush=True)
     finally:
+        try:
+            shaping.clear(remote, topo.inventory)
+        except Exception:
+            pass
         topo.down()
+        if not args.fixture and not args.keep:
+            from labkit.cli import main as labkit_main
+
+            labkit_main(["down", "--lab", args.lab])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"shaping_fidelity-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(started))}.json"

@@ -50,13 +50,17 @@ def main() -> None:
     ap.add_argument("--ocpp", default="1.6")
     ap.add_argument("--validation", default="fast")
     ap.add_argument("--loop", default="auto")
+    ap.add_argument("--keep", default=None, help="copy the CSV and status files into this directory")
     args = ap.parse_args()
     n = args.stations
     ramp_s = n / args.ramp
     duration = ramp_s + args.steady
-    print(f"# sim_10k: {n} stations, session scenario (heartbeat 60 s, meter values 30 s), OCPP {args.ocpp}, "
-          f"validation {args.validation}, loop {args.loop}, ramp {args.ramp:.0f}/s; {os.cpu_count()} CPUs; "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"# sim_10k: {n} stations, session scenario (heartbeat 60 s, meter values 30 s), OCPP {args.ocpp}, "
+        f"validation {args.validation}, loop {args.loop}, ramp {args.ramp:.0f}/s; {os.cpu_count()} CPUs; "
+        f"load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="sm-10k-") as d, path3("k") as p:
         out = Path(d)
         import resource
@@ -67,23 +71,81 @@ def main() -> None:
             lim = ["prlimit", f"--nofile={NOFILE}:{NOFILE}"]  # needs CAP_SYS_RESOURCE
         print(f"open-files limit {soft}/{hard} (the simulators raise soft to hard)", flush=True)
         csms = subprocess.Popen(
-            p.cmd(p.cpo, *lim, LABKIT, "csms", "--listen", f"{p.cpo_addr}:9000", "--heartbeat-interval", "60",
-                  "--validation", args.validation, "--loop", args.loop, "--out", str(out / "csms.csv"),
-                  "--status", str(out / "csms.json")),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            p.cmd(
+                p.cpo,
+                *lim,
+                LABKIT,
+                "csms",
+                "--listen",
+                f"{p.cpo_addr}:9000",
+                "--heartbeat-interval",
+                "60",
+                "--validation",
+                args.validation,
+                "--loop",
+                args.loop,
+                "--out",
+                str(out / "csms.csv"),
+                "--status",
+                str(out / "csms.json"),
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         fleet = None
         try:
             wait_listening(csms)
-            ping = subprocess.Popen(p.cmd(p.evse, "ping", "-i", "0.2", "-c", str(int((duration + 30) * 5)), p.cpo_addr),
-                                    stdout=subprocess.PIPE, text=True)
+            ping = subprocess.Popen(
+                p.cmd(p.evse, "ping", "-i", "0.2", "-c", str(int((duration + 30) * 5)), p.cpo_addr),
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             fleet = subprocess.Popen(
-                p.cmd(p.evse, *lim, LABKIT, "fleet", "--url", f"ws://{p.cpo_addr}:9000/", "--stations", str(n),
-                      "--ramp", str(args.ramp), "--scenario", "session", "--ocpp", args.ocpp, "--heartbeat", "60",
-                      "--meter-interval", "30", "--sessions", "0", "--think-time", "10", "--charge-time", "3600",
-                      "--duration", str(duration), "--drain-timeout", "5", "--validation", args.validation,
-                      "--loop", args.loop, "--out", str(out / "calls.csv"), "--events", str(out / "events.csv"),
-                      "--status", str(out / "fleet.json")),
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                p.cmd(
+                    p.evse,
+                    *lim,
+                    LABKIT,
+                    "fleet",
+                    "--url",
+                    f"ws://{p.cpo_addr}:9000/",
+                    "--stations",
+                    str(n),
+                    "--ramp",
+                    str(args.ramp),
+                    "--scenario",
+                    "session",
+                    "--ocpp",
+                    args.ocpp,
+                    "--heartbeat",
+                    "60",
+                    "--meter-interval",
+                    "30",
+                    "--sessions",
+                    "0",
+                    "--think-time",
+                    "10",
+                    "--charge-time",
+                    "3600",
+                    "--duration",
+                    str(duration),
+                    "--drain-timeout",
+                    "5",
+                    "--validation",
+                    args.validation,
+                    "--loop",
+                    args.loop,
+                    "--out",
+                    str(out / "calls.csv"),
+                    "--events",
+                    str(out / "events.csv"),
+                    "--status",
+                    str(out / "fleet.json"),
+                ),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             t0 = time.monotonic()
             peak = {"csms": 0, "fleet": 0}
             connected_at = None
@@ -99,8 +161,11 @@ def main() -> None:
                 if connected_at is None and st.get("stations_connected", 0) >= n:
                     connected_at = time.monotonic() - t0
                     cpu0 = (time.monotonic(), cpu_s(csms.pid), cpu_s(fleet.pid))
-                    print(f"all {n} connected after {connected_at:.1f} s; RSS csms {peak['csms'] / 2**20:.0f} MiB, "
-                          f"fleet {peak['fleet'] / 2**20:.0f} MiB", flush=True)
+                    print(
+                        f"all {n} connected after {connected_at:.1f} s; RSS csms {peak['csms'] / 2**20:.0f} MiB, "
+                        f"fleet {peak['fleet'] / 2**20:.0f} MiB",
+                        flush=True,
+                    )
                 if cpu0 is not None and time.monotonic() - cpu0[0] > args.steady - 10 and len(cpu0) == 3:
                     dt = time.monotonic() - cpu0[0]
                     cpu0 = (*cpu0, 100 * (cpu_s(csms.pid) - cpu0[1]) / dt, 100 * (cpu_s(fleet.pid) - cpu0[2]) / dt)
@@ -114,6 +179,10 @@ def main() -> None:
                 fleet.wait(60)
             csms.terminate()
             csms.wait(60)
+        if args.keep:
+            import shutil
+
+            shutil.copytree(out, args.keep, dirs_exist_ok=True)
         rows = list(read_rows(out / "calls.csv"))
         events = list(read_rows(out / "events.csv"))
         fstatus = json.loads((out / "fleet.json").read_text())
@@ -129,21 +198,30 @@ def main() -> None:
     pings = [float(m) for m in re.findall(r"time=([\d.]+) ms", ping_out)]
     pm = statistics.median(pings)
     disc = sum(1 for e in events if e["event"] == "disconnected")
-    print(f"fleet exit {fleet.returncode}; stations done {fstatus['stations_done']}/{n}; csms peak connections "
-          f"{cstatus['connections_peak']}; disconnects {disc}; {ferr.strip()[-200:]}")
+    print(
+        f"fleet exit {fleet.returncode}; stations done {fstatus['stations_done']}/{n}; csms peak connections "
+        f"{cstatus['connections_peak']}; disconnects {disc}; {ferr.strip()[-200:]}"
+    )
     print(f"steady phase: {len(steady)} calls ({len(steady) / (args.steady - 6):.0f}/s), errors {errors or 0}")
     by_action = {}
     for r in steady:
         by_action[r["action"]] = by_action.get(r["action"], 0) + 1
     print(f"  calls by action: {by_action}")
-    print(f"  ping RTT ms       p50 {pm:.3f}  p99 {pct(pings, .99):.3f}")
-    print(f"  OCPP RTT ms       p50 {pct(ok, .5):.3f}  p90 {pct(ok, .9):.3f}  p99 {pct(ok, .99):.3f}  max {max(ok):.1f}")
-    print(f"  overhead ms (OCPP pXX - ping p50)  p50 {pct(ok, .5) - pm:.3f}  p99 {pct(ok, .99) - pm:.3f}"
-          f"   [target p99 <= 20]")
+    print(f"  ping RTT ms       p50 {pm:.3f}  p99 {pct(pings, 0.99):.3f}")
+    print(
+        f"  OCPP RTT ms       p50 {pct(ok, 0.5):.3f}  p90 {pct(ok, 0.9):.3f}  p99 {pct(ok, 0.99):.3f}  "
+        f"max {max(ok):.1f}"
+    )
+    print(
+        f"  overhead ms (OCPP pXX - ping p50)  p50 {pct(ok, 0.5) - pm:.3f}  p99 {pct(ok, 0.99) - pm:.3f}"
+        f"   [target p99 <= 20]"
+    )
     if len(cpu0 or ()) == 5:
         print(f"  CPU (one core = 100 %) steady: csms {cpu0[3]:.0f} %, fleet {cpu0[4]:.0f} %")
-    print(f"  peak RSS: csms {peak['csms'] / 2**20:.0f} MiB ({peak['csms'] / n / 1024:.1f} KiB/station), "
-          f"fleet {peak['fleet'] / 2**20:.0f} MiB ({peak['fleet'] / n / 1024:.1f} KiB/station)")
+    print(
+        f"  peak RSS: csms {peak['csms'] / 2**20:.0f} MiB ({peak['csms'] / n / 1024:.1f} KiB/station), "
+        f"fleet {peak['fleet'] / 2**20:.0f} MiB ({peak['fleet'] / n / 1024:.1f} KiB/station)"
+    )
     print(f"  load average after {os.getloadavg()[0]:.2f}")
 
 

@@ -52,8 +52,12 @@ def path3(tag: str = "b") -> Iterator[Path3]:
         c0, c1, e0, e1 = f"smc{tag}0", f"smc{tag}1", f"sme{tag}0", f"sme{tag}1"
         sh("ip", "link", "add", c0, "netns", p.cpo, "type", "veth", "peer", "name", c1, "netns", p.gw)
         sh("ip", "link", "add", e0, "netns", p.evse, "type", "veth", "peer", "name", e1, "netns", p.gw)
-        for ns, dev, addr in ((p.cpo, c0, f"{CPO_ADDR}/24"), (p.gw, c1, "10.199.1.1/24"),
-                              (p.evse, e0, f"{EVSE_ADDR}/24"), (p.gw, e1, "10.199.2.1/24")):
+        for ns, dev, addr in (
+            (p.cpo, c0, f"{CPO_ADDR}/24"),
+            (p.gw, c1, "10.199.1.1/24"),
+            (p.evse, e0, f"{EVSE_ADDR}/24"),
+            (p.gw, e1, "10.199.2.1/24"),
+        ):
             sh("ip", "-n", ns, "addr", "add", addr, "dev", dev)
             sh("ip", "-n", ns, "link", "set", dev, "up")
         sh("ip", "netns", "exec", p.gw, "sysctl", "-qw", "net.ipv4.ip_forward=1")

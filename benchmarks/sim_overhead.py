@@ -50,20 +50,58 @@ def wait_listening(proc: subprocess.Popen, timeout: float = 10.0) -> str:
 def run(args: argparse.Namespace, out: Path) -> dict:
     with path3("o") as p:
         csms = subprocess.Popen(
-            p.cmd(p.cpo, LABKIT, "csms", "--listen", f"{p.cpo_addr}:9000", "--validation", args.validation, "--loop", args.loop,
-                  "--out", str(out / "csms.csv")),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            p.cmd(
+                p.cpo,
+                LABKIT,
+                "csms",
+                "--listen",
+                f"{p.cpo_addr}:9000",
+                "--validation",
+                args.validation,
+                "--loop",
+                args.loop,
+                "--out",
+                str(out / "csms.csv"),
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             wait_listening(csms)
-            ping = subprocess.Popen(p.cmd(p.evse, "ping", "-i", "0.1", "-c", str(args.meter_values + 40),
-                                          p.cpo_addr), stdout=subprocess.PIPE, text=True)
+            ping = subprocess.Popen(
+                p.cmd(p.evse, "ping", "-i", "0.1", "-c", str(args.meter_values + 40), p.cpo_addr),
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             t0 = time.monotonic()
             fleet = subprocess.run(
-                p.cmd(p.evse, LABKIT, "fleet", "--url", f"ws://{p.cpo_addr}:9000/", "--stations", "1",
-                      "--scenario", "thesis-2021", "--ocpp", args.ocpp, "--meter-values", str(args.meter_values),
-                      "--validation", args.validation, "--loop", args.loop, "--out", str(out / "calls.csv"),
-                      "--events", str(out / "events.csv")),
-                capture_output=True, text=True)
+                p.cmd(
+                    p.evse,
+                    LABKIT,
+                    "fleet",
+                    "--url",
+                    f"ws://{p.cpo_addr}:9000/",
+                    "--stations",
+                    "1",
+                    "--scenario",
+                    "thesis-2021",
+                    "--ocpp",
+                    args.ocpp,
+                    "--meter-values",
+                    str(args.meter_values),
+                    "--validation",
+                    args.validation,
+                    "--loop",
+                    args.loop,
+                    "--out",
+                    str(out / "calls.csv"),
+                    "--events",
+                    str(out / "events.csv"),
+                ),
+                capture_output=True,
+                text=True,
+            )
             elapsed = time.monotonic() - t0
             ping.terminate()
             ping_out = ping.communicate()[0]
@@ -76,8 +114,13 @@ def run(args: argparse.Namespace, out: Path) -> dict:
     warm = rtts[3:]  # the first calls load the schema validators
     pings = [float(m) for m in re.findall(r"time=([\d.]+) ms", ping_out)]
     handle = [float(r["handle_ms"]) for r in read_rows(out / "csms.csv") if r["outcome"] == "ok"][3:]
-    return {"ocpp": warm, "ping": pings, "handle": handle, "elapsed": elapsed,
-            "errors": sum(1 for r in read_rows(out / "calls.csv") if r["outcome"] != "ok")}
+    return {
+        "ocpp": warm,
+        "ping": pings,
+        "handle": handle,
+        "elapsed": elapsed,
+        "errors": sum(1 for r in read_rows(out / "calls.csv") if r["outcome"] != "ok"),
+    }
 
 
 def main() -> None:
@@ -88,22 +131,30 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
     args = ap.parse_args()
-    print(f"# sim_overhead: 1 station, thesis-2021 ({args.meter_values} meter values), OCPP {args.ocpp}, "
-          f"validation {args.validation}; {os.cpu_count()} CPUs; load average before "
-          f"{os.getloadavg()[0]:.2f}")
+    print(
+        f"# sim_overhead: 1 station, thesis-2021 ({args.meter_values} meter values), OCPP {args.ocpp}, "
+        f"validation {args.validation}; {os.cpu_count()} CPUs; load average before "
+        f"{os.getloadavg()[0]:.2f}"
+    )
     for i in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix="sm-overhead-") as d:
             r = run(args, Path(d))
         o, pg, h = r["ocpp"], r["ping"], r["handle"]
         pm = statistics.median(pg)
-        print(f"run {i + 1}: {len(o)} OCPP calls (errors {r['errors']}), {len(pg)} pings, {r['elapsed']:.1f} s, "
-              f"load average after {os.getloadavg()[0]:.2f}")
-        print(f"  ping RTT ms        p50 {pm:.3f}  p99 {pct(pg, .99):.3f}")
-        print(f"  OCPP RTT ms        p50 {pct(o, .5):.3f}  p90 {pct(o, .9):.3f}  p99 {pct(o, .99):.3f}  "
-              f"max {max(o):.3f}")
-        print(f"  CSMS handling ms   p50 {pct(h, .5):.3f}  p99 {pct(h, .99):.3f}")
-        print(f"  overhead ms (OCPP pXX - ping p50)   p50 {pct(o, .5) - pm:.3f}  p99 {pct(o, .99) - pm:.3f}"
-              f"   [targets: p50 <= 0.5, p99 <= 2]")
+        print(
+            f"run {i + 1}: {len(o)} OCPP calls (errors {r['errors']}), {len(pg)} pings, {r['elapsed']:.1f} s, "
+            f"load average after {os.getloadavg()[0]:.2f}"
+        )
+        print(f"  ping RTT ms        p50 {pm:.3f}  p99 {pct(pg, 0.99):.3f}")
+        print(
+            f"  OCPP RTT ms        p50 {pct(o, 0.5):.3f}  p90 {pct(o, 0.9):.3f}  p99 {pct(o, 0.99):.3f}  "
+            f"max {max(o):.3f}"
+        )
+        print(f"  CSMS handling ms   p50 {pct(h, 0.5):.3f}  p99 {pct(h, 0.99):.3f}")
+        print(
+            f"  overhead ms (OCPP pXX - ping p50)   p50 {pct(o, 0.5) - pm:.3f}  p99 {pct(o, 0.99) - pm:.3f}"
+            f"   [targets: p50 <= 0.5, p99 <= 2]"
+        )
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ class DirectionSpec(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DirectionSpec":
+    def _consistent(self) -> DirectionSpec:
         if self.jitter > 0 and self.distribution == "uniform" and self.jitter > self.delay:
             raise ValueError(f"jitter {self.jitter:g} ms exceeds delay {self.delay:g} ms: uniform jitter would need "
                              f"negative delays")
@@ -273,7 +273,7 @@ class Profile:
                 "added_rtt_ms": self.added_rtt_ms, "bottleneck_bps": self.bottleneck_bps}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Profile":
+    def from_dict(cls, d: dict[str, Any]) -> Profile:
         return cls(name=d["name"], description=d["description"], family=d["family"],
                    sources=tuple(d.get("sources", ())), aliases=tuple(d.get("aliases", ())),
                    notes=d.get("notes", ""), symmetric=d.get("symmetric", False), origin=d.get("origin", ""),
@@ -342,7 +342,8 @@ class ProfileSet:
         close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         where = " + ".join(self.files) or "profiles"
-        raise ConfigError(f"{where}: profile: unknown profile {name!r}{hint}; known: {', '.join(sorted(self.profiles))}")
+        raise ConfigError(f"{where}: profile: unknown profile {name!r}{hint}; "
+                          f"known: {', '.join(sorted(self.profiles))}")
 
     def merge_file(self, path: str | Path) -> None:
         path = Path(path)

@@ -177,7 +177,8 @@ def apply(remote: RemoteLike, inv: Inventory, profile: Profile | str, *, engine:
             clear(remote, inv)
         except LabkitError:
             pass
-        raise ShapingError(f"applying profile {profile.name!r} on {gw.name} failed and was rolled back: {exc}") from None
+        raise ShapingError(f"applying profile {profile.name!r} on {gw.name} failed and was rolled back: "
+                           f"{exc}") from None
     state = read_back(remote, inv, engine_pid=pid)
     problems = verify(plan, profile, state)
     state.update({
@@ -188,7 +189,8 @@ def apply(remote: RemoteLike, inv: Inventory, profile: Profile | str, *, engine:
     if record is not None:
         _save(record, state)
     if problems:
-        raise ShapingError(f"profile {profile.name!r} on {gw.name} does not read back as planned: {'; '.join(problems)}")
+        raise ShapingError(f"profile {profile.name!r} on {gw.name} does not read back as planned: "
+                           f"{'; '.join(problems)}")
     return state
 
 
@@ -209,10 +211,21 @@ def _start_engine(remote: RemoteLike, gw: HostConn, config: dict, config_path: s
         if status and status.get("state") == "running":
             return pid
         if status and status.get("state") in ("failed", "stopped"):
-            raise ShapingError(f"the userspace engine on {gw.name} stopped at start: {status.get('error')}")
+            raise ShapingError(f"the userspace engine on {gw.name} stopped at start: {status.get('error')}"
+                               f"{_log_tail(remote, gw)}")
+        if _run(remote, gw, f"kill -0 {int(pid)} 2>/dev/null", check=False).exited != 0:
+            raise ShapingError(f"the userspace engine on {gw.name} exited at start{_log_tail(remote, gw)}")
         time.sleep(0.1)
-    raise ShapingError(f"the userspace engine on {gw.name} did not start within {ENGINE_START_TIMEOUT:g} s "
-                       f"(see its log in {gw.workdir})")
+    raise ShapingError(f"the userspace engine on {gw.name} did not start within {ENGINE_START_TIMEOUT:g} s"
+                       f"{_log_tail(remote, gw)}")
+
+
+def _log_tail(remote: RemoteLike, gw: HostConn) -> str:
+    """The last line of the engine's log (``remote.start`` keeps it in workdir/<name>.log), for errors."""
+    path = f"{gw.workdir.rstrip('/')}/{ENGINE_PROC}.log"
+    r = _run(remote, gw, f"tail -n 3 {shlex.quote(path)} 2>/dev/null", check=False)
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
+    return f": {lines[-1].strip()}" if lines else f" (no log in {path})"
 
 
 def _engine_status(remote: RemoteLike, gw: HostConn) -> dict | None:

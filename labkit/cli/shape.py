@@ -99,7 +99,8 @@ def profiles_show(ctx: click.Context, name: str, as_json: bool) -> None:
                f"normal, sd {d.jitter_ms:g} ms (cut at ±{d.jitter_span_ms:g} ms)") if d.jitter_ms else "none"
         out.append(f"    delay:     {d.delay_ms:g} ms one-way (from {d.min_delay_ms:g} to {d.max_delay_ms:g} ms)")
         out.append(f"    jitter:    {jit}{'; may reorder' if d.reorder else ''}")
-        out.append(f"    loss:      {d.loss_pct:g} %    corrupt: {d.corrupt_pct:g} %    duplicate: {d.duplicate_pct:g} %")
+        out.append(f"    loss:      {d.loss_pct:g} %    corrupt: {d.corrupt_pct:g} %    "
+                   f"duplicate: {d.duplicate_pct:g} %")
         if d.queue_pkts:
             out.append(f"    queue:     {d.queue_pkts} packets")
     out.append(f"  added RTT: {p.added_rtt_ms:g} ms (at least {p.min_added_rtt_ms:g} ms)    bottleneck: "
@@ -181,7 +182,8 @@ def _describe(state: dict, prof, cleared: bool) -> str:
     if cleared:
         lines.append(f"{state['gateway']}: shaping cleared (read back: nothing left)")
     elif prof is not None:
-        lines.append(f"{state['gateway']}: {prof.name} applied with the {state['engine']} engine, verified by read-back")
+        lines.append(f"{state['gateway']}: {prof.name} applied with the {state['engine']} engine, "
+                     f"verified by read-back")
         lines.append(f"  {prof.summary()}")
     for d, info in state["directions"].items():
         kinds = [q.get("kind") for q in info["qdisc"]] if isinstance(info["qdisc"], list) else [str(info["qdisc"])]
@@ -191,7 +193,7 @@ def _describe(state: dict, prof, cleared: bool) -> str:
     eng = state.get("engine_process") or {}
     st = eng.get("status")
     if st:
-        alive = "alive" if eng.get("alive") else "DEAD"
+        alive = "alive" if eng.get("alive") else ("exited" if st.get("state") == "stopped" else "DEAD")
         lines.append(f"  userspace engine pid {eng.get('pid')} ({alive}, state {st.get('state')}, "
                      f"report {eng.get('status_age_s', '?')} s old)")
         for q in st.get("queues", []):

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from ocpp.charge_point import remove_nones, serialize_as_dict
+from ocpp.charge_point import remove_nones
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, CallResult, MessageType
 from ocpp.routing import on
@@ -58,7 +58,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from labkit.errors import ConfigError
-from labkit.sim.fastkeys import to_camel, to_snake
+from labkit.sim.fastkeys import serialize, to_camel, to_snake
 from labkit.sim.samples import CSMS_COLUMNS, CsvSink, StatusFile
 from labkit.sim.settings import (
     SUBPROTOCOLS,
@@ -148,8 +148,9 @@ class CsmsMixin:
                 raw = await self._connection.recv()
             except ConnectionClosed as exc:
                 if exc.sent is not None and exc.sent.code == 1009:
-                    self.server.row(self.id, self._ocpp_version, "", None, "closed", "MessageTooBig",
-                                    cfg.ws.max_message_bytes, None)
+                    self.server.row(
+                        self.id, self._ocpp_version, "", None, "closed", "MessageTooBig", cfg.ws.max_message_bytes, None
+                    )
                 raise
             now = time.monotonic()
             self._tokens = min(burst, self._tokens + (now - self._last_refill) * rate)
@@ -198,8 +199,7 @@ class CsmsMixin:
         except ValueError:
             await self._error("-1", "RpcFrameworkError", "Message is not valid JSON")
             return
-        if not isinstance(msg, list) or len(msg) < 3 or not isinstance(msg[1], str) or not msg[1] \
-                or len(msg[1]) > 36:
+        if not isinstance(msg, list) or len(msg) < 3 or not isinstance(msg[1], str) or not msg[1] or len(msg[1]) > 36:
             uid = msg[1] if isinstance(msg, list) and len(msg) > 1 and isinstance(msg[1], str) and msg[1] else "-1"
             await self._error(uid[:36], "RpcFrameworkError", "Not an OCPP-J message: [type, id, ...] expected")
             return
@@ -251,8 +251,9 @@ class CsmsMixin:
                     code = json.loads(message)[2]
                 except (ValueError, IndexError):
                     code = ""
-            self.server.row(self.id, self._ocpp_version, rec[2], dt, outcome, code, rec[3],
-                            len(message.encode()), rec[0])
+            self.server.row(
+                self.id, self._ocpp_version, rec[2], dt, outcome, code, rec[3], len(message.encode()), rec[0]
+            )
 
     async def _handle_call(self, msg: Call) -> None:
         """The library's ``_handle_call`` without its per-call costs (same validation and conversions).
@@ -271,7 +272,7 @@ class CsmsMixin:
         except Exception:  # noqa: BLE001 - as the library: a failing handler answers InternalError
             await self._send(msg.create_call_error(None).to_json())
             return
-        result = msg.create_call_result(to_camel(remove_nones(serialize_as_dict(response))))
+        result = msg.create_call_result(to_camel(remove_nones(serialize(response))))
         if validate:
             await validate_payload(result, self._ocpp_version)
         await self._send(result.to_json())
@@ -285,7 +286,8 @@ class Csms16(CsmsMixin):
     @on("BootNotification")
     def on_boot(self, **kw: Any) -> Any:
         return self._call_result.BootNotification(
-            current_time=_now(), interval=self.server.cfg.heartbeat_interval_s, status="Accepted")
+            current_time=_now(), interval=self.server.cfg.heartbeat_interval_s, status="Accepted"
+        )
 
     @on("Heartbeat")
     def on_heartbeat(self, **kw: Any) -> Any:
@@ -301,8 +303,9 @@ class Csms16(CsmsMixin):
 
     @on("StartTransaction")
     def on_start(self, id_tag: str, **kw: Any) -> Any:
-        return self._call_result.StartTransaction(transaction_id=self.server.next_tx_id(),
-                                                  id_tag_info={"status": self._id_status(id_tag)})
+        return self._call_result.StartTransaction(
+            transaction_id=self.server.next_tx_id(), id_tag_info={"status": self._id_status(id_tag)}
+        )
 
     @on("StopTransaction")
     def on_stop(self, id_tag: str | None = None, **kw: Any) -> Any:
@@ -343,7 +346,8 @@ class Csms201(CsmsMixin):
     @on("BootNotification")
     def on_boot(self, **kw: Any) -> Any:
         return self._call_result.BootNotification(
-            current_time=_now(), interval=self.server.cfg.heartbeat_interval_s, status="Accepted")
+            current_time=_now(), interval=self.server.cfg.heartbeat_interval_s, status="Accepted"
+        )
 
     @on("Heartbeat")
     def on_heartbeat(self, **kw: Any) -> Any:
@@ -361,8 +365,7 @@ class Csms201(CsmsMixin):
     def on_transaction_event(self, id_token: dict | None = None, **kw: Any) -> Any:
         if id_token is None:
             return self._call_result.TransactionEvent()
-        return self._call_result.TransactionEvent(
-            id_token_info={"status": self._id_status(id_token.get("id_token"))})
+        return self._call_result.TransactionEvent(id_token_info={"status": self._id_status(id_token.get("id_token"))})
 
     @on("MeterValues")
     def on_meter_values(self, **kw: Any) -> Any:
@@ -424,16 +427,34 @@ class Csms:
     def next_tx_id(self) -> int:
         return next(self._tx_ids)
 
-    def row(self, station: str, version: str, action: str, dt_ns: int | None, outcome: str, code: str,
-            req_bytes: int | None, resp_bytes: int | None, t_wall: float | None = None) -> None:
+    def row(
+        self,
+        station: str,
+        version: str,
+        action: str,
+        dt_ns: int | None,
+        outcome: str,
+        code: str,
+        req_bytes: int | None,
+        resp_bytes: int | None,
+        t_wall: float | None = None,
+    ) -> None:
         self.messages += 1
         if outcome != "ok":
             self.errors += 1
-        self.sink.write((
-            f"{(t_wall or time.time()):.6f}", station, version, action,
-            "" if dt_ns is None else f"{dt_ns / 1e6:.3f}", outcome, code,
-            "" if req_bytes is None else req_bytes, "" if resp_bytes is None else resp_bytes,
-        ))
+        self.sink.write(
+            (
+                f"{(t_wall or time.time()):.6f}",
+                station,
+                version,
+                action,
+                "" if dt_ns is None else f"{dt_ns / 1e6:.3f}",
+                outcome,
+                code,
+                "" if req_bytes is None else req_bytes,
+                "" if resp_bytes is None else resp_bytes,
+            )
+        )
 
     # -- HTTP: identity and Basic auth -----------------------------------------------------------
     @staticmethod
@@ -452,8 +473,9 @@ class Csms:
         if header.startswith("Basic "):
             try:
                 user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
-                ok = hmac.compare_digest(user.encode(), ident.encode()) and \
-                    hmac.compare_digest(password.encode(), self.cfg.password.encode())
+                ok = hmac.compare_digest(user.encode(), ident.encode()) and hmac.compare_digest(
+                    password.encode(), self.cfg.password.encode()
+                )
             except (binascii.Error, UnicodeDecodeError, ValueError):
                 ok = False
         if ok:
@@ -484,11 +506,19 @@ class Csms:
     # -- run -------------------------------------------------------------------------------------
     def status(self, finished: bool = False) -> dict:
         return {
-            "role": "csms", "pid": os.getpid(), "listen": self.listen_url, "phase": self.phase,
-            "versions": list(self.cfg.versions), "connections": self.connections,
-            "connections_peak": self.connections_peak, "stations_seen": len(self.stations_seen),
-            "messages": self.messages, "errors": self.errors, "rejected_handshakes": self.rejected,
-            "elapsed_s": round(time.time() - self.started, 3), "finished": finished,
+            "role": "csms",
+            "pid": os.getpid(),
+            "listen": self.listen_url,
+            "phase": self.phase,
+            "versions": list(self.cfg.versions),
+            "connections": self.connections,
+            "connections_peak": self.connections_peak,
+            "stations_seen": len(self.stations_seen),
+            "messages": self.messages,
+            "errors": self.errors,
+            "rejected_handshakes": self.rejected,
+            "elapsed_s": round(time.time() - self.started, 3),
+            "finished": finished,
             "stop_reason": self.stop_reason,
         }
 
@@ -511,7 +541,9 @@ class Csms:
                 pass
         try:
             server = await serve(
-                self.handler, cfg.host, cfg.port,
+                self.handler,
+                cfg.host,
+                cfg.port,
                 subprotocols=[SUBPROTOCOLS[v] for v in cfg.versions],
                 process_request=self.process_request,
                 server_header=None,
@@ -530,8 +562,11 @@ class Csms:
         self.phase = "listening"
         status_task = asyncio.create_task(self._status_loop())
         gc_task = asyncio.create_task(gc_freezer())
-        print(f"labkit csms: listening on {self.listen_url} ({', '.join(SUBPROTOCOLS[v] for v in cfg.versions)}; "
-              f"heartbeat interval {cfg.heartbeat_interval_s} s; validation {cfg.validation})", flush=True)
+        print(
+            f"labkit csms: listening on {self.listen_url} ({', '.join(SUBPROTOCOLS[v] for v in cfg.versions)}; "
+            f"heartbeat interval {cfg.heartbeat_interval_s} s; validation {cfg.validation})",
+            flush=True,
+        )
         if ready is not None:
             ready(self)
         try:

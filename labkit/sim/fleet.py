@@ -46,7 +46,7 @@ class FleetConfig:
     run_id: str = ""
     seed: int = 1
     ramp_per_s: float = 50.0
-    jitter: float = 0.05
+    jitter: float = 0.2
     duration_s: float | None = None
     params: ScenarioParams = field(default_factory=ScenarioParams)
     call_timeout_s: float = 30.0
@@ -72,17 +72,27 @@ class FleetConfig:
             raise ConfigError.at("--scenario", f"{self.scenario!r} unknown; allowed: {', '.join(SCENARIOS)}")
         if self.version not in VERSIONS:
             raise ConfigError.at("--ocpp", f"{self.version!r} unknown; allowed: {', '.join(VERSIONS)}")
-        positive = {"--stations": self.stations, "--call-timeout": self.call_timeout_s,
-                    "--backoff-min": self.backoff_min_s, "--backoff-max": self.backoff_max_s,
-                    "--tx-attempts": self.tx_attempts}
+        positive = {
+            "--stations": self.stations,
+            "--call-timeout": self.call_timeout_s,
+            "--backoff-min": self.backoff_min_s,
+            "--backoff-max": self.backoff_max_s,
+            "--tx-attempts": self.tx_attempts,
+        }
         for flag, value in positive.items():
             if value is None or value <= 0:
                 raise ConfigError.at(flag, f"must be > 0, got {value}")
-        nonneg = {"--ramp": self.ramp_per_s, "--drain-timeout": self.drain_timeout_s,
-                  "--meter-values": self.params.meter_values, "--meter-interval": self.params.meter_interval_s,
-                  "--step-interval": self.params.step_interval_s, "--sessions": self.params.sessions,
-                  "--think-time": self.params.think_time_s, "--tx-retry-interval": self.tx_retry_interval_s,
-                  "--first-index": self.first_index}
+        nonneg = {
+            "--ramp": self.ramp_per_s,
+            "--drain-timeout": self.drain_timeout_s,
+            "--meter-values": self.params.meter_values,
+            "--meter-interval": self.params.meter_interval_s,
+            "--step-interval": self.params.step_interval_s,
+            "--sessions": self.params.sessions,
+            "--think-time": self.params.think_time_s,
+            "--tx-retry-interval": self.tx_retry_interval_s,
+            "--first-index": self.first_index,
+        }
         for flag, value in nonneg.items():
             if value < 0:
                 raise ConfigError.at(flag, f"must be >= 0, got {value}")
@@ -143,20 +153,39 @@ class Fleet:
         else:
             self.scenario_calls += 1
         rtt = rec.rtt_ns if rec.outcome in ("ok", "call_error", "bad_response") else None
-        self.calls.write((
-            self.cfg.run_id, self.cfg.host_label, st.id, self.cfg.version, rec.action,
-            f"{rec.t_wall:.6f}", rec.t_send_ns, fmt_ms(rtt), rec.outcome, rec.error_code,
-            "" if rec.req_bytes is None else rec.req_bytes, "" if rec.resp_bytes is None else rec.resp_bytes,
-            fmt_ms(rec.queued_ns), rec.attempt,
-        ))
+        self.calls.write(
+            (
+                self.cfg.run_id,
+                self.cfg.host_label,
+                st.id,
+                self.cfg.version,
+                rec.action,
+                f"{rec.t_wall:.6f}",
+                rec.t_send_ns,
+                fmt_ms(rtt),
+                rec.outcome,
+                rec.error_code,
+                "" if rec.req_bytes is None else rec.req_bytes,
+                "" if rec.resp_bytes is None else rec.resp_bytes,
+                fmt_ms(rec.queued_ns),
+                rec.attempt,
+            )
+        )
 
     def event(self, st: Station, event: str, detail: str, downtime_ms: float | None = None) -> None:
         if event == "reconnected":
             self.reconnects += 1
-        self.events.write((
-            self.cfg.run_id, self.cfg.host_label, st.id, f"{time.time():.6f}", event, detail,
-            "" if downtime_ms is None else f"{downtime_ms:.3f}",
-        ))
+        self.events.write(
+            (
+                self.cfg.run_id,
+                self.cfg.host_label,
+                st.id,
+                f"{time.time():.6f}",
+                event,
+                detail,
+                "" if downtime_ms is None else f"{downtime_ms:.3f}",
+            )
+        )
 
     def status(self, finished: bool = False) -> dict:
         cfg = self.cfg
@@ -175,10 +204,10 @@ class Fleet:
             "stations_started": len(self.stations),
             "stations_connected": self.connected,
             "stations_done": sum(1 for s in self.stations if s.done),
-            "calls_done": sum(self.outcomes.values()),
-            "scenario_calls_done": self.scenario_calls,
+            "calls_done": self.scenario_calls,  # heartbeats excluded, as in calls_expected
             "calls_expected": None if per_station is None else per_station * cfg.stations,
             "heartbeats_done": self.heartbeats,
+            "calls_total": sum(self.outcomes.values()),
             "calls_ok": self.outcomes.get("ok", 0),
             "errors": sum(errors.values()),
             "errors_by_outcome": errors,
@@ -235,16 +264,22 @@ class Fleet:
             self.phase = "running"
             pending = set(tasks)
             while pending and not self.stopping:
-                timeout = None if self.deadline is None else max(0.0, self.deadline - time.monotonic()) + \
-                    cfg.drain_timeout_s + 5.0
-                done, pending = await asyncio.wait(pending | {stop_wait}, timeout=timeout,
-                                                   return_when=asyncio.FIRST_COMPLETED)
+                timeout = (
+                    None
+                    if self.deadline is None
+                    else max(0.0, self.deadline - time.monotonic()) + cfg.drain_timeout_s + 5.0
+                )
+                done, pending = await asyncio.wait(
+                    pending | {stop_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
                 pending.discard(stop_wait)
                 for task in done:
                     if task is not stop_wait and not task.cancelled() and task.exception() is not None:
                         exc = task.exception()
-                        print(f"labkit fleet: station {task.get_name()} failed: {type(exc).__name__}: {exc}",
-                              file=sys.stderr)
+                        print(
+                            f"labkit fleet: station {task.get_name()} failed: {type(exc).__name__}: {exc}",
+                            file=sys.stderr,
+                        )
                 if not done:  # the duration (plus drain time) is over
                     self.stop("duration")
             self.phase = "stopping" if self.stopping else "done"

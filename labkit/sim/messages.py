@@ -222,8 +222,12 @@ class Dialect201(Dialect):
             value = getattr(sample, attr)
             if value is None:
                 continue
-            sv = {"value": round(value, 1), "context": "Sample.Periodic", "measurand": measurand,
-                  "unitOfMeasure": {"unit": unit}}
+            sv = {
+                "value": round(value, 1),
+                "context": "Sample.Periodic",
+                "measurand": measurand,
+                "unitOfMeasure": {"unit": unit},
+            }
             if location:
                 sv["location"] = location
             out.append(sv)
@@ -238,37 +242,70 @@ class Dialect201(Dialect):
         if event_type == "Started":
             info["chargingState"] = "Charging"
         return lambda: self.call.TransactionEvent(
-            event_type=event_type, timestamp=ts, trigger_reason=trigger, seq_no=seq,
-            transaction_info=info, **extra,
+            event_type=event_type,
+            timestamp=ts,
+            trigger_reason=trigger,
+            seq_no=seq,
+            transaction_info=info,
+            **extra,
         )
 
     def tx_start(self, tx: TxState) -> tuple[str, Callable[[], Any]]:
         tx.tx_id_201 = f"{self.station_id[:24]}-{tx.local_id}"[-36:]
         ts = utc_now()
         return "TransactionEvent", self._event(
-            tx, "Started", "Authorized", ts,
+            tx,
+            "Started",
+            "Authorized",
+            ts,
             id_token={"idToken": tx.id_tag, "type": "ISO14443"},
             evse={"id": 1, "connectorId": 1},
-            meter_value=[{"timestamp": ts, "sampledValue": [
-                {"value": tx.meter_start_wh, "context": "Transaction.Begin",
-                 "measurand": "Energy.Active.Import.Register", "unitOfMeasure": {"unit": "Wh"}}]}],
+            meter_value=[
+                {
+                    "timestamp": ts,
+                    "sampledValue": [
+                        {
+                            "value": tx.meter_start_wh,
+                            "context": "Transaction.Begin",
+                            "measurand": "Energy.Active.Import.Register",
+                            "unitOfMeasure": {"unit": "Wh"},
+                        }
+                    ],
+                }
+            ],
         )
 
     def tx_meter(self, tx: TxState, sample: Sample, one: bool = False) -> tuple[str, Callable[[], Any]]:
         ts = utc_now()
         return "TransactionEvent", self._event(
-            tx, "Updated", "MeterValuePeriodic", ts,
+            tx,
+            "Updated",
+            "MeterValuePeriodic",
+            ts,
             meter_value=[{"timestamp": ts, "sampledValue": self._sampled(sample, one)}],
         )
 
     def tx_stop(self, tx: TxState, meter_stop_wh: int, reason: str) -> tuple[str, Callable[[], Any]]:
         ts = utc_now()
         return "TransactionEvent", self._event(
-            tx, "Ended", "StopAuthorized" if reason == "Local" else "EVCommunicationLost", ts,
+            tx,
+            "Ended",
+            "StopAuthorized" if reason == "Local" else "EVCommunicationLost",
+            ts,
             stopped_reason=_STOP_REASON_201.get(reason, "Other"),
-            meter_value=[{"timestamp": ts, "sampledValue": [
-                {"value": meter_stop_wh, "context": "Transaction.End",
-                 "measurand": "Energy.Active.Import.Register", "unitOfMeasure": {"unit": "Wh"}}]}],
+            meter_value=[
+                {
+                    "timestamp": ts,
+                    "sampledValue": [
+                        {
+                            "value": meter_stop_wh,
+                            "context": "Transaction.End",
+                            "measurand": "Energy.Active.Import.Register",
+                            "unitOfMeasure": {"unit": "Wh"},
+                        }
+                    ],
+                }
+            ],
         )
 
 

@@ -17,13 +17,32 @@ from pathlib import Path
 from typing import Any
 
 CALL_COLUMNS = (
-    "run_id", "host", "station_id", "ocpp_version", "action", "t_wall", "t_mono_ns", "rtt_ms",
-    "outcome", "error_code", "req_bytes", "resp_bytes", "queued_ms", "attempt",
+    "run_id",
+    "host",
+    "station_id",
+    "ocpp_version",
+    "action",
+    "t_wall",
+    "t_mono_ns",
+    "rtt_ms",
+    "outcome",
+    "error_code",
+    "req_bytes",
+    "resp_bytes",
+    "queued_ms",
+    "attempt",
 )
 EVENT_COLUMNS = ("run_id", "host", "station_id", "t_wall", "event", "detail", "downtime_ms")
 CSMS_COLUMNS = (
-    "t_wall", "station_id", "ocpp_version", "action", "handle_ms", "outcome", "error_code",
-    "req_bytes", "resp_bytes",
+    "t_wall",
+    "station_id",
+    "ocpp_version",
+    "action",
+    "handle_ms",
+    "outcome",
+    "error_code",
+    "req_bytes",
+    "resp_bytes",
 )
 
 #: outcomes of a call as the fleet records them (``bad_response``: a CallResult that failed validation)
@@ -88,7 +107,7 @@ def read_rows(path: str | os.PathLike) -> Iterator[dict[str, str]]:
     for fields in reader:
         if len(fields) != len(header) or fields == header:
             continue
-        yield dict(zip(header, fields))
+        yield dict(zip(header, fields, strict=True))
 
 
 class StatusFile:

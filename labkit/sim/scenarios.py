@@ -15,7 +15,7 @@ slept 100 ms between its state-machine steps. What the original did wrongly and 
   ``MeterValues`` with the ``transactionId``. That is what is sent here (so in 2.0.1 the thesis's
   "MeterValues" timings correspond to the ``TransactionEvent`` rows).
 * Its stations were separate containers; here they share an event loop, so their pauses carry a small
-  seeded jitter (``--jitter``, default 5 %) to keep them from locking into step (Station.pause).
+  seeded jitter (``--jitter``, default 20 %) to keep them from locking into step (Station.pause).
 * Its state machine sent one more meter value than configured (it counted down to zero inclusively);
   here exactly ``meter_values`` are sent.
 
@@ -59,8 +59,14 @@ class ScenarioParams:
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "thesis-2021": {"heartbeat_s": 2.0, "meter_values": 1000, "meter_interval_s": 0.1, "step_interval_s": 0.1},
-    "session": {"heartbeat_s": None, "meter_interval_s": 30.0, "step_interval_s": 1.0, "sessions": 1,
-                "think_time_s": 60.0, "charge_time_s": 3600.0},
+    "session": {
+        "heartbeat_s": None,
+        "meter_interval_s": 30.0,
+        "step_interval_s": 1.0,
+        "sessions": 1,
+        "think_time_s": 60.0,
+        "charge_time_s": 3600.0,
+    },
 }
 
 

@@ -166,8 +166,9 @@ class Station:
                 continue
             delay = cfg.backoff_min_s
             self.ws = ws
-            cp = make_charge_point(cfg.version, self.id, ws, response_timeout_s=cfg.call_timeout_s,
-                                   skip_validation=cfg.validation == "off")
+            cp = make_charge_point(
+                cfg.version, self.id, ws, response_timeout_s=cfg.call_timeout_s, skip_validation=cfg.validation == "off"
+            )
             self.cp = cp
             if self.lost_at_ns is None:
                 self.fleet.event(self, "connected", subprotocol)
@@ -210,8 +211,9 @@ class Station:
     async def call(self, action: str, payload: Any) -> Any:
         """Send now if online; otherwise record ``send_failed``/``offline``. Returns the reply or None."""
         if not self.online:
-            rec = CallRecord(action=action, outcome="send_failed", error_code="offline",
-                             t_wall=time.time(), t_send_ns=_mono())
+            rec = CallRecord(
+                action=action, outcome="send_failed", error_code="offline", t_wall=time.time(), t_send_ns=_mono()
+            )
             self.fleet.record(self, rec)
             return None
         rec = CallRecord(action=action)
@@ -244,8 +246,9 @@ class Station:
         self._tx_counter += 1
         return TxState(local_id=self._tx_counter, id_tag=id_tag, meter_start_wh=int(meter_start_wh))
 
-    async def tx(self, action: str, build: Callable[[], Any], on_result: Callable[[Any], None] | None = None,
-                 wait: bool = True) -> None:
+    async def tx(
+        self, action: str, build: Callable[[], Any], on_result: Callable[[Any], None] | None = None, wait: bool = True
+    ) -> None:
         """Queue a transaction message; wait for its reply while online (not while offline)."""
         item = TxItem(action, build, _mono(), on_result)
         if not self.online:
@@ -280,8 +283,11 @@ class Station:
             self.fleet.record(self, rec)
             outcome = rec.outcome
             final = outcome in ("ok", "call_error", "bad_response")
-            if outcome == "send_failed" and rec.error_code not in ("ConnectionClosed", "ConnectionClosedOK",
-                                                                   "ConnectionClosedError"):
+            if outcome == "send_failed" and rec.error_code not in (
+                "ConnectionClosed",
+                "ConnectionClosedOK",
+                "ConnectionClosedError",
+            ):
                 final = self.online  # our own payload is invalid: retrying will not help
             if not final:
                 item.attempt += 1
@@ -323,8 +329,7 @@ class Station:
     # -- heartbeat -------------------------------------------------------------------------------
     def start_heartbeat(self, interval_s: float, immediately: bool = False) -> None:
         self.stop_heartbeat()
-        self._heartbeat_task = asyncio.create_task(self._heartbeat(interval_s, immediately),
-                                                   name=f"hb-{self.id}")
+        self._heartbeat_task = asyncio.create_task(self._heartbeat(interval_s, immediately), name=f"hb-{self.id}")
 
     def stop_heartbeat(self) -> None:
         if self._heartbeat_task is not None:

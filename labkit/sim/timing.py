@@ -137,7 +137,7 @@ class TimedMixin:
             return
         t = _monotonic_ns()
         rec = self._pending.get(msg.unique_id)
-        if rec is None or rec.t_resp_ns is not None or not rec.sent:
+        if rec is None or rec.t_resp_ns is not None or rec.t_send_ns is None:
             self.late_responses += 1  # a reply after its timeout, or to nothing we sent
             return
         rec.t_resp_ns = t
@@ -176,10 +176,10 @@ def timed_charge_point_class(version: str) -> type:
     return cls
 
 
-def make_charge_point(version: str, station_id: str, connection: Any, *, response_timeout_s: float,
-                      skip_validation: bool) -> Any:
-    cp = timed_charge_point_class(version)(station_id, connection, response_timeout=response_timeout_s,
-                                           logger=QUIET)
+def make_charge_point(
+    version: str, station_id: str, connection: Any, *, response_timeout_s: float, skip_validation: bool
+) -> Any:
+    cp = timed_charge_point_class(version)(station_id, connection, response_timeout=response_timeout_s, logger=QUIET)
     cp._timed_init(skip_validation)
     return cp
 

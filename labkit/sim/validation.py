@@ -35,8 +35,11 @@ MODES = ("fast", "sync", "async", "off")
 
 _LIBRARY_VALIDATE = ocpp.messages.validate_payload
 _SCHEMAS = os.path.join(os.path.dirname(os.path.realpath(ocpp.messages.__file__)))
-_DECIMAL_16 = {(MessageType.Call, "SetChargingProfile"), (MessageType.Call, "RemoteStartTransaction"),
-               (MessageType.CallResult, "GetCompositeSchedule")}
+_DECIMAL_16 = {
+    (MessageType.Call, "SetChargingProfile"),
+    (MessageType.Call, "RemoteStartTransaction"),
+    (MessageType.CallResult, "GetCompositeSchedule"),
+}
 _compiled: dict[tuple[int, str, str], Callable[[Any], Any]] = {}
 
 

@@ -5,21 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from labkit.profiles import ProfileSet  # noqa: E402
-
-
-def profiles_from(text: str, filename: str = "test-profiles.yaml") -> ProfileSet:
-    ps = ProfileSet()
-    ps.merge_text(textwrap.dedent(text), filename)
-    return ps
-
 
 def _can_netns() -> str | None:
     if os.geteuid() != 0:
@@ -36,7 +26,7 @@ def topo(tmp_path):
     why = _can_netns()
     if why:
         pytest.skip(why)
-    from topo import Topo, labkit_bin
+    from shaping_topo import Topo, labkit_bin
 
     t = Topo("sh2", tmp_path / "hosts", labkit_bin())
     try:
@@ -48,7 +38,7 @@ def topo(tmp_path):
 
 @pytest.fixture
 def remote(topo):
-    from topo import LocalNetnsRemote
+    from shaping_topo import LocalNetnsRemote
 
     r = LocalNetnsRemote(topo)
     yield r

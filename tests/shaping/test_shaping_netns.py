@@ -17,11 +17,10 @@ import textwrap
 import time
 
 import pytest
+from shaping_topo import CPO_ADDR, profiles_from, sh
 
-from conftest import profiles_from
 from labkit import shaping
 from labkit.errors import ConfigError
-from topo import CPO_ADDR, sh
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

@@ -37,9 +37,12 @@ class CsmsProc:
 
 def start_csms(tmp: Path, *args: str) -> CsmsProc:
     out, status = tmp / "csms.csv", tmp / "csms.json"
-    proc = subprocess.Popen([PY, "-m", "labkit", "csms", "--listen", "127.0.0.1:0", "--out", str(out),
-                             "--status", str(status), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [PY, "-m", "labkit", "csms", "--listen", "127.0.0.1:0", "--out", str(out), "--status", str(status), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()
     if "listening on ws://" not in line:
         proc.kill()
@@ -93,10 +96,36 @@ def run_fleet(tmp: Path, url: str, *args: str, timeout: float = 120) -> FleetRun
     calls, events, status = tmp / "calls.csv", tmp / "events.csv", tmp / "fleet.json"
     for f in (calls, events, status):
         f.unlink(missing_ok=True)
-    p = subprocess.run([PY, "-m", "labkit", "fleet", "--url", url, "--out", str(calls), "--events", str(events),
-                        "--status", str(status), "--host-label", "evse1", "--run-id", "t1", *args],
-                       capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    return FleetRun(p.returncode, p.stdout, p.stderr,
-                    list(read_rows(calls)) if calls.exists() else [],
-                    list(read_rows(events)) if events.exists() else [],
-                    json.loads(status.read_text()) if status.exists() else {})
+    p = subprocess.run(
+        [
+            PY,
+            "-m",
+            "labkit",
+            "fleet",
+            "--url",
+            url,
+            "--out",
+            str(calls),
+            "--events",
+            str(events),
+            "--status",
+            str(status),
+            "--host-label",
+            "evse1",
+            "--run-id",
+            "t1",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    return FleetRun(
+        p.returncode,
+        p.stdout,
+        p.stderr,
+        list(read_rows(calls)) if calls.exists() else [],
+        list(read_rows(events)) if events.exists() else [],
+        json.loads(status.read_text()) if status.exists() else {},
+    )

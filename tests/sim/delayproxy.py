@@ -108,10 +108,12 @@ class DelayProxy:
 
     def cut(self, refuse_s: float) -> None:
         """Reset every connection now; refuse new ones for ``refuse_s`` seconds."""
+
         def do() -> None:
             self._refuse_until = time.monotonic() + refuse_s
             for w in list(self._writers):
                 self._reset(w)
+
         self._loop.call_soon_threadsafe(do)
 
     def blackhole(self) -> None:
@@ -119,10 +121,12 @@ class DelayProxy:
 
     def restore(self) -> None:
         """End a cut or a blackhole; connections that lost bytes in a blackhole are reset."""
+
         def do() -> None:
             if self._blackhole:
                 for w in list(self._writers):
                     self._reset(w)
             self._blackhole = False
             self._refuse_until = 0.0
+
         self._loop.call_soon_threadsafe(do)

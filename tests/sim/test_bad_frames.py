@@ -24,14 +24,19 @@ CASES = [
     (f'[2,"{UID}","NoSuchAction",{{}}]', (UID, "NotImplemented"), (UID, "NotImplemented")),
 ]
 # a CSMS-to-station action sent the wrong way (the dissertation's RequestStartTransaction)
-WRONG_WAY = {"1.6": f'[2,"{UID}","RemoteStartTransaction",{{"idTag":"X"}}]',
-             "2.0.1": f'[2,"{UID}","RequestStartTransaction",{{"idToken":{{"idToken":"X","type":"ISO14443"}},'
-                      f'"remoteStartId":1}}]'}
-WRONG_TYPE = {"1.6": f'[2,"{UID}","BootNotification",{{"chargePointVendor":5,"chargePointModel":"m"}}]',
-              "2.0.1": f'[2,"{UID}","BootNotification",{{"reason":"PowerUp","chargingStation":'
-                       f'{{"model":7,"vendorName":"v"}}}}]'}
-MISSING = {"1.6": f'[2,"{UID}","BootNotification",{{"chargePointVendor":"v"}}]',
-           "2.0.1": f'[2,"{UID}","BootNotification",{{"reason":"PowerUp"}}]'}
+WRONG_WAY = {
+    "1.6": f'[2,"{UID}","RemoteStartTransaction",{{"idTag":"X"}}]',
+    "2.0.1": f'[2,"{UID}","RequestStartTransaction",{{"idToken":{{"idToken":"X","type":"ISO14443"}},'
+    f'"remoteStartId":1}}]',
+}
+WRONG_TYPE = {
+    "1.6": f'[2,"{UID}","BootNotification",{{"chargePointVendor":5,"chargePointModel":"m"}}]',
+    "2.0.1": f'[2,"{UID}","BootNotification",{{"reason":"PowerUp","chargingStation":{{"model":7,"vendorName":"v"}}}}]',
+}
+MISSING = {
+    "1.6": f'[2,"{UID}","BootNotification",{{"chargePointVendor":"v"}}]',
+    "2.0.1": f'[2,"{UID}","BootNotification",{{"reason":"PowerUp"}}]',
+}
 EXTRA = {"1.6": f'[2,"{UID}","Heartbeat",{{"surprise":1}}]', "2.0.1": f'[2,"{UID}","Heartbeat",{{"surprise":1}}]'}
 
 
@@ -52,7 +57,7 @@ def test_malformed_frames_get_the_specified_call_error(csms_factory, version):
     violation = "FormationViolation" if version == "1.6" else "FormatViolation"
     expected += [(UID, "NotSupported"), (UID, "TypeConstraintViolation"), (UID, "ProtocolError"), (UID, violation)]
     replies = asyncio.run(exchange(csms.url + "bad1", f"ocpp{version}", frames))
-    for frame, reply, (uid, code) in zip(frames, replies, expected):
+    for frame, reply, (uid, code) in zip(frames, replies, expected, strict=True):
         assert reply[0] == 4 and reply[1] == uid and reply[2] == code, (frame, reply)
     # the connection survived all of that: a proper call still works
     ok = asyncio.run(exchange(csms.url + "bad1", f"ocpp{version}", [f'[2,"{UID}","Heartbeat",{{}}]']))
@@ -78,8 +83,20 @@ def test_transport_abuse_is_closed_and_other_stations_do_not_notice(csms_factory
     result: dict = {}
 
     def fleet() -> None:
-        result["run"] = run_fleet(tmp_path, csms.url, "--stations", "5", "--meter-values", "60",
-                                  "--meter-interval", "0.05", "--step-interval", "0.05", "--call-timeout", "5")
+        result["run"] = run_fleet(
+            tmp_path,
+            csms.url,
+            "--stations",
+            "5",
+            "--meter-values",
+            "60",
+            "--meter-interval",
+            "0.05",
+            "--step-interval",
+            "0.05",
+            "--call-timeout",
+            "5",
+        )
 
     t = threading.Thread(target=fleet)
     t.start()

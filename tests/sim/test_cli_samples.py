@@ -40,18 +40,21 @@ def test_status_file_is_replaced_atomically(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["s.json"]
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["fleet", "--url", "http://127.0.0.1:1/"], "--url"),
-    (["fleet", "--url", "ws://127.0.0.1:1/", "--stations", "0"], "--stations"),
-    (["fleet", "--url", "ws://127.0.0.1:1/", "--ocpp", "1.5"], "--ocpp"),
-    (["fleet", "--url", "ws://127.0.0.1:1/", "--jitter", "2"], "--jitter"),
-    (["fleet", "--url", "ws://127.0.0.1:1/", "--id-prefix", "a/b"], "--id-prefix"),
-    (["fleet", "--url", "ws://127.0.0.1:1/", "--scenario", "session", "--sessions", "0"], "--sessions"),
-    (["fleet", "--url", "ws://127.0.0.1:1/", "--ping-interval", "-1"], "--ping-interval"),
-    (["csms", "--listen", "nowhere"], "--listen"),
-    (["csms", "--heartbeat-interval", "0"], "--heartbeat-interval"),
-    (["csms", "--validation", "maybe"], "--validation"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["fleet", "--url", "http://127.0.0.1:1/"], "--url"),
+        (["fleet", "--url", "ws://127.0.0.1:1/", "--stations", "0"], "--stations"),
+        (["fleet", "--url", "ws://127.0.0.1:1/", "--ocpp", "1.5"], "--ocpp"),
+        (["fleet", "--url", "ws://127.0.0.1:1/", "--jitter", "2"], "--jitter"),
+        (["fleet", "--url", "ws://127.0.0.1:1/", "--id-prefix", "a/b"], "--id-prefix"),
+        (["fleet", "--url", "ws://127.0.0.1:1/", "--scenario", "session", "--sessions", "0"], "--sessions"),
+        (["fleet", "--url", "ws://127.0.0.1:1/", "--ping-interval", "-1"], "--ping-interval"),
+        (["csms", "--listen", "nowhere"], "--listen"),
+        (["csms", "--heartbeat-interval", "0"], "--heartbeat-interval"),
+        (["csms", "--validation", "maybe"], "--validation"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, needle):
     out = tmp_path / "calls.csv"
     rc = main([*argv, "--out", str(out)])
@@ -64,9 +67,27 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, needle):
 def test_sigterm_stops_the_fleet_cleanly(csms_factory, tmp_path):
     csms = csms_factory()
     calls, status = tmp_path / "calls.csv", tmp_path / "fleet.json"
-    p = subprocess.Popen([PY, "-m", "labkit", "fleet", "--url", csms.url, "--stations", "5", "--meter-values",
-                          "100000", "--out", str(calls), "--status", str(status)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "labkit",
+            "fleet",
+            "--url",
+            csms.url,
+            "--stations",
+            "5",
+            "--meter-values",
+            "100000",
+            "--out",
+            str(calls),
+            "--status",
+            str(status),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if status.exists() and json.loads(status.read_text()).get("stations_connected") == 5:
@@ -88,15 +109,18 @@ def test_sigterm_stops_the_fleet_cleanly(csms_factory, tmp_path):
 
 
 def test_simulators_do_not_import_the_analysis_stack():
-    code = ("import sys, labkit.cli.sim, labkit.sim.fleet, labkit.sim.csms, labkit.sim.validation;"
-            "bad = [m for m in ('pandas', 'matplotlib', 'seaborn', 'fabric', 'paramiko', 'numpy') if m in sys.modules];"
-            "print(','.join(bad))")
+    code = (
+        "import sys, labkit.cli.sim, labkit.sim.fleet, labkit.sim.csms, labkit.sim.validation;"
+        "bad = [m for m in ('pandas', 'matplotlib', 'seaborn', 'fabric', 'paramiko', 'numpy') if m in sys.modules];"
+        "print(','.join(bad))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
 
 
 def test_csms_reports_a_busy_port(csms_factory):
     csms = csms_factory()
-    p = subprocess.run([PY, "-m", "labkit", "csms", "--listen", f"127.0.0.1:{csms.port}"],
-                       capture_output=True, text=True, timeout=20)
+    p = subprocess.run(
+        [PY, "-m", "labkit", "csms", "--listen", f"127.0.0.1:{csms.port}"], capture_output=True, text=True, timeout=20
+    )
     assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1 and "cannot listen" in p.stderr

@@ -29,7 +29,8 @@ def test_thesis_scenario_completes_with_every_call_recorded(csms_factory, tmp_pa
     assert {r["station_id"] for r in run.calls} == {"cs001", "cs002", "cs003"}
     assert {r["ocpp_version"] for r in run.calls} == {version}
     assert run.status["finished"] is True and run.status["calls_expected"] == 3 * 29
-    assert run.status["scenario_calls_done"] == 3 * 29 and run.status["errors"] == 0
+    assert run.status["calls_done"] == 3 * 29 and run.status["errors"] == 0
+    assert run.status["calls_total"] == len(run.calls)
     for r in run.calls:
         assert float(r["rtt_ms"]) > 0 and int(r["req_bytes"]) > 0 and int(r["resp_bytes"]) > 0
         assert r["run_id"] == "t1" and r["host"] == "evse1" and r["attempt"] == "1"
@@ -44,8 +45,22 @@ def test_no_rtt_below_the_added_delay_and_no_lock_wait_in_rtt(csms_factory, tmp_
     the call lock while meter values are back to back; that wait must not be in their RTT."""
     csms = csms_factory()
     with DelayProxy(csms.port, 0.050) as proxy:
-        run = run_fleet(tmp_path, f"ws://127.0.0.1:{proxy.port}/", "--stations", "2", "--meter-values", "30",
-                        "--meter-interval", "0", "--step-interval", "0", "--heartbeat", "0.15", "--jitter", "0")
+        run = run_fleet(
+            tmp_path,
+            f"ws://127.0.0.1:{proxy.port}/",
+            "--stations",
+            "2",
+            "--meter-values",
+            "30",
+            "--meter-interval",
+            "0",
+            "--step-interval",
+            "0",
+            "--heartbeat",
+            "0.15",
+            "--jitter",
+            "0",
+        )
     assert run.rc == 0, run.stderr
     rtts = [float(r["rtt_ms"]) for r in ok(run.calls)]
     assert len(rtts) >= 2 * 34
@@ -59,8 +74,19 @@ def test_no_rtt_below_the_added_delay_and_no_lock_wait_in_rtt(csms_factory, tmp_
 
 def test_call_error_and_timeout_are_samples(csms_factory, tmp_path):
     csms = csms_factory("--not-implemented", "Authorize", "--no-answer", "Heartbeat")
-    run = run_fleet(tmp_path, csms.url, "--stations", "1", "--meter-values", "3", "--call-timeout", "0.3",
-                    "--heartbeat", "0.2", *FAST)
+    run = run_fleet(
+        tmp_path,
+        csms.url,
+        "--stations",
+        "1",
+        "--meter-values",
+        "3",
+        "--call-timeout",
+        "0.3",
+        "--heartbeat",
+        "0.2",
+        *FAST,
+    )
     assert run.rc == 0, run.stderr
     auth = [r for r in run.calls if r["action"] == "Authorize"]
     assert len(auth) == 1 and auth[0]["outcome"] == "call_error" and auth[0]["error_code"] == "NotImplemented"
@@ -80,6 +106,7 @@ def test_link_drop_mid_transaction_loses_no_transaction_message(csms_factory, tm
     csms = csms_factory()
     n = 40
     with DelayProxy(csms.port, 0.002) as proxy:
+
         def outage() -> None:
             time.sleep(1.2)
             if mode == "cut":
@@ -88,12 +115,35 @@ def test_link_drop_mid_transaction_loses_no_transaction_message(csms_factory, tm
                 proxy.blackhole()
                 time.sleep(1.5)
                 proxy.restore()
+
         t = threading.Thread(target=outage)
         t.start()
-        run = run_fleet(tmp_path, f"ws://127.0.0.1:{proxy.port}/", "--stations", "1", "--ocpp", version,
-                        "--meter-values", str(n), "--meter-interval", "0.05", "--step-interval", "0.05",
-                        "--backoff-min", "0.2", "--backoff-max", "0.5", "--ping-interval", "0.3",
-                        "--ping-timeout", "0.3", "--call-timeout", "5", "--jitter", "0")
+        run = run_fleet(
+            tmp_path,
+            f"ws://127.0.0.1:{proxy.port}/",
+            "--stations",
+            "1",
+            "--ocpp",
+            version,
+            "--meter-values",
+            str(n),
+            "--meter-interval",
+            "0.05",
+            "--step-interval",
+            "0.05",
+            "--backoff-min",
+            "0.2",
+            "--backoff-max",
+            "0.5",
+            "--ping-interval",
+            "0.3",
+            "--ping-timeout",
+            "0.3",
+            "--call-timeout",
+            "5",
+            "--jitter",
+            "0",
+        )
         t.join()
     assert run.rc == 0, run.stderr
     events = [e["event"] for e in run.events]
@@ -113,9 +163,26 @@ def test_link_drop_mid_transaction_loses_no_transaction_message(csms_factory, tm
 
 def test_session_scenario_with_measurands(csms_factory, tmp_path):
     csms = csms_factory("--heartbeat-interval", "1")
-    run = run_fleet(tmp_path, csms.url, "--stations", "4", "--scenario", "session", "--ocpp", "2.0.1",
-                    "--sessions", "2", "--think-time", "0.1", "--meter-interval", "0.1", "--charge-time", "0.5",
-                    "--seed", "7")
+    run = run_fleet(
+        tmp_path,
+        csms.url,
+        "--stations",
+        "4",
+        "--scenario",
+        "session",
+        "--ocpp",
+        "2.0.1",
+        "--sessions",
+        "2",
+        "--think-time",
+        "0.1",
+        "--meter-interval",
+        "0.1",
+        "--charge-time",
+        "0.5",
+        "--seed",
+        "7",
+    )
     assert run.rc == 0, run.stderr
     actions = [r["action"] for r in run.calls]
     assert actions.count("Authorize") == 8 and all(r["outcome"] == "ok" for r in run.calls)
@@ -130,8 +197,23 @@ def test_basic_auth(csms_factory, tmp_path):
     csms = csms_factory("--password", "s3cret")
     good = run_fleet(tmp_path, csms.url, "--stations", "2", "--meter-values", "2", "--password", "s3cret", *FAST)
     assert good.rc == 0 and all(r["outcome"] == "ok" for r in good.calls)
-    bad = run_fleet(tmp_path, csms.url, "--stations", "1", "--meter-values", "2", "--password", "wrong",
-                    "--duration", "1.5", "--drain-timeout", "0", "--backoff-min", "0.2", *FAST)
+    bad = run_fleet(
+        tmp_path,
+        csms.url,
+        "--stations",
+        "1",
+        "--meter-values",
+        "2",
+        "--password",
+        "wrong",
+        "--duration",
+        "1.5",
+        "--drain-timeout",
+        "0",
+        "--backoff-min",
+        "0.2",
+        *FAST,
+    )
     assert bad.rc == 0
     failed = [e for e in bad.events if e["event"] == "connect_failed"]
     assert failed and "401" in failed[0]["detail"]

@@ -15,12 +15,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from labkit.errors import RemoteError
 from labkit.inventory import HostConn, Inventory
+from labkit.profiles import ProfileSet
 
 CPO_ADDR = "192.168.10.10"
 GW_CPO_ADDR = "192.168.10.1"
@@ -60,7 +61,7 @@ class Topo:
     def ns(self) -> dict[str, str]:
         return {"cpo": f"{self.prefix}-cpo", "gw": f"{self.prefix}-gw", "evse1": f"{self.prefix}-evse"}
 
-    def up(self) -> "Topo":
+    def up(self) -> Topo:
         self.down()
         p = self.prefix
         ns = self.ns
@@ -73,7 +74,7 @@ class Topo:
         sh(f"ip -n {ns['gw']} link set {p}e1 name eth2")
         sh(f"ip -n {ns['gw']} link set {p}c1 name eth1")
         sh(f"ip -n {ns['cpo']} link set {p}c0 name eth1")
-        for name, n in ns.items():
+        for n in ns.values():
             sh(f"ip -n {n} link set lo up")
         sh(f"ip -n {ns['evse1']} addr add {EVSE_ADDR}/24 dev eth1")
         sh(f"ip -n {ns['gw']} addr add {GW_EVSE_ADDR}/24 dev eth2")
@@ -170,3 +171,10 @@ def labkit_bin() -> str:
     """The labkit command of the running interpreter's environment."""
     cand = Path(sys.executable).with_name("labkit")
     return str(cand) if cand.exists() else "labkit"
+
+
+def profiles_from(text: str, filename: str = "test-profiles.yaml") -> ProfileSet:
+    """Profiles from YAML text (as a file of that name would give them)."""
+    ps = ProfileSet()
+    ps.merge_text(textwrap.dedent(text), filename)
+    return ps

@@ -1,8 +1,8 @@
 """Profiles: the shipped file, the expansion of 'both', and errors that name file, line and field."""
 
 import pytest
+from shaping_topo import profiles_from
 
-from conftest import profiles_from
 from labkit.errors import ConfigError
 from labkit.profiles import load_profiles
 

@@ -1,8 +1,8 @@
 """The pure tc command builder: the exact commands for each case, under both engines, without root."""
 
 import pytest
+from shaping_topo import profiles_from
 
-from conftest import profiles_from
 from labkit import tc
 from labkit.profiles import load_profiles
 
