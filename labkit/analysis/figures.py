@@ -14,12 +14,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import FuncFormatter, LogLocator
 
-from labkit.analysis.order import fmt_rate  # noqa: E402
+from labkit.analysis.order import fmt_rate
 
 DPI = 110
 UP, DOWN, CONF = "#1f77b4", "#ff7f0e", "#9e9e9e"
@@ -117,7 +117,7 @@ def fig_goodput(tbl: pd.DataFrame, order: list[str], out: Path, fmt: str = "png"
         sub = tcp[tcp["profile"] == p].set_index("direction")
         up = sub["configured_bps"].get("up", math.nan)
         dn = sub["configured_bps"].get("down", math.nan)
-        labels.append(f"{p}\n↑{fmt_rate(up) if up == up else 'unlim.'}\n↓{fmt_rate(dn) if dn == dn else 'unlim.'}")
+        labels.append(f"{p}\n↑{'unlim.' if math.isnan(up) else fmt_rate(up)}\n↓{'unlim.' if math.isnan(dn) else fmt_rate(dn)}")
     x = np.arange(len(profiles))
     w = 0.26
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(max(6.5, 1.15 * len(profiles) + 2.5), 7.0), sharex=True,
@@ -294,7 +294,7 @@ def fig_scaling(ok: pd.DataFrame, order: list[str], out: Path, fmt: str = "png")
         pad = max((hi - lo) * 0.12, 0.5)
         ax.set_ylim(max(0.0, lo - pad), hi + pad)
         ax.set_ylabel("OCPP RTT (ms)")
-        ax.set_xlabel("N chargers")
+        ax.set_xlabel("chargers N (stations, log scale)")
     for ax in list(axes.flat)[len(profiles):]:
         ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
@@ -340,7 +340,7 @@ def fig_timeline(cell: dict, calls: pd.DataFrame, events: pd.DataFrame, monitor:
                 ax.scatter(b["t_wall"] - t0, yb, marker=mk, s=22, color="black", label=label)
     o0, o1 = cell.get("outage_t0"), cell.get("outage_t1")
     for a in (ax, ax2):
-        if o0 == o0 and o1 == o1 and o0 is not None and o1 is not None:
+        if o0 is not None and o1 is not None and not (math.isnan(o0) or math.isnan(o1)):
             a.axvspan(o0 - t0, o1 - t0, color="#ffcc80", alpha=0.45, lw=0,
                       label="outage" if a is ax else None)
     rec = events[events["event"] == "reconnected"] if len(events) else events

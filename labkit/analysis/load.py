@@ -254,9 +254,9 @@ def read_csv(path: Path, kind: str, run_dir: Path, problems: list[Problem], cell
 
 
 def _parse(text: str, usecols: list[str], columns: dict[str, str]) -> pd.DataFrame:
+    # no ``usecols``: with it, pandas keeps lines that have too many fields instead of skipping them
     dtypes = {c: ("float64" if columns[c] == "num" else "str") for c in usecols}
-    opts: dict[str, Any] = dict(usecols=usecols, keep_default_na=False, na_values=[""], on_bad_lines="skip",
-                                engine="c")
+    opts: dict[str, Any] = {"keep_default_na": False, "na_values": [""], "on_bad_lines": "skip", "engine": "c"}
     try:
         df = pd.read_csv(io.StringIO(text), dtype=dtypes, **opts)
     except ValueError:
@@ -269,6 +269,7 @@ def _parse(text: str, usecols: list[str], columns: dict[str, str]) -> pd.DataFra
                 garbage |= num.isna() & df[c].notna()
                 df[c] = num
         df = df.loc[~garbage].copy()
+    df = df[[c for c in usecols if c in df.columns]]
     for c in usecols:
         if columns[c] == "str":
             df[c] = df[c].fillna("").astype(str)
@@ -290,7 +291,7 @@ def _epoch(value: Any) -> float:
     if isinstance(value, (int, float)):
         return float(value)
     try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+        return datetime.fromisoformat(str(value)).timestamp()  # Python 3.11 reads a trailing Z
     except ValueError:
         return float("nan")
 

@@ -9,7 +9,7 @@ judged by the RTT the profile adds, then by its bottleneck rate (higher first), 
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 #: fallback order (fast to slow) for profiles whose cells record no expectation
 KNOWN = ["none", "reference", "lan", "5g", "wifi", "wifi-n", "wifi-g", "wifi-a", "wifi-b", "cable", "dsl",

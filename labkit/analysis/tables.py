@@ -188,7 +188,7 @@ def events_table(run: Run) -> pd.DataFrame:
                      "reconnected": int((g["event"] == "reconnected").sum()),
                      "connect_failed": int((g["event"] == "connect_failed").sum()),
                      "downtime_median_ms": rec.median(), "downtime_max_ms": rec.max(),
-                     "queued_delivered": int(flushed.sum()) if flushed.notna().any() else int(len(q)),
+                     "queued_delivered": int(flushed.sum()) if flushed.notna().any() else len(q),
                      "queued_median_ms": q.median(), "queued_max_ms": q.max()})
     out = pd.DataFrame(rows)
     meta = run.cells.set_index("cell")[["profile", "stations"]]

@@ -21,12 +21,12 @@ import heapq
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-T0 = datetime(2024, 5, 1, 10, 0, 0, tzinfo=timezone.utc).timestamp()
+T0 = datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC).timestamp()
 
 
 @dataclass(frozen=True)
@@ -60,10 +60,10 @@ PROFILES: dict[str, SynthProfile] = {
 }
 
 PLANS = {
-    "tests": dict(profiles=["none", "4g", "vsat", "slow-gprs", "slow-vsat"],
-                  fleets=[(1, 1), (10, 1), (1, 25), (2, 25)], meter_values=30, ping_count=40),
-    "thesis-reduced": dict(profiles=["none", "slow-amps", "slow-gprs", "slow-3g", "slow-4g", "slow-vsat"],
-                           fleets=[(1, 1), (10, 1), (5, 5), (10, 5)], meter_values=100, ping_count=100),
+    "tests": {"profiles": ["none", "4g", "vsat", "slow-gprs", "slow-vsat"],
+              "fleets": [(1, 1), (10, 1), (1, 25), (2, 25)], "meter_values": 30, "ping_count": 40},
+    "thesis-reduced": {"profiles": ["none", "slow-amps", "slow-gprs", "slow-3g", "slow-4g", "slow-vsat"],
+                       "fleets": [(1, 1), (10, 1), (5, 5), (10, 5)], "meter_values": 100, "ping_count": 100},
 }
 
 REQ_BYTES = {"BootNotification": 190, "StatusNotification": 140, "Authorize": 70, "StartTransaction": 160,
@@ -77,7 +77,7 @@ OVERHEAD = 40  # WebSocket + TCP/IP header bytes per frame
 
 
 def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 # -- the OCPP closed-loop simulation ---------------------------------------------------------------------
@@ -231,7 +231,7 @@ def _iperf_json(proto: str, rate_bps: float | None, rtt_ms: float, loss_pct: flo
     cap = rate_bps if rate_bps else 2.4e9  # the unshaped netns path through the userspace engine
     eff = 0.955 if rate_bps else 1.0
     if proto == "tcp":
-        ramp = max(1, int(math.ceil(rtt_ms / 150)))  # slow start over long RTTs
+        ramp = max(1, math.ceil(rtt_ms / 150))  # slow start over long RTTs
         intervals = []
         for k in range(duration):
             frac = min(1.0, (k + 1) / (ramp + 1)) if k < ramp else 1.0
@@ -272,7 +272,7 @@ def make_run(root: Path, *, plan: str = "tests", seed: int = 7, backend: str = "
     mv = meter_values if meter_values is not None else cfg["meter_values"]
     ping_count = cfg["ping_count"]
     rng = np.random.default_rng(seed)
-    run_id = datetime.fromtimestamp(t0, timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-lab1-{label}"
+    run_id = datetime.fromtimestamp(t0, UTC).strftime("%Y%m%dT%H%M%SZ") + f"-lab1-{label}"
     run_dir = Path(root) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     cells = []
@@ -328,7 +328,6 @@ def make_run(root: Path, *, plan: str = "tests", seed: int = 7, backend: str = "
             timeout_p = 0.004 if pname in ("vsat", "gprs", "slow-vsat") else 0.0
             calls, events, csms_rows, busy, t_end = make_cell_ocpp(prof, hosts, sph, mv, t, rng, outage=o,
                                                                    timeout_p=timeout_p)
-            ocpp_t0 = t
             phases["ocpp"] = {"started": iso(t), "ended": iso(t_end), "status": "complete", "error": None}
             frun = f"{run_id}-{cid}"
             for h in hosts:
@@ -384,7 +383,7 @@ def make_run(root: Path, *, plan: str = "tests", seed: int = 7, backend: str = "
                 "id": cid, "profile": pname, "evse_hosts": hosts, "stations_per_host": sph, "repeat": 1,
                 "status": status, "started": iso(c_start), "ended": iso(t), "phases": phases,
                 "profile_spec": {"name": pname, "synthetic": True},
-                "applied": {"engine": engine if prof.added_rtt_ms or prof.up_rate_bps else engine},
+                "applied": {"engine": engine},
                 "expected": {"added_rtt_ms": prof.added_rtt_ms, "uplink_rate_bps": prof.up_rate_bps,
                              "downlink_rate_bps": prof.down_rate_bps, "loss_pct": loss},
                 "path_check": {"ok": True, "synthetic": True},
