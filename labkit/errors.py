@@ -22,7 +22,7 @@ class ConfigError(LabkitError):
     exit_code = 2
 
     @classmethod
-    def at(cls, field: str, problem: str, *, file: str | None = None, line: int | None = None) -> "ConfigError":
+    def at(cls, field: str, problem: str, *, file: str | None = None, line: int | None = None) -> ConfigError:
         """``file:line: field: problem`` (file and line when known)."""
         where = ""
         if file:

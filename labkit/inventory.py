@@ -73,7 +73,7 @@ class Inventory:
                 "hosts": [asdict(h) for h in self.hosts]}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Inventory":
+    def from_dict(cls, data: dict[str, Any]) -> Inventory:
         return cls(lab=data["lab"], backend=data["backend"], details=data.get("details", {}),
                    hosts=[HostConn(**h) for h in data["hosts"]])
 
@@ -83,5 +83,5 @@ class Inventory:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path) -> "Inventory":
+    def load(cls, path: Path) -> Inventory:
         return cls.from_dict(json.loads(path.read_text()))

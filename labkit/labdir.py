@@ -16,9 +16,10 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from labkit.errors import LabkitError
 
@@ -107,15 +108,21 @@ class LabDir:
                 child.unlink(missing_ok=True)
 
     @contextmanager
-    def lock(self) -> Iterator[None]:
-        """One lab operation (up, down, bench, shape) at a time."""
+    def lock(self, wait: float = 5.0) -> Iterator[None]:
+        """One lab operation (up, down, bench, shape) at a time; waits up to ``wait`` seconds."""
         self.path.mkdir(parents=True, exist_ok=True)
         fh = open(self.path / "lock", "w")
+        deadline = time.monotonic() + wait
         try:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise LabkitError(f"lab {self.name!r} is busy: another labkit command holds {self.path / 'lock'}")
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise LabkitError(f"lab {self.name!r} is busy: another labkit command holds "
+                                          f"{self.path / 'lock'}") from None
+                    time.sleep(0.05)
             yield
         finally:
             fh.close()

@@ -56,7 +56,7 @@ class Networks(BaseModel):
             raise ValueError(f"{value!r} is not an IPv4 network in CIDR form such as 192.168.10.0/24 ({exc})")
 
     @model_validator(mode="after")
-    def _no_overlap(self) -> "Networks":
+    def _no_overlap(self) -> Networks:
         nets = {"cpo": self.cpo, "evse": self.evse}
         if self.mgmt is not None:
             nets["mgmt"] = self.mgmt
@@ -133,7 +133,7 @@ class LabSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _fits(self) -> "LabSpec":
+    def _fits(self) -> LabSpec:
         room = self.networks.evse.num_addresses - 2 - EVSE_BASE
         if self.evse > room:
             raise ValueError(f"{self.evse} EVSE hosts do not fit networks.evse {self.networks.evse} "
@@ -206,7 +206,7 @@ class Lab:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Lab":
+    def from_dict(cls, data: dict[str, Any]) -> Lab:
         return build_lab(LabSpec.model_validate(data["spec"]))
 
 

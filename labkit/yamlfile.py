@@ -99,7 +99,7 @@ def validate(model: type[M], data: Any, *, filename: str, prefix: tuple[Any, ...
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         if err["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(model_fields_at(model, loc[:-1])))
+            allowed = ", ".join(model_fields_at(model, loc[:-1]))
             msg = f"unknown field (allowed: {allowed})" if allowed else "unknown field"
         elif err["type"] == "missing":
             msg = "required field is missing"

@@ -8,8 +8,9 @@ removes exactly what the journal lists and is idempotent: it must work after a c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 from labkit.inventory import Inventory
 from labkit.labdir import LabDir

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "fleet": "sim:fleet",
     "shaper": "shape:shaper",
     "box": "vagrant:box",
+    "monitor": "bench:monitor",
 }
 
 
@@ -84,8 +85,9 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
             os.environ[key] = value
     try:
         try:
-            cli.main(args=argv, prog_name="labkit", standalone_mode=False)
-            return 0
+            rv = cli.main(args=argv, prog_name="labkit", standalone_mode=False)
+            # with standalone_mode=False click returns the code of a click.exceptions.Exit
+            return rv if isinstance(rv, int) else 0
         except LabkitError as exc:
             click.echo(f"labkit: error: {exc}", err=True)
             return exc.exit_code

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Install labkit on Debian or Ubuntu: system packages, a virtualenv in ./.venv, and /usr/local/bin/labkit.
+#
+#   sudo ./install.sh          what `labkit up` (netns backend) and `labkit bench` need
+#   sudo ./install.sh --dev    also what the test suite needs (pytest, Node.js for the interop tests,
+#                              Vagrant + libvirt + qemu + debootstrap for the VM end-to-end test)
+#
+# Safe to run again. Needs root (apt, and the netns backend itself needs root).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+dev=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) dev=1 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "install.sh: unknown option '$arg' (allowed: --dev)" >&2; exit 2 ;;
+  esac
+done
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install.sh: run as root (sudo ./install.sh)" >&2
+  exit 2
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+packages=(python3 python3-venv python3-pip iproute2 iputils-ping iperf3 openssh-server openssh-client
+          iptables tcpdump procps psmisc util-linux kmod ca-certificates)
+if [ "$dev" = 1 ]; then
+  packages+=(nodejs npm)
+fi
+echo "install.sh: apt packages: ${packages[*]}"
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+
+# Python >= 3.11: the first python3 on PATH (pyenv and the like are respected), else the system's.
+py="${PYTHON:-python3}"
+if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  py=/usr/bin/python3
+fi
+"$py" -c 'import sys; assert sys.version_info >= (3, 11), "labkit needs Python >= 3.11"'
+if [ ! -x .venv/bin/python ]; then
+  "$py" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+if [ "$dev" = 1 ]; then
+  .venv/bin/python -m pip install -q -e '.[dev]'
+else
+  .venv/bin/python -m pip install -q -e .
+fi
+ln -sf "$PWD/.venv/bin/labkit" /usr/local/bin/labkit
+
+# sshd's privilege-separation directory (the openssh-server package creates it at boot with systemd)
+mkdir -p /run/sshd
+
+if [ "$dev" = 1 ] && [ -x .ci/vagrant.sh ]; then
+  bash .ci/vagrant.sh
+fi
+echo "install.sh: done: $(labkit --version)"

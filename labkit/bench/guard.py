@@ -1,0 +1,101 @@
+"""The bench guard: a watchdog that cleans up after a ``labkit bench`` that died without doing so.
+
+``labkit bench`` starts this module as a child in its own session, holding the write end of a pipe. When
+bench ends normally it writes ``done`` first. If the pipe closes without it (bench was killed, even with
+SIGKILL, or crashed), the guard marks the run incomplete, stops the lab processes bench started, removes
+any outage rule and clears the link, so that what ``kill -9`` leaves is an unshaped lab and a results
+directory that says it is incomplete.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+class Guard:
+    def __init__(self, lab: str, run_dir: Path):
+        self.lab = lab
+        self.run_dir = run_dir
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Guard:
+        self.proc = subprocess.Popen([sys.executable, "-m", "labkit.bench.guard", self.lab, str(self.run_dir)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stderr=open(self.run_dir / "guard.log", "ab"), start_new_session=True)
+        return self
+
+    def release(self) -> None:
+        """Bench finished its own clean-up: tell the guard to stand down."""
+        if self.proc and self.proc.stdin:
+            try:
+                self.proc.stdin.write(b"done\n")
+                self.proc.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+
+
+def _clean_up(lab: str, run_dir: Path) -> None:
+    from labkit.bench import link
+    from labkit.bench.results import RunDir, iso
+    from labkit.bench.summary import write_summary
+    from labkit.lifecycle import open_lab
+
+    run = RunDir(run_dir)
+    manifest = run.manifest()
+    if manifest.get("status") != "running":
+        return
+    print(f"{iso()} guard: labkit bench (pid {manifest.get('pid')}) ended without cleaning up", file=sys.stderr)
+    reason = "labkit bench was killed or crashed; the guard cleaned up"
+    handle = open_lab(lab)
+    with handle.labdir.lock(wait=60), handle.remote() as remote:
+        hosts = handle.inventory.hosts
+        for h in hosts:
+            for name in ("fleet", "csms", "monitor", "iperf3"):
+                try:
+                    remote.stop(h, name, sudo=True, timeout=5)
+                except Exception as exc:  # noqa: BLE001 - keep going, clean as much as possible
+                    print(f"guard: {h.name}: stop {name}: {exc}", file=sys.stderr)
+        try:
+            from labkit.bench.ocpp import OUTAGE_RULE
+
+            remote.run(handle.inventory.gateway, f"while iptables -D FORWARD {OUTAGE_RULE} 2>/dev/null; do :; done",
+                       sudo=True, check=False)
+            link.clear(remote, handle.inventory, handle.labdir)
+            cleared = True
+        except Exception as exc:  # noqa: BLE001
+            print(f"guard: clearing the link failed: {exc}", file=sys.stderr)
+            cleared = False
+    for cell in manifest.get("cells", []):
+        if cell.get("status") == "running":
+            cell["status"] = "incomplete"
+    manifest.update(status="incomplete", reason=reason, ended=iso(), link_cleared=cleared, cells=manifest.get("cells", []))
+    run.write_manifest(manifest)
+    try:
+        write_summary(run_dir)
+    except Exception as exc:  # noqa: BLE001
+        print(f"guard: summary failed: {exc}", file=sys.stderr)
+    print(f"{iso()} guard: done (link cleared: {cleared})", file=sys.stderr)
+
+
+def main() -> int:
+    lab, run_dir = sys.argv[1], Path(sys.argv[2])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is bench's to handle; the guard outlives it
+    data = sys.stdin.buffer.read()
+    if data.strip() == b"done":
+        return 0
+    time.sleep(0.2)
+    _clean_up(lab, run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

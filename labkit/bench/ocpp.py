@@ -1,0 +1,252 @@
+"""The OCPP phase of a cell: the CSMS on the CPO, one fleet per EVSE host, monitors, an optional outage.
+
+Everything is started over SSH as background processes (``labkit csms``, ``labkit fleet``,
+``labkit monitor``), followed through the status files they rewrite every second, stopped with SIGTERM
+(they flush on the way out) and collected into the cell directory. An outage cuts the data path on the
+gateway (an iptables DROP rule in FORWARD: 100% loss both ways, under either engine) for a while.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labkit.bench.plan import Cell, Plan
+from labkit.errors import LabkitError, RemoteError
+from labkit.inventory import HostConn, Inventory
+from labkit.remote import Remote
+
+CSMS_PORT = 9000
+OUTAGE_RULE = "-m comment --comment labkit-outage -j DROP"
+
+
+class PhaseError(LabkitError):
+    """The OCPP phase could not run (a process died, nothing answered)."""
+
+
+@dataclass
+class OcppPhase:
+    remote: Remote
+    inventory: Inventory
+    plan: Plan
+    cell: Cell
+    cell_dir: Path
+    run_id: str
+    progress: Callable[[str, int, int | None], None]
+    gateway_procs: dict[str, str] = field(default_factory=dict)  # name -> pid file (the shaping engine)
+    outage_log: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def evses(self) -> list[HostConn]:
+        return self.inventory.evses[: self.cell.evse_hosts]
+
+    # -- commands -----------------------------------------------------------------------------------
+    def csms_command(self, cpo: HostConn) -> str:
+        wd = cpo.workdir
+        hb = max(1, int(round(self.plan.heartbeat_s)))
+        return (f"{shlex.quote(cpo.labkit)} csms --listen {cpo.addresses['cpo']}:{CSMS_PORT} "
+                f"--heartbeat-interval {hb} --out {wd}/csms.csv --status {wd}/csms-status.json")
+
+    def fleet_command(self, evse: HostConn) -> str:
+        p, wd = self.plan, evse.workdir
+        cpo = self.inventory.cpo
+        args = [
+            shlex.quote(evse.labkit), "fleet", "--url", f"ws://{cpo.addresses['cpo']}:{CSMS_PORT}/",
+            "--stations", str(self.cell.stations_per_host), "--scenario", p.scenario, "--ocpp", p.ocpp,
+            "--id-prefix", f"{evse.name}-cs", "--host-label", evse.name, "--run-id", self.run_id,
+            "--seed", str(p.seed * 1000 + evse.index), "--heartbeat", f"{p.heartbeat_s:g}",
+            "--out", f"{wd}/calls.csv", "--events", f"{wd}/events.csv", "--status", f"{wd}/fleet-status.json",
+        ]
+        if p.scenario == "thesis-2021":
+            args += ["--meter-values", str(p.meter_values), "--meter-interval", f"{p.meter_interval_s:g}"]
+        else:
+            args += ["--duration", f"{p.session_duration_s:g}", "--meter-interval", f"{p.meter_interval_s:g}"]
+        return " ".join(args)
+
+    # -- run ----------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        r, cpo, gw = self.remote, self.inventory.cpo, self.inventory.gateway
+        hosts = [cpo, gw] + self.evses
+        r.run_many(hosts, lambda h: f"mkdir -p {h.workdir} && rm -f {h.workdir}/calls.csv {h.workdir}/events.csv "
+                                    f"{h.workdir}/csms.csv {h.workdir}/monitor.csv {h.workdir}/*-status.json",
+                   sudo=True)
+        summary: dict[str, Any] = {"started": time.time()}
+        try:
+            self.progress("ocpp: starting the CSMS", 0, None)
+            r.start(cpo, "csms", self.csms_command(cpo), sudo=True, nofile=1048576)
+            self._wait_status(cpo, "csms-status.json", lambda s: s.get("phase") == "listening", "csms", 20)
+            self._start_monitors(hosts)
+            self.progress("ocpp: starting the fleets", 0, len(self.evses))
+            r.start_many(self.evses, "fleet", self.fleet_command, sudo=True, nofile=1048576)
+            summary["fleets"] = self._follow()
+        finally:
+            self._restore_link()
+            self._stop_all(hosts)
+            summary["ended"] = time.time()
+            self._collect(hosts)
+        if self.outage_log:
+            summary["outage"] = self.outage_log
+        return summary
+
+    def _start_monitors(self, hosts: list[HostConn]) -> None:
+        def cmd(h: HostConn) -> str:
+            procs = {"cpo": {"csms": "csms.pid"}, "evse": {"fleet": "fleet.pid"}}.get(h.role, {})
+            args = [shlex.quote(h.labkit), "monitor", "--out", f"{h.workdir}/monitor.csv", "--host", h.name,
+                    "--role", h.role]
+            for name, pidfile in procs.items():
+                args += ["--proc", f"{name}={h.workdir}/{pidfile}"]
+            if h.role == "gateway":
+                for name, pidfile in self.gateway_procs.items():
+                    args += ["--proc", f"{name}={pidfile}"]
+            return " ".join(args)
+
+        self.remote.start_many(hosts, "monitor", cmd, sudo=True)
+
+    def _wait_status(self, h: HostConn, name: str, ready: Callable[[dict], bool], proc: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self._status(h, name)
+            if st and ready(st):
+                return st
+            if not self.remote.alive(h, proc, sudo=True):
+                raise PhaseError(f"{h.name}: {proc} exited: {self.remote.read_log(h, proc, sudo=True).strip()[-300:]}")
+            time.sleep(0.2)
+        raise PhaseError(f"{h.name}: {proc} not ready after {timeout:.0f} s")
+
+    def _status(self, h: HostConn, name: str) -> dict | None:
+        try:
+            text = self.remote.read_text(h, f"{h.workdir}/{name}")
+        except RemoteError:
+            return None
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return None
+
+    def _follow(self) -> dict[str, Any]:
+        """Poll the fleets until all are finished; cut and restore the link for an outage."""
+        p = self.plan
+        t0 = time.monotonic()
+        per_call = max(self.plan.meter_interval_s, 0.05) + 1.0
+        expected_s = (p.meter_values * per_call + 30) if p.scenario == "thesis-2021" else p.session_duration_s + 60
+        if p.outage:
+            expected_s += p.outage.duration_s + 120
+        deadline = t0 + 3 * expected_s + 120
+        statuses: dict[str, dict] = {}
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(16, len(self.evses))) as pool:
+            while True:
+                elapsed = time.monotonic() - t0
+                if p.outage:
+                    self._outage_step(elapsed)
+                for h, st in zip(self.evses, pool.map(lambda h: self._status(h, "fleet-status.json"), self.evses)):
+                    if st:
+                        statuses[h.name] = st
+                done = [s for s in statuses.values() if s.get("finished")]
+                connected = sum(s.get("stations_connected", 0) for s in statuses.values())
+                calls = sum(s.get("calls_done", 0) for s in statuses.values())
+                expected = sum((s.get("calls_expected") or 0) for s in statuses.values()) or None
+                self.progress(f"ocpp: {connected}/{self.cell.stations} stations connected, {len(done)}/"
+                              f"{len(self.evses)} fleets done", calls, expected)
+                if len(done) == len(self.evses):
+                    break
+                if time.monotonic() > deadline:
+                    raise PhaseError(f"the fleets did not finish within {deadline - t0:.0f} s")
+                missing = [h for h in self.evses if not statuses.get(h.name, {}).get("finished")]
+                if int(elapsed) % 5 == 0:
+                    dead = [h.name for h in missing if not self.remote.alive(h, "fleet", sudo=True)]
+                    if dead:
+                        # one more look: it may have finished between the two reads
+                        late = [n for n in dead if (self._status(self.inventory.host(n), "fleet-status.json") or {})
+                                .get("finished")]
+                        dead = [n for n in dead if n not in late]
+                        if dead:
+                            log = self.remote.read_log(dead[0], "fleet", sudo=True).strip()[-300:]
+                            raise PhaseError(f"{dead[0]}: the fleet exited before finishing: {log}")
+                time.sleep(1.0)
+        return statuses
+
+    # -- outage -------------------------------------------------------------------------------------
+    def _outage_step(self, elapsed: float) -> None:
+        o = self.plan.outage
+        gw = self.inventory.gateway
+        if not self.outage_log and elapsed >= o.at_s:
+            self.remote.run(gw, f"iptables -I FORWARD 1 {OUTAGE_RULE}", sudo=True)
+            self.outage_log = {"start_s": o.at_s, "duration_s": o.duration_s, "t_wall_start": time.time(),
+                               "method": "iptables -I FORWARD DROP on the gateway (100% loss both ways)"}
+            self.progress("ocpp: link cut (outage)", 0, None)
+        elif self.outage_log and "t_wall_end" not in self.outage_log and elapsed >= o.at_s + o.duration_s:
+            self._restore_link()
+
+    def _restore_link(self) -> None:
+        if self.outage_log and "t_wall_end" not in self.outage_log:
+            gw = self.inventory.gateway
+            self.remote.run(gw, f"while iptables -D FORWARD {OUTAGE_RULE} 2>/dev/null; do :; done", sudo=True,
+                            check=False)
+            self.outage_log["t_wall_end"] = time.time()
+
+    # -- stop and collect ---------------------------------------------------------------------------
+    def _stop_all(self, hosts: list[HostConn]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def stop(h: HostConn) -> None:
+            try:
+                for name in ("fleet", "csms", "monitor"):
+                    self.remote.stop(h, name, sudo=True, timeout=15 if name == "fleet" else 5)
+            except RemoteError:
+                pass
+
+        with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+            list(pool.map(stop, hosts))
+
+    def _collect(self, hosts: list[HostConn]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        ocpp_dir = self.cell_dir / "ocpp"
+        logs = self.cell_dir / "logs"
+        ocpp_dir.mkdir(parents=True, exist_ok=True)
+        logs.mkdir(parents=True, exist_ok=True)
+
+        def fetch(h: HostConn) -> None:
+            wanted = [("monitor.csv", self.cell_dir / "monitors" / f"{h.name}.csv")]
+            if h.role == "cpo":
+                wanted += [("csms.csv", ocpp_dir / "csms.csv"), ("csms.log", logs / "csms.log"),
+                           ("csms-status.json", logs / "csms-status.json")]
+            if h.role == "evse":
+                wanted += [("calls.csv", ocpp_dir / f"calls-{h.name}.csv"),
+                           ("events.csv", ocpp_dir / f"events-{h.name}.csv"),
+                           ("fleet.log", logs / f"fleet-{h.name}.log"),
+                           ("fleet-status.json", logs / f"fleet-status-{h.name}.json")]
+            for remote_name, local in wanted:
+                text = self.remote.read_text(h, f"{h.workdir}/{remote_name}")
+                if text is not None:
+                    local.parent.mkdir(parents=True, exist_ok=True)
+                    local.write_text(text)
+
+        with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+            list(pool.map(fetch, hosts))
+        merge_csv(sorted((self.cell_dir / "monitors").glob("*.csv")), self.cell_dir / "monitor.csv")
+
+
+def merge_csv(parts: list[Path], out: Path) -> None:
+    """Concatenate CSV files with the same header (torn last lines dropped)."""
+    header = None
+    lines: list[str] = []
+    for part in parts:
+        rows = part.read_text().splitlines()
+        if not rows:
+            continue
+        if header is None:
+            header = rows[0]
+        width = header.count(",")
+        lines += [r for r in rows[1:] if r.count(",") == width]
+    if header is not None:
+        out.write_text("\n".join([header] + lines) + "\n")

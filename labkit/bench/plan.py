@@ -1,0 +1,159 @@
+"""Bench plans: which profiles, fleet sizes, repetitions and sample sizes a run covers, validated up front.
+
+A plan expands into cells, one per (profile, EVSE hosts, stations per host, repetition). Ping and iperf3
+baselines do not depend on the fleet, so by default they run once per profile and repetition (in the first
+cell of that profile); ``baselines="every"`` takes them in every cell.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from labkit.errors import ConfigError
+
+#: The dissertation's matrix (tables 9 to 17): its six profiles in both labkit families, 1/10/25/50 chargers.
+THESIS_SLOW = ["none", "slow-amps", "slow-gprs", "slow-3g", "slow-4g", "slow-vsat"]
+THESIS_REALISTIC = ["gprs", "3g", "4g", "vsat"]
+THESIS_EVSE = [1, 10, 25, 50]
+
+SCENARIOS = ("thesis-2021", "session")
+OCPP_VERSIONS = ("1.6", "2.0.1")
+
+
+@dataclass
+class Outage:
+    duration_s: float
+    at_s: float
+
+    @classmethod
+    def parse(cls, text: str) -> Outage:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*@\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*", text or "")
+        if not m:
+            raise ConfigError(f"--outage: {text!r} is not DURATION@AT, e.g. 30s@60s (units ms, s, m; default s)")
+        scale = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
+        duration = float(m.group(1)) * scale[m.group(2)]
+        at = float(m.group(3)) * scale[m.group(4)]
+        if duration <= 0:
+            raise ConfigError(f"--outage: the duration must be positive (got {text!r})")
+        return cls(duration, at)
+
+
+@dataclass
+class Cell:
+    profile: str
+    evse_hosts: int
+    stations_per_host: int
+    repeat: int
+    baselines: bool
+
+    @property
+    def id(self) -> str:
+        return f"{self.profile}__n{self.evse_hosts}x{self.stations_per_host}__r{self.repeat}"
+
+    @property
+    def stations(self) -> int:
+        return self.evse_hosts * self.stations_per_host
+
+
+@dataclass
+class Plan:
+    profiles: list[str]
+    evse_counts: list[int] = field(default_factory=lambda: [1])
+    stations_per_host: int = 1
+    repeats: int = 1
+    scenario: str = "thesis-2021"
+    ocpp: str = "1.6"
+    seed: int = 2021
+    # ping
+    ping_count: int = 100
+    ping_interval_s: float = 0.2
+    # iperf3
+    iperf_seconds: float = 10.0
+    iperf_omit_s: float = 2.0
+    udp_seconds: float = 5.0
+    # OCPP scenario sizes (thesis-2021: the dissertation sent 1000 MeterValues 100 ms apart)
+    meter_values: int = 100
+    meter_interval_s: float = 0.1
+    heartbeat_s: float = 2.0
+    session_duration_s: float = 60.0
+    baselines: str = "first"  # "first" | "every" | "none"
+    ocpp_phase: bool = True
+    outage: Outage | None = None
+    pcap: bool = False
+    name: str = ""
+
+    def cells(self) -> list[Cell]:
+        out = []
+        for repeat in range(1, self.repeats + 1):
+            for profile in self.profiles:
+                for i, n in enumerate(self.evse_counts):
+                    base = self.baselines == "every" or (self.baselines == "first" and i == 0)
+                    out.append(Cell(profile, n, self.stations_per_host, repeat, base))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["outage"] = asdict(self.outage) if self.outage else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Plan:
+        d = dict(d)
+        if d.get("outage"):
+            d["outage"] = Outage(**d["outage"])
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def parse_counts(text: str, flag: str = "--evse") -> list[int]:
+    try:
+        counts = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag}: {text!r} is not a comma-separated list of whole numbers such as 1,10,25,50") from None
+    if not counts or any(c < 1 for c in counts):
+        raise ConfigError(f"{flag}: every count must be 1 or more (got {text!r})")
+    if len(set(counts)) != len(counts):
+        raise ConfigError(f"{flag}: {text!r} repeats a count")
+    return counts
+
+
+def validate(plan: Plan, *, lab_evse: int, known_profiles: list[str]) -> None:
+    """Everything that can be checked before the lab is touched."""
+    unknown = [p for p in plan.profiles if p not in known_profiles]
+    if unknown:
+        raise ConfigError(f"profile: unknown profile {unknown[0]!r} (known: {', '.join(known_profiles)}; "
+                          f"see labkit profiles)")
+    if not plan.profiles:
+        raise ConfigError("profile: name at least one profile (e.g. labkit bench vsat), or --plan thesis")
+    too_big = [n for n in plan.evse_counts if n > lab_evse]
+    if too_big:
+        raise ConfigError(f"--evse: {max(too_big)} EVSE hosts asked, the lab has {lab_evse} "
+                          f"(labkit down; labkit up --evse {max(too_big)}, or use --stations-per-host)")
+    checks = [
+        (1 <= plan.stations_per_host <= 20000, "--stations-per-host", "1-20000", plan.stations_per_host),
+        (1 <= plan.repeats <= 1000, "--repeat", "1-1000", plan.repeats),
+        (plan.scenario in SCENARIOS, "--scenario", ", ".join(SCENARIOS), plan.scenario),
+        (plan.ocpp in OCPP_VERSIONS, "--ocpp", ", ".join(OCPP_VERSIONS), plan.ocpp),
+        (0 <= plan.ping_count <= 100000, "--ping-count", "0-100000", plan.ping_count),
+        (0.002 <= plan.ping_interval_s <= 60, "--ping-interval", "0.002-60 s", plan.ping_interval_s),
+        (0 <= plan.iperf_seconds <= 3600, "--iperf-seconds", "0-3600", plan.iperf_seconds),
+        (0 <= plan.meter_values <= 1000000, "--meter-values", "0-1000000", plan.meter_values),
+        (0 <= plan.meter_interval_s <= 3600, "--meter-interval", "0-3600 s", plan.meter_interval_s),
+        (plan.baselines in ("first", "every", "none"), "--baselines", "first, every, none", plan.baselines),
+    ]
+    for ok, flag, allowed, got in checks:
+        if not ok:
+            raise ConfigError(f"{flag}: must be {allowed} (got {got!r})")
+    if plan.outage and not plan.ocpp_phase:
+        raise ConfigError("--outage: needs the OCPP phase (drop --no-ocpp)")
+
+
+def thesis_plan(family: str = "both") -> list[str]:
+    if family == "slow":
+        return list(THESIS_SLOW)
+    if family == "realistic":
+        return ["none"] + THESIS_REALISTIC
+    if family == "both":
+        return THESIS_SLOW + THESIS_REALISTIC
+    raise ConfigError(f"--family: must be slow, realistic or both (got {family!r})")

@@ -1,0 +1,59 @@
+"""Provenance: what ran where. Kernel, OS, CPUs, memory and tool versions of every host and of this machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from labkit.inventory import HostConn
+from labkit.remote import Remote
+
+PY_VERSIONS = ("import sys, importlib.metadata as m\n"
+               "print('python=' + sys.version.split()[0])\n"
+               "for name in ('labkit', 'ocpp', 'websockets', 'psutil', 'click'):\n"
+               "    try: print(name + '=' + m.version(name))\n"
+               "    except Exception as e: print(name + '=missing')\n")
+
+HOST_SCRIPT = (
+    'echo "kernel=$(uname -r)"; echo "machine=$(uname -m)"; '
+    '( . /etc/os-release 2>/dev/null; echo "os=$PRETTY_NAME" ); '
+    'echo "cpus=$(nproc)"; echo "mem_bytes=$(awk \'/MemTotal/{print $2*1024}\' /proc/meminfo)"; '
+    'echo "iperf3=$(iperf3 --version 2>/dev/null | head -n1)"; echo "tc=$(tc -V 2>/dev/null | head -n1)"; '
+    'echo "ping=$(ping -V 2>/dev/null | head -n1)"; '
+    'echo "netem=$( (modinfo sch_netem >/dev/null 2>&1 || grep -q sch_netem /proc/modules 2>/dev/null) && echo module || '
+    '(zcat /proc/config.gz 2>/dev/null | grep -q "^CONFIG_NET_SCH_NETEM=y" && echo builtin) || echo absent)"; '
+)
+
+
+def _parse(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def host_facts(remote: Remote, host: HostConn) -> dict[str, Any]:
+    script = HOST_SCRIPT + f"{shlex.quote(host.python)} -c {shlex.quote(PY_VERSIONS)}"
+    res = remote.run(host, script, check=False)
+    facts: dict[str, Any] = _parse(res.stdout)
+    facts["role"] = host.role
+    return facts
+
+
+def hosts_facts(remote: Remote, hosts: list[HostConn]) -> dict[str, dict[str, Any]]:
+    with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+        return dict(zip([h.name for h in hosts], pool.map(lambda h: host_facts(remote, h), hosts)))
+
+
+def controller_facts() -> dict[str, Any]:
+    proc = subprocess.run(["sh", "-c", HOST_SCRIPT], capture_output=True, text=True)
+    facts: dict[str, Any] = _parse(proc.stdout)
+    out = subprocess.run([sys.executable, "-c", PY_VERSIONS + "for name in ('fabric', 'paramiko', 'pandas', 'seaborn'):\n"
+                          "    try: print(name + '=' + m.version(name))\n    except Exception: print(name + '=missing')\n"],
+                         capture_output=True, text=True).stdout
+    facts.update(_parse(out))
+    facts["hostname"] = platform.node()
+    facts["user"] = os.environ.get("SUDO_USER") or os.environ.get("USER", "")
+    return facts

@@ -1,0 +1,275 @@
+"""Run a bench plan on a lab that is up and write its results directory.
+
+Before anything changes: the plan is validated against the lab and the known profiles, every host must
+answer over SSH and the data path must cross the gateway. Then, per cell: apply the profile (read back),
+ping both ways, iperf3 both ways, the OCPP phase; the link is cleared at the end. Ctrl-C (or SIGTERM)
+stops cleanly: what was collected is kept, the run is marked incomplete, the link is cleared. A guard
+process does the same if bench is killed outright. ``resume`` finishes an interrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from labkit import __version__, pathcheck
+from labkit.bench import link, probes
+from labkit.bench.guard import Guard
+from labkit.bench.ocpp import OcppPhase
+from labkit.bench.plan import Cell, Plan, validate
+from labkit.bench.provenance import controller_facts, hosts_facts
+from labkit.bench.results import FORMAT, RunDir, iso, write_json
+from labkit.bench.summary import write_summary
+from labkit.errors import LabkitError
+from labkit.lifecycle import LabHandle, open_lab
+
+ProgressFn = Callable[[str, int, "int | None"], None]
+
+
+def _quiet(message: str, done: int = 0, total: int | None = None) -> None:
+    return None
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C."""
+
+
+def _estimate_s(plan: Plan, cell: Cell, added_rtt_ms: float) -> float:
+    rtt = added_rtt_ms / 1000.0
+    t = 5.0
+    if cell.baselines:
+        t += plan.ping_count * plan.ping_interval_s + rtt + 2
+        t += 2 * (plan.iperf_seconds + plan.iperf_omit_s + 3 * rtt + 1) + 2 * (plan.udp_seconds + 1)
+    if plan.ocpp_phase:
+        if plan.scenario == "thesis-2021":
+            t += 8 + 6 * rtt + plan.meter_values * (plan.meter_interval_s + rtt)
+        else:
+            t += plan.session_duration_s + 5
+    return t
+
+
+class Bench:
+    def __init__(self, handle: LabHandle, plan: Plan, *, results_root: Path, argv: list[str],
+                 progress: ProgressFn = _quiet, label: str = "", resume: Path | None = None,
+                 log: Callable[[str], None] = lambda s: None):
+        self.handle = handle
+        self.plan = plan
+        self.results_root = results_root
+        self.argv = argv
+        self.progress = progress
+        self.label = label
+        self.resume = resume
+        self.log = log
+        self.inv = handle.inventory
+        self.expected = {p: link.expected(p) for p in plan.profiles}
+
+    # -- the run ------------------------------------------------------------------------------------
+    def run(self) -> RunDir:
+        with self.handle.labdir.lock(wait=0), self.handle.remote() as remote:
+            self.remote = remote
+            try:
+                remote.wait(self.inv.hosts, timeout=20)
+            except LabkitError as exc:
+                raise LabkitError(f"lab {self.handle.lab.name!r} is not answering: {exc}") from None
+            evidence = pathcheck.check(remote, self.inv)
+            run = self._open_run(evidence)
+            guard = Guard(self.handle.lab.name, run.path).start()
+            previous = signal.getsignal(signal.SIGTERM)
+
+            def on_term(signum, frame):  # noqa: ARG001
+                raise Interrupted()
+
+            signal.signal(signal.SIGTERM, on_term)
+            status, reason = "running", ""
+            try:
+                cells = self.plan.cells()
+                t0 = time.monotonic()
+                total_est = sum(_estimate_s(self.plan, c, self.expected[c.profile].get("added_rtt_ms") or 0)
+                                for c in cells)
+                for i, cell in enumerate(cells):
+                    if run.cell_complete(cell.id):
+                        continue
+                    left = max(0.0, total_est - (time.monotonic() - t0))
+                    self.cell_prefix = f"[{i + 1}/{len(cells)}] {cell.profile} n={cell.stations} ~{left / 60:.0f} min left"
+                    self._run_cell(run, cell)
+                status = "complete"
+            except KeyboardInterrupt:
+                status, reason = "incomplete", "interrupted (Ctrl-C or SIGTERM)"
+                raise
+            except LabkitError as exc:
+                status, reason = "incomplete", str(exc)
+                raise
+            except Exception as exc:
+                status, reason = "incomplete", f"{type(exc).__name__}: {exc}"
+                (run.path / "error.txt").write_text(traceback.format_exc())
+                raise
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+                self._finish(run, status, reason)
+                guard.release()
+        return run
+
+    def _open_run(self, evidence: dict[str, Any]) -> RunDir:
+        inv = self.inv
+        if self.resume:
+            run = RunDir.open(self.resume)
+            m = run.manifest()
+            m.setdefault("resumed", []).append({"at": iso(), "command": self.argv, "pid": os.getpid()})
+            m.update(status="running", pid=os.getpid(), reason="")
+            run.write_manifest(m)
+            return run
+        run = RunDir.create(self.results_root, self.handle.lab.name, self.label)
+        self.progress("recording provenance", 0, None)
+        lab_dict = self.handle.lab.to_dict()
+        manifest = {
+            "format": FORMAT, "run_id": run.run_id, "status": "running", "reason": "", "pid": os.getpid(),
+            "command": self.argv, "started": iso(), "ended": None, "seed": self.plan.seed,
+            "labkit": __version__, "lab": lab_dict, "backend": inv.backend, "backend_details": inv.details,
+            "engine": None, "plan": self.plan.to_dict(),
+            "inventory": [{"name": h.name, "role": h.role, "addresses": h.addresses, "ifaces": h.ifaces}
+                          for h in inv.hosts],
+            "hosts": hosts_facts(self.remote, inv.hosts), "controller": controller_facts(),
+            "profiles": {p: link.spec(p) for p in self.plan.profiles}, "path_check": evidence,
+            "cells": [{"id": c.id, "dir": f"cells/{c.id}", "profile": c.profile, "evse_hosts": c.evse_hosts,
+                       "stations_per_host": c.stations_per_host, "repeat": c.repeat, "status": "pending"}
+                      for c in self.plan.cells()],
+        }
+        run.write_manifest(manifest)
+        return run
+
+    def _set_cell_status(self, run: RunDir, cell: Cell, status: str, **extra: Any) -> None:
+        m = run.manifest()
+        for c in m["cells"]:
+            if c["id"] == cell.id:
+                c["status"] = status
+                c.update(extra)
+        run.write_manifest(m)
+
+    def _phase(self, meta: dict[str, Any], name: str, fn: Callable[[], Any], cell_dir: Path, *,
+               fatal: bool = False) -> Any:
+        self.progress(f"{self.cell_prefix}: {name}", 0, None)
+        ph = meta["phases"][name] = {"started": time.time(), "status": "running"}
+        write_json(cell_dir / "cell.json", meta)
+        try:
+            out = fn()
+            ph.update(status="complete", ended=time.time())
+            return out
+        except KeyboardInterrupt:
+            ph.update(status="interrupted", ended=time.time())
+            raise
+        except LabkitError as exc:
+            ph.update(status="failed", ended=time.time(), error=str(exc))
+            self.log(f"labkit bench: {meta['id']}: {name} failed: {exc}")
+            if fatal:
+                raise
+            return None
+        finally:
+            write_json(cell_dir / "cell.json", meta)
+
+    def _run_cell(self, run: RunDir, cell: Cell) -> None:
+        inv, r, plan = self.inv, self.remote, self.plan
+        cell_dir = run.fresh_cell_dir(cell.id)
+        evses = inv.evses[: cell.evse_hosts]
+        expected = self.expected[cell.profile]
+        meta: dict[str, Any] = {
+            "id": cell.id, "profile": cell.profile, "evse_hosts": cell.evse_hosts,
+            "evse_host_names": [h.name for h in evses], "stations_per_host": cell.stations_per_host,
+            "repeat": cell.repeat, "baselines": cell.baselines, "status": "running", "started": iso(),
+            "ended": None, "phases": {}, "profile_spec": link.spec(cell.profile), "expected": expected,
+        }
+        self._set_cell_status(run, cell, "running")
+        status = "incomplete"
+        try:
+            applied = self._phase(meta, "shape", lambda: link.apply(r, inv, self.handle.labdir, cell.profile),
+                                  cell_dir, fatal=True)
+            meta["applied"] = applied
+            meta["engine"] = (applied or {}).get("engine")
+            if meta["engine"]:
+                m = run.manifest()
+                if m.get("engine") in (None, meta["engine"]):
+                    run.update_manifest(engine=meta["engine"])
+            wait_s = 2 + 3 * (expected.get("added_rtt_ms") or 0) / 1000
+            if cell.baselines and plan.ping_count:
+                rows = self._phase(meta, "ping", lambda: probes.run_pings(
+                    r, cell_dir, evses[0], inv.cpo, plan.ping_count, plan.ping_interval_s, wait_s), cell_dir)
+                if rows:
+                    probes.write_ping_csv(cell_dir / "ping.csv", rows)
+            if cell.baselines and (plan.iperf_seconds or plan.udp_seconds):
+                up = expected.get("uplink_rate_bps") or 0
+                down = expected.get("downlink_rate_bps") or 0
+                # UDP at half the bottleneck (or 10 Mbit/s unshaped): loss and jitter, not queue overflow
+                udp_up = int(min(up / 2, 10e6)) if up else 10_000_000
+                udp_down = int(min(down / 2, 10e6)) if down else 10_000_000
+                raw = self._phase(meta, "iperf", lambda: probes.run_iperf(
+                    r, cell_dir, evses[0], inv.cpo, seconds=plan.iperf_seconds, omit=plan.iperf_omit_s,
+                    udp_seconds=plan.udp_seconds, udp_rate_up_bps=max(udp_up, 8000),
+                    udp_rate_down_bps=max(udp_down, 8000)), cell_dir)
+                if raw:
+                    meta["iperf"] = {k: probes.iperf_figures(v) for k, v in raw.items()}
+                    meta["udp_rate_bps"] = {"up": max(udp_up, 8000), "down": max(udp_down, 8000)}
+            if plan.ocpp_phase:
+                phase = OcppPhase(r, inv, plan, cell, cell_dir, run.run_id, self.progress,
+                                  gateway_procs=link.engine_processes(inv))
+                phase_progress = self.progress
+
+                def prog(msg, done=0, total=None):
+                    phase_progress(f"{self.cell_prefix}: {msg}", done, total)
+
+                phase.progress = prog
+                meta["ocpp"] = self._phase(meta, "ocpp", phase.run, cell_dir)
+                if phase.outage_log:
+                    meta["outage"] = phase.outage_log
+            failed = [n for n, p in meta["phases"].items() if p["status"] == "failed"]
+            status = "failed" if failed else "complete"
+        finally:
+            meta.update(status=status, ended=iso())
+            write_json(cell_dir / "cell.json", meta)
+            self._set_cell_status(run, cell, status)
+
+    def _finish(self, run: RunDir, status: str, reason: str) -> None:
+        cleared = False
+        try:
+            self.progress("clearing the link", 0, None)
+            from labkit.bench.ocpp import OUTAGE_RULE
+
+            self.remote.run(self.inv.gateway, f"while iptables -D FORWARD {OUTAGE_RULE} 2>/dev/null; do :; done",
+                            sudo=True, check=False)
+            link.clear(self.remote, self.inv, self.handle.labdir)
+            cleared = True
+        except BaseException as exc:  # noqa: BLE001 - the guard will try again
+            self.log(f"labkit bench: could not clear the link: {exc}")
+        try:
+            write_summary(run.path)
+        except Exception as exc:  # noqa: BLE001
+            self.log(f"labkit bench: summary.csv not written: {exc}")
+        m = run.manifest()
+        for c in m["cells"]:
+            if c["status"] == "running":
+                c["status"] = "incomplete"
+        m.update(status=status if status != "running" else "incomplete", reason=reason, ended=iso(),
+                 link_cleared=cleared)
+        run.write_manifest(m)
+
+
+def run_bench(lab_name: str, plan: Plan, *, results_root: Path, argv: list[str] | None = None,
+              progress: ProgressFn = _quiet, label: str = "", resume: Path | None = None,
+              log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> RunDir:
+    """Validate everything, then run; returns the results directory."""
+    handle = open_lab(lab_name)
+    if resume is not None:
+        stored = RunDir.open(resume).manifest()
+        plan = Plan.from_dict(stored["plan"])
+        if stored.get("lab", {}).get("spec", {}).get("name") != lab_name:
+            from labkit.errors import ConfigError
+
+            raise ConfigError(f"--resume: {resume} was run on lab {stored['lab']['spec']['name']!r}, not {lab_name!r}")
+    validate(plan, lab_evse=len(handle.inventory.evses), known_profiles=link.known_profiles())
+    bench = Bench(handle, plan, results_root=results_root, argv=argv or sys.argv, progress=progress,
+                  label=label, resume=resume, log=log)
+    return bench.run()

@@ -1,0 +1,99 @@
+"""``labkit bench`` (library: labkit.bench.runner) and the host-side ``labkit monitor``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from labkit.errors import ConfigError
+
+
+@click.command()
+@click.argument("profiles", nargs=-1)
+@click.option("--lab", "lab_name", default="lab", show_default=True, help="Which lab.")
+@click.option("--plan", "plan_name", type=click.Choice(["thesis"]), help="A preset matrix: thesis = the "
+              "dissertation's profiles (slow-* and realistic) x 1, 10, 25, 50 chargers, its sample sizes.")
+@click.option("--family", type=click.Choice(["slow", "realistic", "both"]), default="both", show_default=True,
+              help="With --plan thesis: which profile family.")
+@click.option("--evse", "evse_counts", help="EVSE hosts per cell, a list: 1,10,25,50 [default: 1].")
+@click.option("--stations-per-host", type=int, help="Charging stations per EVSE host [default: 1].")
+@click.option("--repeat", "repeats", type=int, help="Repetitions of every cell [default: 1].")
+@click.option("--scenario", help="OCPP scenario: thesis-2021 or session [default: thesis-2021].")
+@click.option("--ocpp", help="OCPP version: 1.6 or 2.0.1 [default: 1.6].")
+@click.option("--seed", type=int, help="Random seed [default: 2021].")
+@click.option("--ping-count", type=int, help="Pings each way [default: 100].")
+@click.option("--ping-interval", type=float, help="Seconds between pings [default: 0.2].")
+@click.option("--iperf-seconds", type=float, help="iperf3 TCP test length per direction, s [default: 10].")
+@click.option("--udp-seconds", type=float, help="iperf3 UDP test length per direction, s [default: 5].")
+@click.option("--meter-values", type=int, help="thesis-2021: MeterValues per station [default: 100; thesis plan 1000].")
+@click.option("--meter-interval", type=float, help="Seconds between MeterValues [default: 0.1].")
+@click.option("--heartbeat", type=float, help="Heartbeat interval, s [default: 2, as the dissertation].")
+@click.option("--duration", type=float, help="session scenario: seconds per cell [default: 60].")
+@click.option("--baselines", type=click.Choice(["first", "every", "none"]),
+              help="Ping/iperf3 in the first cell of each profile, every cell, or none [default: first].")
+@click.option("--no-ocpp", is_flag=True, help="Baselines only.")
+@click.option("--outage", help="Cut the link mid-run: DURATION@AT, e.g. 30s@60s (from the OCPP phase start).")
+@click.option("--results", "results_root", default="results", show_default=True, type=click.Path(file_okay=False),
+              help="Where run directories are written.")
+@click.option("--name", "label", default="", help="A label appended to the run directory's name.")
+@click.option("--resume", type=click.Path(exists=True, file_okay=False), help="Finish an interrupted run.")
+@click.pass_context
+def bench(ctx, profiles, lab_name, plan_name, family, evse_counts, stations_per_host, repeats, scenario, ocpp, seed,
+          ping_count, ping_interval, iperf_seconds, udp_seconds, meter_values, meter_interval, heartbeat, duration,
+          baselines, no_ocpp, outage, results_root, label, resume):
+    """Baselines and OCPP timings for each PROFILE (e.g. labkit bench vsat gprs)."""
+    from labkit.bench.plan import THESIS_EVSE, Outage, Plan, parse_counts, thesis_plan
+    from labkit.bench.runner import run_bench
+    from labkit.progress import Reporter
+
+    if resume and (profiles or plan_name):
+        raise ConfigError("--resume: takes the plan from the run directory; give no profiles or --plan")
+    if plan_name == "thesis":
+        if profiles:
+            raise ConfigError("--plan thesis: names its own profiles; give none (or use --family)")
+        plan = Plan(profiles=thesis_plan(family), evse_counts=list(THESIS_EVSE), meter_values=1000, name="thesis")
+    else:
+        plan = Plan(profiles=list(profiles))
+    if evse_counts:
+        plan.evse_counts = parse_counts(evse_counts)
+    overrides = {"stations_per_host": stations_per_host, "repeats": repeats, "scenario": scenario, "ocpp": ocpp,
+                 "seed": seed, "ping_count": ping_count, "ping_interval_s": ping_interval,
+                 "iperf_seconds": iperf_seconds, "udp_seconds": udp_seconds, "meter_values": meter_values,
+                 "meter_interval_s": meter_interval, "heartbeat_s": heartbeat, "session_duration_s": duration,
+                 "baselines": baselines}
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(plan, key, value)
+    plan.ocpp_phase = not no_ocpp
+    if outage:
+        plan.outage = Outage.parse(outage)
+    with Reporter("bench", quiet=ctx.obj["quiet"]) as rep:
+        run = run_bench(lab_name, plan, results_root=Path(results_root), argv=["labkit"] + sys.argv[1:],
+                        progress=rep.update, label=label, resume=Path(resume) if resume else None, log=rep.log)
+    m = run.manifest()
+    done = sum(1 for c in m["cells"] if c["status"] == "complete")
+    click.echo(f"{run.path}: {m['status']}, {done}/{len(m['cells'])} cells complete (labkit report {run.path})")
+    if m["status"] != "complete" or done != len(m["cells"]):
+        raise click.exceptions.Exit(1)
+
+
+@click.command(hidden=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+@click.option("--host", required=True)
+@click.option("--role", required=True)
+@click.option("--proc", "procs", multiple=True, metavar="NAME=PIDFILE", help="A process to follow (repeatable).")
+@click.option("--interval", type=float, default=1.0, show_default=True)
+@click.option("--duration", type=float, default=None)
+def monitor(out, host, role, procs, interval, duration):
+    """Host side: sample CPU and memory into a CSV until stopped."""
+    from labkit import monitor as mon
+
+    parsed = {}
+    for item in procs:
+        name, sep, pidfile = item.partition("=")
+        if not sep or not name or not pidfile:
+            raise ConfigError(f"--proc: {item!r} is not NAME=PIDFILE")
+        parsed[name] = pidfile
+    mon.run(out, host, role, parsed, interval=interval, duration=duration)

@@ -1,0 +1,77 @@
+"""Provisioning over SSH: make sure every host can run what labkit will ask of it.
+
+The same code runs on namespaces and on VMs. On netns hosts the file system is shared with this machine, so
+labkit is already there, but this is still checked over SSH, which is what proves the VM path. Hosts that
+lack labkit get it from a wheelhouse pushed from this machine (labkit.wheelhouse; the vagrant backend).
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+
+from labkit.errors import RemoteError
+from labkit.inventory import HostConn, Inventory
+from labkit.remote import Remote
+
+#: commands each role needs (beyond labkit itself)
+NEEDS = {
+    "cpo": ["ping", "iperf3"],
+    "gateway": ["tc", "ip"],
+    "evse": ["ping", "iperf3"],
+}
+
+
+def check_host(remote: Remote, host: HostConn) -> dict[str, str]:
+    """Versions of labkit and the tools this host's role needs; raise naming what is missing."""
+    tools = NEEDS.get(host.role, [])
+    script = " ; ".join(
+        [f"mkdir -p {shlex.quote(host.workdir)}",
+         f"echo labkit=$({shlex.quote(host.labkit)} --version 2>/dev/null | head -n1)"]
+        + [f"echo {t}=$(command -v {t} || true)" for t in tools]
+    )
+    out = remote.run(host, script, sudo=True).stdout
+    found = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    missing = [t for t in tools if not found.get(t)]
+    if not found.get("labkit"):
+        missing.insert(0, "labkit")
+    if missing:
+        raise RemoteError(f"{host.name}: missing {', '.join(missing)}")
+    return found
+
+
+def provision(remote: Remote, inventory: Inventory,
+              progress: Callable[[str, int, int | None], None] | None = None) -> dict[str, dict[str, str]]:
+    """Check (and where needed install) labkit and tools on every host, in parallel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    hosts = inventory.hosts
+    results: dict[str, dict[str, str]] = {}
+    missing_labkit: list[HostConn] = []
+    errors: list[str] = []
+
+    def one(h: HostConn):
+        try:
+            return h, check_host(remote, h), None
+        except RemoteError as exc:
+            return h, None, str(exc)
+
+    with ThreadPoolExecutor(max_workers=min(32, len(hosts))) as pool:
+        for i, (h, found, err) in enumerate(pool.map(one, hosts), 1):
+            if progress:
+                progress("checking hosts over SSH", i, len(hosts))
+            if err and "missing labkit" in err and inventory.details.get("install") == "wheelhouse":
+                missing_labkit.append(h)
+            elif err:
+                errors.append(err)
+            else:
+                results[h.name] = found
+    if errors:
+        raise RemoteError(errors[0] + (f" (and {len(errors) - 1} more hosts)" if len(errors) > 1 else ""))
+    if missing_labkit:
+        from labkit import wheelhouse  # only VMs need it
+
+        wheelhouse.install(remote, missing_labkit, progress=progress)
+        for h in missing_labkit:
+            results[h.name] = check_host(remote, h)
+    return results
