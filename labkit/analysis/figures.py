@@ -347,20 +347,37 @@ def fig_timeline(cell: dict, calls: pd.DataFrame, events: pd.DataFrame, monitor:
     if len(rec):
         ax.vlines(rec["t_wall"] - t0, 0, 0.06, transform=ax.get_xaxis_transform(), color="#2ca02c", lw=1,
                   label="reconnected")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=7.5, markerscale=2)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", frameon=False, fontsize=7.5,
+               markerscale=2)
     ax.set_title(f"{cell['cell']}: RTT over time (profile {cell['profile']}, N = {cell['stations']})")
     if len(monitor):
-        m = monitor.assign(t=np.floor(monitor["t_wall"] - t0))
-        per = m.groupby(["process", "t"], observed=True)["cpu_pct"].sum().unstack(0)
+        from labkit.analysis.tables import cpu_series
+
+        per = cpu_series(monitor).assign(t=lambda d: d["sec"] - math.floor(t0))
         styles = {"csms": ("#c44e52", "CSMS"), "fleet": ("#4c72b0", "fleets (sum over EVSE hosts)"),
-                  "engine": ("#8172b3", "shaping engine (gateway)"), "host": ("#999999", "hosts")}
-        for proc in per.columns:
-            color, label = styles.get(str(proc), ("#555555", str(proc)))
-            ax2.plot(per.index + 0.5, per[proc], color=color, lw=1.2, label=label)
+                  "engine": ("#8172b3", "shaping engine (gateway)"), "other": ("#555555", "other")}
+        for kind, (color, label) in styles.items():
+            s = per[per["kind"] == kind]
+            if len(s):
+                ax2.plot(s["t"] + 0.5, s["cpu_pct"], color=color, lw=1.2, label=label)
         ax2.axhline(100, color="black", lw=0.6, ls=":")
-        ax2.set_ylabel("CPU (% of one core)")
-        ax2.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=7.5)
+        ax2.set_ylabel("process CPU\n(% of one core)")
         ax2.set_ylim(bottom=0)
+        host = per[per["kind"] == "host"]
+        if len(host):
+            ax3 = ax2.twinx()
+            ax3.xaxis.set_visible(False)
+            ax3.plot(host["t"] + 0.5, host["cpu_pct"], color="#999999", lw=1.0, ls="--",
+                     label="busiest host (right axis)")
+            ax3.set_ylim(0, 105)
+            ax3.set_ylabel("host CPU\n(% of all cores)")
+            ax3.grid(False)
+            ax3.spines["right"].set_visible(True)
+            h1, l1 = ax2.get_legend_handles_labels()
+            h2, l2 = ax3.get_legend_handles_labels()
+            fig.legend(h1 + h2, l1 + l2, loc="outside right lower", frameon=False, fontsize=7.5)
+        else:
+            fig.legend(*ax2.get_legend_handles_labels(), loc="outside right lower", frameon=False, fontsize=7.5)
     else:
         ax2.text(0.5, 0.5, "no monitor samples", ha="center", va="center", transform=ax2.transAxes)
     ax2.set_xlabel("time since the OCPP phase started (s)")

@@ -22,6 +22,7 @@ import pandas as pd
 from labkit.errors import ConfigError
 
 FORMAT = "labkit-results/1"
+PARTIAL_RE = re.compile(r"\.partial-\d+$")  # a cell's earlier attempt, renamed by `labkit bench --resume`
 CELL_ID_RE = re.compile(r"^(?P<profile>.+)__n(?P<hosts>\d+)x(?P<sph>\d+)__r(?P<repeat>\d+)$")
 
 #: file kind -> (columns with their kind: "str" or "num", columns a row cannot do without)
@@ -46,7 +47,7 @@ CATEGORIES = {"src", "dst", "direction", "host", "role", "process", "station_id"
               "outcome", "error_code", "event", "run_id"}
 
 CELL_COLUMNS = ["cell", "dir", "profile", "evse_hosts", "stations_per_host", "stations", "repeat", "status",
-                "added_rtt_ms", "up_rate_bps", "down_rate_bps", "up_loss_pct", "down_loss_pct",
+                "added_rtt_ms", "min_added_rtt_ms", "up_rate_bps", "down_rate_bps", "up_loss_pct", "down_loss_pct",
                 "ocpp_t0", "ocpp_t1", "outage_t0", "outage_t1", "engine"]
 
 
@@ -101,7 +102,7 @@ class Run:
     @property
     def ocpp_version(self) -> str:
         plan = self.manifest.get("plan") if isinstance(self.manifest.get("plan"), dict) else {}
-        v = plan.get("ocpp_version")
+        v = plan.get("ocpp") or plan.get("ocpp_version")
         if not v and len(self.calls) and "ocpp_version" in self.calls:
             v = ",".join(sorted({str(x) for x in self.calls["ocpp_version"].dropna().unique() if str(x)}))
         return str(v or "unknown")
@@ -368,6 +369,12 @@ def load_run(path: str | Path) -> Run:
             listed[str(entry["id"])] = entry
     cells_dir = run_dir / "cells"
     found = sorted(p.name for p in cells_dir.iterdir() if p.is_dir()) if cells_dir.is_dir() else []
+    partial = [c for c in found if PARTIAL_RE.search(c)]
+    if partial:
+        problems.append(Problem("cells/", f"{len(partial)} earlier partial attempt(s) kept aside by --resume "
+                                          f"({', '.join(partial[:3])}{', ...' if len(partial) > 3 else ''}); "
+                                          "not used", "note"))
+        found = [c for c in found if c not in partial]
     if not listed and not found:
         problems.append(Problem("cells/", "no cells: nothing was measured (or the directory is not a labkit "
                                           "results directory)"))
@@ -442,6 +449,8 @@ def _cell_row(cid: str, rel: str, entry: dict, cj: dict, problems: list[Problem]
     loss = exp.get("loss_pct")
     up_loss = loss.get("up") if isinstance(loss, dict) else loss
     down_loss = loss.get("down") if isinstance(loss, dict) else loss
+    up_loss = exp.get("uplink_loss_pct", up_loss)
+    down_loss = exp.get("downlink_loss_pct", down_loss)
     phases = cj.get("phases") or {}
     ocpp = phases.get("ocpp") if isinstance(phases.get("ocpp"), dict) else {}
     outage = cj.get("outage") if isinstance(cj.get("outage"), dict) else {}
@@ -449,11 +458,13 @@ def _cell_row(cid: str, rel: str, entry: dict, cj: dict, problems: list[Problem]
     return {
         "cell": cid, "dir": rel, "profile": str(profile), "evse_hosts": int(n_hosts),
         "stations_per_host": int(sph), "stations": int(n_hosts) * int(sph), "repeat": int(rep), "status": status,
-        "added_rtt_ms": _num(exp.get("added_rtt_ms")), "up_rate_bps": _num(exp.get("uplink_rate_bps")),
+        "added_rtt_ms": _num(exp.get("added_rtt_ms")),
+        "min_added_rtt_ms": _num(exp.get("min_added_rtt_ms", exp.get("added_rtt_ms"))),
+        "up_rate_bps": _num(exp.get("uplink_rate_bps")),
         "down_rate_bps": _num(exp.get("downlink_rate_bps")), "up_loss_pct": _num(up_loss),
         "down_loss_pct": _num(down_loss), "ocpp_t0": _epoch(ocpp.get("started")),
         "ocpp_t1": _epoch(ocpp.get("ended")), "outage_t0": _num(outage.get("t_wall_start")),
-        "outage_t1": _num(outage.get("t_wall_end")), "engine": applied.get("engine"),
+        "outage_t1": _num(outage.get("t_wall_end")), "engine": applied.get("engine") or cj.get("engine"),
     }
 
 
@@ -469,7 +480,10 @@ def _load_cell_files(cid: str, cdir: Path, run_dir: Path, cj: dict, frames: dict
 
     def skipped(name: str) -> bool:
         ph = phases.get(name)
-        return isinstance(ph, dict) and ph.get("status") == "skipped"
+        if isinstance(ph, dict):
+            return ph.get("status") == "skipped"
+        # baselines (ping, iperf3) run once per profile by default: a cell without them says so
+        return name in ("ping", "iperf") and cj.get("baselines") is False
 
     def add(kind: str, path: Path) -> None:
         part = _prepare_csv(path, kind, cid, run_dir, problems)

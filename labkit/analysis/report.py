@@ -267,17 +267,19 @@ def scaling_section(doc: Document, run: Run, jobs: FigureJobs) -> None:
               caption="Median OCPP RTT [interquartile range] against N (ms)", raw=q)
     cpu = T.cpu_table(run)
     if len(cpu):
-        c = cpu[cpu["process"].isin(["csms", "fleet", "engine"])]
-        piv = c.pivot_table(index=["profile", "stations"], columns="process", values="median_cpu_pct")
-        mx = c.pivot_table(index=["profile", "stations"], columns="process", values="max_cpu_pct")
-        disp = pd.DataFrame(index=piv.index)
-        for col in piv.columns:
-            disp[f"{col} CPU median / max (%)"] = [f"{fmt_num(a, 0)} / {fmt_num(b, 0)}"
-                                                   for a, b in zip(piv[col], mx[col])]
+        names = {"csms": "CSMS", "fleet": "fleets", "engine": "shaping engine", "host": "busiest host"}
+        c = cpu[cpu["kind"].isin(list(names))]
+        med = c.pivot_table(index=["profile", "stations"], columns="kind", values="median_cpu_pct")
+        mx = c.pivot_table(index=["profile", "stations"], columns="kind", values="max_cpu_pct")
+        disp = pd.DataFrame(index=med.index)
+        for kind in [k for k in names if k in med.columns]:
+            unit = "% of all cores" if kind == "host" else "% of one core"
+            disp[f"{names[kind]}: median / max ({unit})"] = [f"{fmt_num(a, 0)} / {fmt_num(b, 0)}"
+                                                            for a, b in zip(med[kind], mx[kind])]
         disp = disp.reset_index().rename(columns={"stations": "N"})
         disp = T._sort(disp, order, ["N"])
-        doc.table(disp, "cpu", caption="CPU during the OCPP phase (% of one core; fleets summed over EVSE hosts)",
-                  raw=cpu)
+        doc.table(disp, "cpu", caption="CPU during the OCPP phase (processes summed over hosts, in % of one "
+                                       "core; hosts in % of all their cores)", raw=cpu)
     jobs.add(doc, F.fig_scaling, (ok, order), "Median OCPP RTT (line), interquartile range (band) and p95 "
              "(dashed) against the number of chargers, per profile.")
 

@@ -22,8 +22,9 @@ from labkit.analysis.load import Run
 DATA = Path(__file__).resolve().parent.parent / "data" / "thesis_2021.csv"
 TARGETS = {"thesis-2021": "auto", "thesis-2021-vm": "vm", "thesis-2021-containers": "container"}
 #: the dissertation's profiles, in its own column order, with labkit's faithful and realistic counterparts
-PROFILES = {"Reference": ("none", "none"), "AMPS": ("slow-amps", None), "GPRS": ("slow-gprs", "gprs"),
-            "3G": ("slow-3g", "3g"), "4G": ("slow-4g", "4g"), "VSAT": ("slow-vsat", "vsat")}
+PROFILES = {"Reference": (("none", "slow-reference"), None), "AMPS": (("slow-amps",), None),
+            "GPRS": (("slow-gprs",), "gprs"), "3G": (("slow-3g",), "3g"), "4G": (("slow-4g",), "4g"),
+            "VSAT": (("slow-vsat",), "vsat")}
 #: short tags for the segments of the ``differs`` notes (prefix of the segment -> tag)
 TAGS = [("Reference:", "Reference=none"), ("one-way shaping: slow.sh", "one-way"),
         ("one-way shaping: requests", "one-way (OCPP)"), ("one-way shaping: the EVSE->CPO data", "one-way (ACKs)"),
@@ -73,8 +74,9 @@ def resolve_setup(which: str, run: Run) -> str:
 
 def _match_profile(thesis_profile: str, present: set[str]) -> tuple[str | None, bool]:
     faithful, realistic = PROFILES[thesis_profile]
-    if faithful in present:
-        return faithful, False
+    for name in faithful:
+        if name in present:
+            return name, False
     if realistic and realistic in present:
         return realistic, True
     return None, False
@@ -102,7 +104,7 @@ def compare_run(run: Run, which: str = "thesis-2021", seed: int = 0) -> tuple[pd
             continue
         ours_profile, realistic = _match_profile(r.profile, present)
         if ours_profile is None:
-            uncovered.add(f"{r.profile} ({PROFILES[r.profile][0]})")
+            uncovered.add(f"{r.profile} ({PROFILES[r.profile][0][0]})")
             continue
         ours = math.nan
         if r.measure == "ping_rtt" and ping is not None:

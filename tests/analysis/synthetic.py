@@ -77,7 +77,7 @@ OVERHEAD = 40  # WebSocket + TCP/IP header bytes per frame
 
 
 def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
 
 # -- the OCPP closed-loop simulation ---------------------------------------------------------------------
@@ -227,7 +227,7 @@ def _fmt(v, nd=3):
 
 
 def _iperf_json(proto: str, rate_bps: float | None, rtt_ms: float, loss_pct: float, duration: int,
-                rng: np.random.Generator, t: float) -> dict:
+                rng: np.random.Generator, t: float, omit: int = 0) -> dict:
     cap = rate_bps if rate_bps else 2.4e9  # the unshaped netns path through the userspace engine
     eff = 0.955 if rate_bps else 1.0
     if proto == "tcp":
@@ -237,9 +237,9 @@ def _iperf_json(proto: str, rate_bps: float | None, rtt_ms: float, loss_pct: flo
             frac = min(1.0, (k + 1) / (ramp + 1)) if k < ramp else 1.0
             bps = cap * eff * frac * rng.normal(1, 0.01)
             intervals.append({"sum": {"start": float(k), "end": float(k + 1), "seconds": 1.0,
-                                      "bytes": int(bps / 8), "bits_per_second": bps, "omitted": False,
+                                      "bytes": int(bps / 8), "bits_per_second": bps, "omitted": k < omit,
                                       "sender": True}})
-        mean = float(np.mean([i["sum"]["bits_per_second"] for i in intervals]))
+        mean = float(np.mean([i["sum"]["bits_per_second"] for i in intervals if not i["sum"]["omitted"]]))
         return {"start": {"timestamp": {"timesecs": int(t)}, "test_start": {"protocol": "TCP", "duration": duration},
                           "target_bitrate": 0},
                 "intervals": intervals,
@@ -264,8 +264,9 @@ def make_run(root: Path, *, plan: str = "tests", seed: int = 7, backend: str = "
              engine: str = "userspace", ocpp_version: str = "1.6", label: str = "synthetic",
              incomplete: bool = True, outage: bool = True, base_rtt_ms: float = 0.08,
              profiles: list[str] | None = None, fleets: list[tuple[int, int]] | None = None,
-             meter_values: int | None = None, t0: float = T0) -> Path:
-    """Write a SYNTHETIC results directory under ``root``; returns its path."""
+             meter_values: int | None = None, baselines: str = "first", t0: float = T0) -> Path:
+    """Write a SYNTHETIC results directory under ``root``, laid out as labkit.bench.runner writes one
+    (baselines once per profile by default, float phase times, merged monitor.csv, ...); returns its path."""
     cfg = dict(PLANS[plan])
     profiles = profiles or cfg["profiles"]
     fleets = fleets or cfg["fleets"]
@@ -285,132 +286,151 @@ def make_run(root: Path, *, plan: str = "tests", seed: int = 7, backend: str = "
     max_hosts = max(h for h, _ in fleets)
     for pname in profiles:
         prof = PROFILES[pname]
-        for hosts_n, sph in fleets:
+        for i_fleet, (hosts_n, sph) in enumerate(fleets):
             cid = f"{pname}__n{hosts_n}x{sph}__r1"
             cdir = run_dir / "cells" / cid
+            cdir.mkdir(parents=True)
             hosts = [f"evse{k + 1}" for k in range(hosts_n)]
+            with_baselines = baselines == "every" or (baselines == "first" and i_fleet == 0)
             c_start = t
-            phases = {"shape": {"started": iso(t), "ended": iso(t + 0.8), "status": "complete", "error": None}}
+            phases = {"shape": {"started": t, "status": "complete", "ended": t + 0.8}}
             t += 1.0
-            # ping: EVSE1 <-> CPO, both directions, one probe every 0.2 s
-            ping_rows = []
-            lost_p = prof.loss_pct / 100 * 2 + (0.02 if pname in ("vsat", "gprs") else 0.0)
-            for direction, src, dst in (("up", "evse1", "cpo"), ("down", "cpo", "evse1")):
-                for s in range(1, ping_count + 1):
-                    ts = t + s * 0.2
-                    if rng.random() < lost_p:
-                        ping_rows.append((src, dst, direction, s, "", "", 1))
-                        continue
-                    ser = sum(84 * 8 / r * 1000 for r in (prof.up_rate_bps, prof.down_rate_bps) if r)
-                    eng = 0.12 if prof.added_rtt_ms and engine == "userspace" else 0.0
-                    rtt = (base_rtt_ms + prof.added_rtt_ms + ser + eng + rng.gamma(2, 0.02)
-                           + abs(rng.normal(0, prof.jitter_ms)) * 1.2)
-                    ping_rows.append((src, dst, direction, s, f"{ts + rtt / 1000:.6f}", f"{rtt:.3f}", 0))
-                    # the raw output is kept verbatim next to the CSV
-                (cdir / "ping").mkdir(parents=True, exist_ok=True)
-                (cdir / "ping" / f"{src}-{dst}.txt").write_text(f"SYNTHETIC ping output {src} -> {dst}\n")
-            _write_csv(cdir / "ping.csv", ["src", "dst", "direction", "seq", "t_wall", "rtt_ms", "lost"], ping_rows)
-            phases["ping"] = {"started": iso(t), "ended": iso(t + ping_count * 0.2), "status": "complete",
-                              "error": None}
-            t += ping_count * 0.2 + 0.5
-            # iperf: four tests of 5 s
-            (cdir / "iperf").mkdir(parents=True, exist_ok=True)
-            phases["iperf"] = {"started": iso(t), "ended": iso(t + 22), "status": "complete", "error": None}
-            for proto in ("tcp", "udp"):
-                for d, rate in (("up", prof.up_rate_bps), ("down", prof.down_rate_bps)):
-                    data = _iperf_json(proto, rate, base_rtt_ms + prof.added_rtt_ms, prof.loss_pct, 5, rng, t)
-                    (cdir / "iperf" / f"{proto}-{d}.json").write_text(json.dumps(data, indent=1))
-            t += 22
+            if with_baselines:
+                _write_ping(cdir, prof, pname, ping_count, t, base_rtt_ms, engine, rng)
+                phases["ping"] = {"started": t, "status": "complete", "ended": t + ping_count * 0.2}
+                t += ping_count * 0.2 + 0.5
+                (cdir / "iperf").mkdir()
+                phases["iperf"] = {"started": t, "status": "complete", "ended": t + 22}
+                for proto in ("tcp", "udp"):
+                    for d, rate in (("up", prof.up_rate_bps), ("down", prof.down_rate_bps)):
+                        data = _iperf_json(proto, rate, base_rtt_ms + prof.added_rtt_ms, prof.loss_pct,
+                                           7 if proto == "tcp" else 5, rng, t, omit=2 if proto == "tcp" else 0)
+                        (cdir / "iperf" / f"{proto}-{d}.json").write_text(json.dumps(data, indent=1))
+                t += 22
             # OCPP
-            o = None
-            if cid == outage_cell:
-                o = (t + OUTAGE[0], t + OUTAGE[0] + OUTAGE[1])
+            o = (t + OUTAGE[0], t + OUTAGE[0] + OUTAGE[1]) if cid == outage_cell else None
             timeout_p = 0.004 if pname in ("vsat", "gprs", "slow-vsat") else 0.0
             calls, events, csms_rows, busy, t_end = make_cell_ocpp(prof, hosts, sph, mv, t, rng, outage=o,
                                                                    timeout_p=timeout_p)
-            phases["ocpp"] = {"started": iso(t), "ended": iso(t_end), "status": "complete", "error": None}
-            frun = f"{run_id}-{cid}"
-            for h in hosts:
-                rows = []
-                for (hh, sid, action, ts, rtt, outcome, err, attempt, queued) in sorted(
-                        (c for c in calls if c[0] == h), key=lambda c: c[3]):
-                    req, resp = REQ_BYTES[action], (RESP_BYTES[action] if rtt is not None else "")
-                    rows.append((frun, h, sid, ocpp_version, action, f"{ts:.6f}", int((ts - t0) * 1e9),
-                                 _fmt(rtt), outcome, err, req, resp, _fmt(queued, 1), attempt))
-                _write_csv(cdir / "ocpp" / f"calls-{h}.csv",
-                           ["run_id", "host", "station_id", "ocpp_version", "action", "t_wall", "t_mono_ns",
-                            "rtt_ms", "outcome", "error_code", "req_bytes", "resp_bytes", "queued_ms", "attempt"],
-                           rows)
-                ev = sorted((e for e in events if e[0] == h), key=lambda e: e[2])
-                _write_csv(cdir / "ocpp" / f"events-{h}.csv",
-                           ["run_id", "host", "station_id", "t_wall", "event", "detail", "downtime_ms"],
-                           [(frun, hh, sid, f"{ts:.6f}", e, det, dt) for hh, sid, ts, e, det, dt in ev])
-            _write_csv(cdir / "ocpp" / "csms.csv",
-                       ["t_wall", "station_id", "ocpp_version", "action", "handle_ms", "outcome", "error_code",
-                        "req_bytes", "resp_bytes"],
-                       [(f"{ts:.6f}", sid, ocpp_version, a, f"{hm:.3f}", oc, er, REQ_BYTES[a], RESP_BYTES[a])
-                        for ts, sid, a, hm, oc, er in sorted(csms_rows)])
-            # monitor: one sample per second and host during the OCPP phase
-            mon = []
-            n_st = hosts_n * sph
-            for k in range(int(t_end - t) + 1):
-                ts = t + k + 0.5
-                csms_cpu = min(100.0, 100 * busy.get(("cpo", k), 0.0) + 1.5 + rng.normal(0, 0.3))
-                mon.append((f"{ts:.3f}", "cpo", "cpo", "csms", 4242, f"{csms_cpu:.1f}", int(60e6 + n_st * 2e5),
-                            f"{min(100.0, csms_cpu / 2 + 1):.1f}", int(400e6)))
-                eng_cpu = (0.4 + 0.004 * n_st * 10) if engine == "userspace" and prof.added_rtt_ms else 0.2
-                mon.append((f"{ts:.3f}", "gw", "gateway", "engine", 4343, f"{eng_cpu:.1f}", int(30e6), "", ""))
-                for h in hosts:
-                    fcpu = min(100.0, 100 * busy.get((h, k), 0.0) * 2.5 + 0.8 * sph + rng.normal(0, 0.2))
-                    mon.append((f"{ts:.3f}", h, "evse", "fleet", 5000 + int(h[4:]), f"{max(fcpu, 0):.1f}",
-                                int(45e6 + sph * 1.5e6), f"{min(100.0, fcpu / 2 + 0.5):.1f}", int(300e6)))
-            _write_csv(cdir / "monitor.csv", ["t_wall", "host", "role", "process", "pid", "cpu_pct", "rss_bytes",
-                                              "host_cpu_pct", "host_mem_used_bytes"], mon)
-            t = t_end + 1.0
-            phases["clear"] = {"started": iso(t), "ended": iso(t + 0.3), "status": "complete", "error": None}
-            t += 1.0
+            phases["ocpp"] = {"started": t, "status": "complete", "ended": t_end + 0.5}
+            _write_ocpp(cdir, run_id, hosts, calls, events, csms_rows, ocpp_version, t0)
+            _write_monitor(cdir, hosts, sph, busy, t, t_end, engine, prof, rng)
+            t = t_end + 2.0
             status = "complete"
             if cid == incomplete_cell:
-                status = "incomplete"
-                phases["ocpp"].update(status="failed", error=f"fleet on {hosts[-1]} exited with status 1")
+                status = "failed"
+                phases["ocpp"].update(status="failed", error=f"{hosts[-1]}: the fleet exited before finishing: "
+                                                             "Killed")
                 f = cdir / "ocpp" / f"calls-{hosts[-1]}.csv"
                 data = f.read_bytes()
-                cut = len(data) * 2 // 3
-                f.write_bytes(data[:cut])  # torn mid-line, as a killed writer leaves it
-                phases["clear"]["status"] = "complete"
-            loss = {"up": prof.loss_pct, "down": prof.loss_pct}
+                f.write_bytes(data[: len(data) * 2 // 3])  # torn mid-line, as a killed writer leaves it
             cell = {
-                "id": cid, "profile": pname, "evse_hosts": hosts, "stations_per_host": sph, "repeat": 1,
-                "status": status, "started": iso(c_start), "ended": iso(t), "phases": phases,
+                "id": cid, "profile": pname, "evse_hosts": hosts_n, "evse_host_names": hosts,
+                "stations_per_host": sph, "repeat": 1, "baselines": with_baselines, "status": status,
+                "started": iso(c_start), "ended": iso(t), "phases": phases,
                 "profile_spec": {"name": pname, "synthetic": True},
-                "applied": {"engine": engine},
-                "expected": {"added_rtt_ms": prof.added_rtt_ms, "uplink_rate_bps": prof.up_rate_bps,
-                             "downlink_rate_bps": prof.down_rate_bps, "loss_pct": loss},
-                "path_check": {"ok": True, "synthetic": True},
-                "outage": ({"start_s": OUTAGE[0], "duration_s": OUTAGE[1], "t_wall_start": o[0], "t_wall_end": o[1]}
-                           if o else None),
+                "expected": {"added_rtt_ms": prof.added_rtt_ms, "min_added_rtt_ms": prof.added_rtt_ms,
+                             "uplink_rate_bps": prof.up_rate_bps, "downlink_rate_bps": prof.down_rate_bps,
+                             "uplink_loss_pct": prof.loss_pct, "downlink_loss_pct": prof.loss_pct},
+                "applied": {"engine": engine, "synthetic": True}, "engine": engine,
+                "ocpp": {"started": phases["ocpp"]["started"], "ended": phases["ocpp"]["ended"]},
             }
-            (cdir / "cell.json").write_text(json.dumps(cell, indent=1))
+            if o:
+                cell["outage"] = {"start_s": OUTAGE[0], "duration_s": OUTAGE[1], "t_wall_start": o[0],
+                                  "t_wall_end": o[1], "method": "synthetic"}
+            (cdir / "cell.json").write_text(json.dumps(cell, indent=2))
             cells.append({"id": cid, "dir": f"cells/{cid}", "profile": pname, "evse_hosts": hosts_n,
                           "stations_per_host": sph, "repeat": 1, "status": status})
     manifest = {
         "format": "labkit-results/1", "run_id": run_id, "synthetic": True,
         "status": "incomplete" if incomplete else "complete",
-        "reason": f"cell {incomplete_cell}: fleet on evse{fleets[-1][0]} exited with status 1" if incomplete else None,
-        "command": ["labkit", "bench", "--synthetic"], "started": iso(t0), "ended": iso(t), "seed": seed,
-        "lab": {"spec": {"name": "lab1", "evse": max_hosts}, "hosts": {}},
+        "reason": f"cell {incomplete_cell}: the fleet on evse{fleets[-1][0]} exited" if incomplete else "",
+        "pid": 0, "command": ["labkit", "bench", "--synthetic"], "started": iso(t0), "ended": iso(t),
+        "seed": seed, "labkit": "0.1.0", "lab": {"spec": {"name": "lab1", "evse": max_hosts}, "hosts": {}},
         "backend": backend, "backend_details": {"synthetic": True}, "engine": engine,
-        "plan": {"profiles": profiles, "evse_hosts": sorted({h for h, _ in fleets}),
-                 "stations_per_host": sorted({s for _, s in fleets}), "repeats": 1, "scenario": "thesis",
-                 "ocpp_version": ocpp_version, "ping": {"count": ping_count, "interval_s": 0.2},
-                 "iperf": {"duration_s": 5}, "outage": {"cell": outage_cell, "start_s": OUTAGE[0], "duration_s": OUTAGE[1]}},
-        "hosts": {"cpo": {"role": "cpo", "kernel": "synthetic", "cpus": 2}},
-        "controller": {"python": "3.11", "labkit": "0.1.0", "synthetic": True},
+        "plan": {"profiles": profiles, "evse_counts": sorted({h for h, _ in fleets}),
+                 "stations_per_host": fleets[0][1], "repeats": 1, "scenario": "thesis-2021", "ocpp": ocpp_version,
+                 "seed": seed, "ping_count": ping_count, "ping_interval_s": 0.2, "iperf_seconds": 5.0,
+                 "iperf_omit_s": 2.0, "udp_seconds": 5.0, "meter_values": mv, "meter_interval_s": 0.1,
+                 "heartbeat_s": 2.0, "baselines": baselines, "ocpp_phase": True,
+                 "outage": {"duration_s": OUTAGE[1], "at_s": OUTAGE[0]} if outage_cell else None,
+                 "synthetic_fleets": [list(f) for f in fleets]},
+        "hosts": {"cpo": {"role": "cpo", "kernel": "synthetic", "cpus": "2"},
+                  "gw": {"role": "gateway", "kernel": "synthetic", "cpus": "2"}},
+        "controller": {"python": "3.11", "labkit": "0.1.0", "synthetic": "true"},
         "profiles": {p: {"synthetic": True, **PROFILES[p].__dict__} for p in profiles},
-        "cells": cells,
+        "cells": cells, "link_cleared": True,
     }
-    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return run_dir
+
+
+def _write_ping(cdir: Path, prof: SynthProfile, pname: str, count: int, t: float, base_rtt_ms: float,
+                engine: str, rng: np.random.Generator) -> None:
+    rows = []
+    lost_p = prof.loss_pct / 100 * 2 + (0.02 if pname in ("vsat", "gprs") else 0.0)
+    (cdir / "ping").mkdir()
+    for direction, src, dst in (("up", "evse1", "cpo"), ("down", "cpo", "evse1")):
+        for seq in range(1, count + 1):
+            ts = t + seq * 0.2
+            if rng.random() < lost_p:
+                rows.append((src, dst, direction, seq, "", "", 1, ""))
+                continue
+            ser = sum(84 * 8 / r * 1000 for r in (prof.up_rate_bps, prof.down_rate_bps) if r)
+            eng = 0.12 if prof.added_rtt_ms and engine == "userspace" else 0.0
+            rtt = (base_rtt_ms + prof.added_rtt_ms + ser + eng + rng.gamma(2, 0.02)
+                   + abs(rng.normal(0, prof.jitter_ms)) * 1.2)
+            rows.append((src, dst, direction, seq, f"{ts + rtt / 1000:.6f}", f"{rtt:.3f}", 0, 63))
+        (cdir / "ping" / f"{src}-{dst}.txt").write_text(f"SYNTHETIC ping output {src} -> {dst}\n")
+    _write_csv(cdir / "ping.csv", ["src", "dst", "direction", "seq", "t_wall", "rtt_ms", "lost", "ttl"], rows)
+
+
+def _write_ocpp(cdir: Path, run_id: str, hosts: list[str], calls, events, csms_rows, ocpp_version: str,
+                t0: float) -> None:
+    for h in hosts:
+        rows = []
+        for (_hh, sid, action, ts, rtt, outcome, err, attempt, queued) in sorted(
+                (c for c in calls if c[0] == h), key=lambda c: c[3]):
+            req, resp = REQ_BYTES[action], (RESP_BYTES[action] if rtt is not None else "")
+            rows.append((run_id, h, sid, ocpp_version, action, f"{ts:.6f}", int((ts - t0) * 1e9),
+                         _fmt(rtt), outcome, err, req, resp, _fmt(queued, 1), attempt))
+        _write_csv(cdir / "ocpp" / f"calls-{h}.csv",
+                   ["run_id", "host", "station_id", "ocpp_version", "action", "t_wall", "t_mono_ns", "rtt_ms",
+                    "outcome", "error_code", "req_bytes", "resp_bytes", "queued_ms", "attempt"], rows)
+        ev = sorted((e for e in events if e[0] == h), key=lambda e: e[2])
+        _write_csv(cdir / "ocpp" / f"events-{h}.csv",
+                   ["run_id", "host", "station_id", "t_wall", "event", "detail", "downtime_ms"],
+                   [(run_id, hh, sid, f"{ts:.6f}", e, det, dt) for hh, sid, ts, e, det, dt in ev])
+    _write_csv(cdir / "ocpp" / "csms.csv",
+               ["t_wall", "station_id", "ocpp_version", "action", "handle_ms", "outcome", "error_code",
+                "req_bytes", "resp_bytes"],
+               [(f"{ts:.6f}", sid, ocpp_version, a, f"{hm:.3f}", oc, er, REQ_BYTES[a], RESP_BYTES[a])
+                for ts, sid, a, hm, oc, er in sorted(csms_rows)])
+
+
+def _write_monitor(cdir: Path, hosts: list[str], sph: int, busy: dict, t: float, t_end: float, engine: str,
+                   prof: SynthProfile, rng: np.random.Generator) -> None:
+    """One sample per second and host: the whole host (the same machine on netns) and its processes."""
+    mon = []
+    n_st = len(hosts) * sph
+    for k in range(int(t_end - t) + 1):
+        ts = t + k + 0.5
+        csms_cpu = min(100.0, 100 * busy.get(("cpo", k), 0.0) + 1.5 + abs(rng.normal(0, 0.3)))
+        fleets = {h: min(100.0, 100 * busy.get((h, k), 0.0) * 2.5 + 0.8 * sph + abs(rng.normal(0, 0.2)))
+                  for h in hosts}
+        eng_cpu = (0.4 + 0.04 * n_st) if engine == "userspace" and prof.added_rtt_ms else 0.2
+        machine = min(100.0, (csms_cpu + sum(fleets.values()) + eng_cpu) / 2 + 2)  # 2 cores
+        for host, role in [("cpo", "cpo"), ("gw", "gateway")] + [(h, "evse") for h in hosts]:
+            mon.append((f"{ts:.3f}", host, role, "host", "", f"{machine:.1f}", "", f"{machine:.1f}", int(4e9)))
+        mon.append((f"{ts:.3f}", "cpo", "cpo", "csms", 4242, f"{csms_cpu:.1f}", int(60e6 + n_st * 2e5),
+                    f"{machine:.1f}", int(4e9)))
+        mon.append((f"{ts:.3f}", "gw", "gateway", "engine", 4343, f"{eng_cpu:.1f}", int(30e6), f"{machine:.1f}",
+                    int(4e9)))
+        for h in hosts:
+            mon.append((f"{ts:.3f}", h, "evse", "fleet", 5000 + int(h[4:]), f"{fleets[h]:.1f}",
+                        int(45e6 + sph * 1.5e6), f"{machine:.1f}", int(4e9)))
+    _write_csv(cdir / "monitor.csv", ["t_wall", "host", "role", "process", "pid", "cpu_pct", "rss_bytes",
+                                      "host_cpu_pct", "host_mem_used_bytes"], mon)
 
 
 def main() -> None:

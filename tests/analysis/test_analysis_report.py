@@ -40,6 +40,8 @@ def check_legible(fig) -> list[str]:
         colorbar = ax.get_label() == "<colorbar>"
         abox = ax.get_window_extent(renderer)
         for which, axis, label in (("x", ax.xaxis, ax.get_xlabel()), ("y", ax.yaxis, ax.get_ylabel())):
+            if not axis.get_visible():
+                continue
             ticks = []
             for t in _visible_texts(axis.get_ticklabels()):  # only the labels inside the axis span are drawn
                 bb = t.get_window_extent(renderer)
@@ -60,6 +62,16 @@ def check_legible(fig) -> list[str]:
         if not _inside(ax.get_tightbbox(renderer), fb):
             issues.append(f"{ax.get_title()!r}: axes or its labels reach outside the figure")
     legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    labels = []
+    for ax in fig.axes:
+        if ax.get_visible():
+            labels += [t for t in (ax.xaxis.label, ax.yaxis.label, ax.title) if t.get_visible() and t.get_text()]
+    for leg in legends:
+        lb = leg.get_window_extent(renderer)
+        for t in labels:
+            tb = t.get_window_extent(renderer)
+            if lb.overlaps(tb) and lb.intersection(lb, tb).width > 1 and lb.intersection(lb, tb).height > 1:
+                issues.append(f"legend overlaps the label {t.get_text()!r}")
     for art in legends + list(fig.texts) + ([fig._suptitle] if fig._suptitle else []):
         if art.get_visible() and not _inside(art.get_window_extent(renderer), fb):
             issues.append(f"text outside the figure: {type(art).__name__}")
@@ -141,6 +153,13 @@ def test_legibility_check_catches_problems():
     issues = check_legible(fig)
     plt.close(fig)
     assert "text outside the figure: Legend" in issues
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([1, 2], [1, 2], label="x")
+    ax.set_ylabel("rtt (ms)")
+    ax.legend(loc="center left", bbox_to_anchor=(-0.2, 0.5))
+    issues = check_legible(fig)
+    plt.close(fig)
+    assert "legend overlaps the label 'rtt (ms)'" in issues
 
 
 def test_svg_and_no_figures(synth_dir, tmp_path):
