@@ -59,7 +59,7 @@ def _test_rows(ga: dict, gb: dict, keys: list[str]) -> tuple[list[dict], list, l
         t = rank_test(x, y)
         ma, mb = float(np.median(x)), float(np.median(y))
         kk = k if isinstance(k, tuple) else (k,)
-        rows.append({**dict(zip(keys, kk)), "n_a": len(x), "n_b": len(y), "median_a": ma, "median_b": mb,
+        rows.append({**dict(zip(keys, kk, strict=False)), "n_a": len(x), "n_b": len(y), "median_a": ma, "median_b": mb,
                      "diff": mb - ma, "diff_pct": 100 * (mb - ma) / ma if ma else math.nan,
                      "hl_shift": t["hl_shift"], "cliffs_delta": t["cliffs_delta"],
                      "magnitude": delta_magnitude(t["cliffs_delta"]), "u": t["u"], "p": t["p"]})
@@ -116,7 +116,7 @@ def _test_table(df: pd.DataFrame, first: list[tuple[str, str]], unit: str, la: s
         f"median {la}{unit}": df["median_a"].map(fmt), f"median {lb}{unit}": df["median_b"].map(fmt),
         f"{lb} − {la}{unit}": df["diff"].map(fmt), "change (%)": df["diff_pct"].map(lambda v: fmt_num(v, 1)),
         f"HL shift{unit}": df["hl_shift"].map(fmt),
-        "Cliff's δ": [f"{fmt_num(d, 2)} ({m})" for d, m in zip(df["cliffs_delta"], df["magnitude"])],
+        "Cliff's δ": [f"{fmt_num(d, 2)} ({m})" for d, m in zip(df["cliffs_delta"], df["magnitude"], strict=False)],
         "Mann-Whitney p": df["p"].map(fmt_p),
     })
 
@@ -159,8 +159,8 @@ def write_compare(targets: list[str], out_dir: str | Path | None = None, *, fmt:
         "": lab, "run": f"`{r.run_id}`", "status": r.status, "backend": r.backend, "engine": r.engine,
         "OCPP": r.ocpp_version, "cells": len(r.cells), "ping probes": len(r.ping), "OCPP calls": len(r.calls),
         "started": str(r.manifest.get("started") or "—"), "problems": len(r.problems)}
-        for lab, r in zip(labels, runs)]))
-    for lab, r in zip(labels, runs):
+        for lab, r in zip(labels, runs, strict=False)]))
+    for lab, r in zip(labels, runs, strict=False):
         if r.problems:
             doc.p(f"**{lab}** (`{r.run_id}`): what is missing or suspect:")
             doc.bullets(f"`{p.where}`: {p.what}" for p in r.problems)
@@ -206,7 +206,7 @@ def write_compare(targets: list[str], out_dir: str | Path | None = None, *, fmt:
                  "OCPP RTT per profile, one box per run (quartiles; whiskers p5–p95), one panel per N.")
 
     for name in thesis:
-        for lab, r in zip(labels, runs):
+        for lab, r in zip(labels, runs, strict=False):
             thesis_rows.append((lab, name, thesis_section(doc, jobs, r, lab, name, seed)))
     figs = jobs.run(out, fmt, workers)
     md, html = doc.write(out, "compare")
@@ -257,11 +257,12 @@ def thesis_section(doc: Document, jobs, run: Run, lab: str, which: str, seed: in
         tag_rows = [tag_list(d) for d in sub["differs"]]
         common = [t for t in tag_rows[0] if all(t in tr for tr in tag_rows)]
         disp = pd.DataFrame({
-            "profile (dissertation → labkit)": [f"{a} → {b}" for a, b in zip(sub["thesis_profile"], sub["profile"])],
+            "profile (dissertation → labkit)": [f"{a} → {b}" for a, b in
+                                                zip(sub["thesis_profile"], sub["profile"], strict=True)],
             "statistic": sub["statistic"].map(lambda s: titles.get(s, s)),
-            "dissertation": [fmt_val(v, u) for v, u in zip(sub["thesis"], sub["unit"])],
-            "ours": [fmt_val(v, u) for v, u in zip(sub["ours"], sub["unit"])],
-            "difference": [fmt_val(v, u) for v, u in zip(sub["diff"], sub["unit"])],
+            "dissertation": [fmt_val(v, u) for v, u in zip(sub["thesis"], sub["unit"], strict=False)],
+            "ours": [fmt_val(v, u) for v, u in zip(sub["ours"], sub["unit"], strict=False)],
+            "difference": [fmt_val(v, u) for v, u in zip(sub["diff"], sub["unit"], strict=False)],
             "difference (%)": sub["diff_pct"].map(lambda v: fmt_num(v, 1)),
             "setup differs (also)": [", ".join(t for t in tr if t not in common) for tr in tag_rows],
         })

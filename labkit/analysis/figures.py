@@ -117,7 +117,8 @@ def fig_goodput(tbl: pd.DataFrame, order: list[str], out: Path, fmt: str = "png"
         sub = tcp[tcp["profile"] == p].set_index("direction")
         up = sub["configured_bps"].get("up", math.nan)
         dn = sub["configured_bps"].get("down", math.nan)
-        labels.append(f"{p}\n↑{'unlim.' if math.isnan(up) else fmt_rate(up)}\n↓{'unlim.' if math.isnan(dn) else fmt_rate(dn)}")
+        up_s, dn_s = ("unlim." if math.isnan(v) else fmt_rate(v) for v in (up, dn))
+        labels.append(f"{p}\n↑{up_s}\n↓{dn_s}")
     x = np.arange(len(profiles))
     w = 0.26
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(max(6.5, 1.15 * len(profiles) + 2.5), 7.0), sharex=True,
@@ -211,7 +212,7 @@ def fig_ocpp_ecdf(ok: pd.DataFrame, order: list[str], out: Path, fmt: str = "png
                              sharey=True, layout="constrained")
     colors = profile_colors(order)
     groups = {k: g.to_numpy(dtype=float) for k, g in ok.groupby(["profile", "stations"])["rtt_ms"]}
-    for ax, n in zip(axes.flat, ns):
+    for ax, n in zip(axes.flat, ns, strict=False):
         for p in profiles:
             v = groups.get((p, n))
             if v is not None and len(v):
@@ -248,7 +249,7 @@ def fig_overhead(tbl: pd.DataFrame, order: list[str], out: Path, fmt: str = "png
     fig, axes = plt.subplots(1, len(pick), figsize=(0.85 * len(actions) * len(pick) + 3.5,
                                                      0.42 * len(profiles) + 2.6), squeeze=False,
                              layout="constrained")
-    for k, (ax, n) in enumerate(zip(axes.flat, pick)):
+    for k, (ax, n) in enumerate(zip(axes.flat, pick, strict=False)):
         sub = tbl[tbl["stations"] == n].pivot_table(index="profile", columns="action", values="overhead_ms")
         sub = sub.reindex(index=profiles, columns=actions)
         sns.heatmap(sub, ax=ax, annot=True, fmt=".1f", cmap="rocket_r", vmin=vmin, vmax=max(vmax, 1.0),
@@ -278,7 +279,7 @@ def fig_scaling(ok: pd.DataFrame, order: list[str], out: Path, fmt: str = "png")
                              layout="constrained")
     colors = profile_colors(order)
     ns = sorted(q["stations"].unique())
-    for ax, p in zip(axes.flat, profiles):
+    for ax, p in zip(axes.flat, profiles, strict=False):
         s = q[q["profile"] == p].sort_values("stations")
         c = colors[p]
         ax.fill_between(s["stations"], s["p25"], s["p75"], color=c, alpha=0.25, lw=0, label="p25–p75")
@@ -438,7 +439,7 @@ class FigureJobs:
         finally:
             _PENDING = []
         made = []
-        for (doc, key, func, _args, _kw, caption), res in zip(self.jobs, results):
+        for (doc, key, _func, _args, _kw, caption), res in zip(self.jobs, results, strict=False):
             marker = f"\0{key}\0"
             idx = doc.blocks.index(marker)
             if res is None:
@@ -512,7 +513,7 @@ def fig_compare_box(runs: list, labels: list[str], order: list[str], out: Path, 
     fig, axes = plt.subplots(rows, 1, figsize=(max(7, 0.55 * len(profiles) * len(runs) + 3.0), 2.9 * rows + 0.6),
                              squeeze=False, sharex=True, layout="constrained")
     w = 0.8 / len(runs)
-    for ax, n in zip(axes[:, 0], ns):
+    for ax, n in zip(axes[:, 0], ns, strict=False):
         for j, o in enumerate(oks):
             if not len(o):
                 continue
@@ -558,7 +559,7 @@ def fig_thesis(rows: pd.DataFrame, lab: str, name: str, out: Path, fmt: str = "p
     fig, axes = plt.subplots(nrows, cols, figsize=(3.9 * cols + 0.4, 3.2 * nrows + 0.7), squeeze=False,
                              layout="constrained")
     thesis_order = ["Reference", "AMPS", "GPRS", "3G", "4G", "VSAT"]
-    for ax, (title, sub, ylabel) in zip(axes.flat, panels):
+    for ax, (title, sub, ylabel) in zip(axes.flat, panels, strict=False):
         sub = sub.set_index("thesis_profile").reindex([p for p in thesis_order if p in set(sub["thesis_profile"])])
         x = np.arange(len(sub))
         ax.vlines(x, sub["thesis"], sub["ours"], color="#bbbbbb", lw=2, zorder=1)
@@ -573,7 +574,7 @@ def fig_thesis(rows: pd.DataFrame, lab: str, name: str, out: Path, fmt: str = "p
         ax.set_title(title)
         ax.set_ylabel(ylabel)
         ax.set_xticks(x)
-        ax.set_xticklabels([f"{p}\n{q}" for p, q in zip(sub.index, sub["profile"])], fontsize=7.5)
+        ax.set_xticklabels([f"{p}\n{q}" for p, q in zip(sub.index, sub["profile"], strict=False)], fontsize=7.5)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()

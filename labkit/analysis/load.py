@@ -359,7 +359,8 @@ def load_run(path: str | Path) -> Run:
             problems.append(Problem("manifest.json", "status is 'running': the run had not finished (or was "
                                                      "killed) when read; results are partial", "incomplete"))
         elif status == "incomplete":
-            problems.append(Problem("manifest.json", f"status is 'incomplete': {manifest.get('reason') or 'no reason given'}",
+            reason = manifest.get("reason") or "no reason given"
+            problems.append(Problem("manifest.json", f"status is 'incomplete': {reason}",
                                     "incomplete"))
     run_id = str(manifest.get("run_id") or run_dir.resolve().name)
 

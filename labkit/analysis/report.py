@@ -117,11 +117,12 @@ def ping_section(doc: Document, run: Run, jobs: FigureJobs, seed: int) -> None:
         "profile": tbl["profile"], "direction": tbl["direction"].map(F.DIR_LABEL),
         "configured added RTT (ms)": tbl["added_rtt_ms"].map(fmt_num),
         "median (ms)": tbl["median"].map(fmt_num),
-        "median 95% CI (ms)": [f"{fmt_num(a)}–{fmt_num(b)}" for a, b in zip(tbl["median_ci_lo"], tbl["median_ci_hi"])],
+        "median 95% CI (ms)": [f"{fmt_num(a)}–{fmt_num(b)}"
+                               for a, b in zip(tbl["median_ci_lo"], tbl["median_ci_hi"], strict=True)],
         "mean (ms)": tbl["mean"].map(fmt_num), "std (ms)": tbl["std"].map(fmt_num),
         "min (ms)": tbl["min"].map(fmt_num), "p95 (ms)": tbl["p95"].map(fmt_num), "max (ms)": tbl["max"].map(fmt_num),
         "excess (ms)": tbl["excess_ms"].map(fmt_num), "replies": tbl["n"].astype(int),
-        "lost": [f"{int(l)} ({fmt_num(p, 1)} %)" for l, p in zip(tbl["lost"], tbl["lost_pct"])],
+        "lost": [f"{int(n)} ({fmt_num(p, 1)} %)" for n, p in zip(tbl["lost"], tbl["lost_pct"], strict=True)],
         "below configured": tbl["below_added"].astype(int),
     })
     doc.p("Each probe's round trip crosses the gateway in both directions, so a profile's *added RTT* is the "
@@ -275,7 +276,7 @@ def scaling_section(doc: Document, run: Run, jobs: FigureJobs) -> None:
         for kind in [k for k in names if k in med.columns]:
             unit = "% of all cores" if kind == "host" else "% of one core"
             disp[f"{names[kind]}: median / max ({unit})"] = [f"{fmt_num(a, 0)} / {fmt_num(b, 0)}"
-                                                            for a, b in zip(med[kind], mx[kind])]
+                                                            for a, b in zip(med[kind], mx[kind], strict=False)]
         disp = disp.reset_index().rename(columns={"stations": "N"})
         disp = T._sort(disp, order, ["N"])
         doc.table(disp, "cpu", caption="CPU during the OCPP phase (processes summed over hosts, in % of one "

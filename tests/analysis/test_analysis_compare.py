@@ -95,7 +95,8 @@ def test_compare_with_thesis_shows_theirs_ours_and_the_difference(synth_dir, tmp
     assert "Not in this run: 3G (slow-3g), AMPS (slow-amps)." in md
     # iperf: the dissertation's kilobytes per second in bit/s; ping: its one-way latency as added RTT
     ip = rows[(rows["measure"] == "iperf_tcp") & (rows["thesis_profile"] == "VSAT")].set_index("statistic")
-    assert ip.loc["configured_kilobytes_per_s", "thesis"] == 40e6 and ip.loc["configured_kilobytes_per_s", "ours"] == 40e6
+    assert ip.loc["configured_kilobytes_per_s", "thesis"] == 40e6
+    assert ip.loc["configured_kilobytes_per_s", "ours"] == 40e6
     pg = rows[(rows["measure"] == "ping_rtt") & (rows["thesis_profile"] == "GPRS")].set_index("statistic")
     assert pg.loc["configured_added_rtt", "diff"] == 0.0
     assert "Setup differs in every row: timer, load, containers" in md
