@@ -86,7 +86,7 @@ def escape_inline(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-_NUMERIC = re.compile(r"^[-+−]?[\d,]*\.?\d+(e[-+]?\d+)?( ?[%a-zA-Z/]+)?$|^—$")
+_NUMERIC = re.compile(r"^[-+−]?[\d,]*\.?\d+(e[-+]?\d+)?( ?[%a-zA-Z/]+)?$|^—$|^[-\d.]+–[-\d.]+$")
 
 
 def markdown_table(df: pd.DataFrame) -> str:

@@ -161,7 +161,8 @@ def iperf_section(doc: Document, run: Run, jobs: FigureJobs) -> None:
             "configured loss (%)": udp["configured_loss_pct"].map(lambda v: fmt_num(v, 2)),
             "measured loss (%)": udp["lost_pct"].map(lambda v: fmt_num(v, 2)),
             "jitter (ms)": udp["jitter_ms"].map(lambda v: fmt_num(v, 3))}), "iperf_udp",
-            caption="UDP at the configured rate (loss and jitter as iperf3 reports them)", raw=udp)
+            caption="UDP (sent below the bottleneck rate, so a queue never overflows: the loss is the link's "
+                    "own; loss and jitter as iperf3 reports them)", raw=udp)
     jobs.add(doc, F.fig_goodput, (tbl, T.order_of(run)),
              "TCP goodput against the configured rate (black bars), absolute and as a share; the dotted line "
              "marks 90 %.")

@@ -31,8 +31,16 @@ def _sort(df: pd.DataFrame, order: list[str], by: list[str]) -> pd.DataFrame:
     if df.empty:
         return df
     rank = {p: i for i, p in enumerate(order)}
-    df = df.assign(_o=df["profile"].map(lambda p: rank.get(p, len(rank))))
-    return df.sort_values(["_o", *by], kind="stable").drop(columns="_o").reset_index(drop=True)
+    extra = {}
+    keys = []
+    for col in by:
+        if col == "direction":  # uplink (EVSE -> CPO) before downlink
+            extra["_d"] = df["direction"].map({"up": 0, "down": 1}).fillna(2)
+            keys.append("_d")
+        else:
+            keys.append(col)
+    df = df.assign(_o=df["profile"].map(lambda p: rank.get(p, len(rank))), **extra)
+    return df.sort_values(["_o", *keys], kind="stable").drop(columns=["_o", *extra]).reset_index(drop=True)
 
 
 def _describe(values: np.ndarray, seed: int) -> dict:
@@ -86,7 +94,7 @@ def iperf_table(run: Run) -> pd.DataFrame:
         retransmits=("retransmits", "median"), lost_pct=("lost_pct", "median"),
         configured_loss_pct=("configured_loss_pct", "first"), jitter_ms=("jitter_ms", "median")).reset_index()
     out["pct_of_configured"] = 100.0 * out["bps"] / out["configured_bps"]
-    return _sort(out[cols], order_of(run), ["proto", "direction"])
+    return _sort(out[cols], order_of(run), ["proto", "direction"])  # tcp before udp
 
 
 def ocpp_table(run: Run, seed: int = 0) -> pd.DataFrame:

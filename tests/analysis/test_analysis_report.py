@@ -117,8 +117,9 @@ def test_report_problems_come_first(report_a):
     assert "calls-evse2.csv`: last line torn" in md
 
 
-def test_every_figure_is_legible(synth_dir, tmp_path, monkeypatch):
-    """Draw every report figure in this process and check units, tick-label overlap and clipping."""
+@pytest.fixture
+def checked_figures(monkeypatch):
+    """Figures drawn while this fixture is active are checked; returns name -> problems."""
     seen: dict[str, list[str]] = {}
     real_save = F.save
 
@@ -127,9 +128,27 @@ def test_every_figure_is_legible(synth_dir, tmp_path, monkeypatch):
         return real_save(fig, out_dir, name, fmt)
 
     monkeypatch.setattr(F, "save", checking_save)
+    return seen
+
+
+def test_every_figure_is_legible(synth_dir, tmp_path, checked_figures):
+    """Draw every report figure in this process and check units, tick-label overlap and clipping."""
     write_report(synth_dir, tmp_path, workers=1)
-    assert len(seen) >= 10
-    bad = {k: v for k, v in seen.items() if v}
+    assert len(checked_figures) >= 10
+    bad = {k: v for k, v in checked_figures.items() if v}
+    assert not bad, bad
+
+
+def test_every_figure_is_legible_on_the_thesis_plan_and_in_compare(synth, synth_dir, tmp_path, checked_figures):
+    """The dissertation's six profiles (longer names, more columns) and the compare figures."""
+    from labkit.analysis.compare import write_compare
+
+    d = synth.make_run(tmp_path / "runs", plan="thesis-reduced", meter_values=15, fleets=[(1, 1), (10, 1), (10, 5)],
+                       label="thesis")
+    write_report(d, tmp_path / "r", workers=1)
+    write_compare([str(d), str(synth_dir), "thesis-2021"], tmp_path / "c", workers=1)
+    assert {"ocpp_overhead", "compare_box", "ratio_A_B", "thesis_A", "thesis_B"} <= set(checked_figures)
+    bad = {k: v for k, v in checked_figures.items() if v}
     assert not bad, bad
 
 
@@ -160,6 +179,14 @@ def test_legibility_check_catches_problems():
     issues = check_legible(fig)
     plt.close(fig)
     assert "legend overlaps the label 'rtt (ms)'" in issues
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.barh(range(30), range(30))
+    ax.set_yticks(range(30))
+    ax.set_yticklabels([f"profile-{i}" for i in range(30)], rotation=90)
+    ax.set_xlabel("rate (bit/s)")
+    issues = check_legible(fig)
+    plt.close(fig)
+    assert any("overlapping y tick labels" in i for i in issues)
 
 
 def test_svg_and_no_figures(synth_dir, tmp_path):
