@@ -63,3 +63,55 @@ def copy_run(synth_dir, tmp_path):
         shutil.copytree(synth_dir, dst)
         return dst
     return _copy
+
+
+def _iperf3_server_factory():
+    """A context manager: start a real iperf3 server on 127.0.0.1 on a free port (ours: verified alive after
+    binding); yields the port; killed afterwards (by its pid, which we started)."""
+    import socket
+    import subprocess
+    import time
+    from contextlib import contextmanager
+
+    @contextmanager
+    def _server():
+        srv = None
+        try:
+            for _ in range(20):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", 0))
+                    port = s.getsockname()[1]
+                srv = subprocess.Popen(["iperf3", "-s", "-p", str(port), "-B", "127.0.0.1"],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                deadline = time.monotonic() + 5
+                listening = False
+                while time.monotonic() < deadline and srv.poll() is None:
+                    with socket.socket() as c:
+                        if c.connect_ex(("127.0.0.1", port)) == 0:
+                            listening = True
+                            break
+                    time.sleep(0.05)
+                if listening and srv.poll() is None:
+                    break
+                srv.kill()
+                srv.wait(timeout=10)
+                srv = None
+            assert srv is not None, "could not start an iperf3 server on 127.0.0.1"
+            time.sleep(0.2)  # the probe connection above must be finished before a test starts
+            yield port
+        finally:
+            if srv is not None:
+                srv.kill()
+                srv.wait(timeout=10)
+
+    return _server
+
+
+@pytest.fixture
+def iperf3_server():
+    return _iperf3_server_factory()
+
+
+@pytest.fixture(scope="module")
+def iperf3_server_module():
+    return _iperf3_server_factory()
