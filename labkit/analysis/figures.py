@@ -34,17 +34,20 @@ plt.rcParams.update({
 
 
 def profile_colors(order: list[str]) -> dict[str, tuple]:
-    import seaborn as sns
-
-    pal = sns.color_palette("tab10" if len(order) <= 10 else "husl", max(len(order), 1))
-    return {p: pal[i] for i, p in enumerate(order)}
+    """One colour per profile, stable across figures (matplotlib's palettes: seaborn is imported only by
+    the figures that need it, the heatmap)."""
+    if len(order) <= 10:
+        cmap = matplotlib.colormaps["tab10"]
+        return {p: cmap(i) for i, p in enumerate(order)}
+    cmap = matplotlib.colormaps["turbo"]
+    return {p: cmap(0.05 + 0.9 * i / max(len(order) - 1, 1)) for i, p in enumerate(order)}
 
 
 def n_colors(ns: list[int]) -> dict[int, tuple]:
-    import seaborn as sns
-
-    pal = sns.color_palette("crest", max(len(ns), 1))
-    return {n: pal[i] for i, n in enumerate(sorted(ns))}
+    """A sequential palette for fleet sizes: light (few chargers) to dark (many)."""
+    cmap = matplotlib.colormaps["YlGnBu"]
+    ns = sorted(ns)
+    return {n: cmap(0.35 + 0.55 * i / max(len(ns) - 1, 1)) for i, n in enumerate(ns)}
 
 
 def save(fig, out_dir: Path, name: str, fmt: str = "png") -> str:
@@ -519,9 +522,8 @@ def fig_compare_box(runs: list, labels: list[str], order: list[str], out: Path, 
         return None
     ns = sorted({int(n) for o in oks if len(o) for n in o["stations"].unique()})
     profiles = [p for p in order if any(len(o) and p in set(o["profile"].unique()) for o in oks)]
-    import seaborn as sns
-
-    pal = sns.color_palette("Set2", len(runs))
+    set2 = matplotlib.colormaps["Set2"]
+    pal = [set2(i % 8) for i in range(len(runs))]
     rows = len(ns)
     fig, axes = plt.subplots(rows, 1, figsize=(max(7, 0.55 * len(profiles) * len(runs) + 3.0), 2.9 * rows + 0.6),
                              squeeze=False, sharex=True, layout="constrained")
