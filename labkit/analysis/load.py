@@ -377,6 +377,10 @@ def load_run(path: str | Path) -> Run:
                                           "not used", "note"))
         found = [c for c in found if c not in partial]
     if not listed and not found:
+        runs = sorted(p.name for p in run_dir.iterdir() if (p / "manifest.json").is_file())
+        if runs and not manifest:
+            problems.append(Problem(".", f"this is a directory of {len(runs)} run(s), not a run: give one of them, "
+                                         f"e.g. {run_dir / runs[-1]}", "note"))
         problems.append(Problem("cells/", "no cells: nothing was measured (or the directory is not a labkit "
                                           "results directory)"))
     order = list(listed) + [c for c in found if c not in listed]

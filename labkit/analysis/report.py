@@ -192,7 +192,8 @@ def ocpp_section(doc: Document, run: Run, jobs: FigureJobs, seed: int) -> None:
         return
     order = T.order_of(run)
     doc.p("In the dissertation's layout (its tables 13 to 17): one table per number of chargers N, one column "
-          "per profile, times in milliseconds, every successful call of every action pooled. Added here: p95, "
+          "per profile, times in milliseconds, every successful call of every action (and every repetition) "
+          "pooled. Added here: p95, "
           "p99, a 95 % bootstrap confidence interval for the median (2000 resamples, seeded), and the count of "
           "calls faster than the profile's added RTT (physically impossible; the dissertation's shared timer "
           "produced many).")

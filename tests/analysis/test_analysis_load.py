@@ -79,6 +79,11 @@ def test_empty_directory(tmp_path):
     assert "cells/: no cells" in text
 
 
+def test_a_directory_of_runs_is_named_as_such(synth_dir):
+    r = load_run(synth_dir.parent)
+    assert f"this is a directory of 1 run(s), not a run: give one of them, e.g. {synth_dir}" in _problems(r)
+
+
 def test_manifest_not_json_still_finds_cells(copy_run):
     d = copy_run()
     (d / "manifest.json").write_text('{"format": "labkit-results/1", "cells": [')
