@@ -68,6 +68,31 @@ def _test_rows(ga: dict, gb: dict, keys: list[str]) -> tuple[list[dict], list, l
     return rows, only_a, only_b
 
 
+SETTINGS = ["scenario", "meter_values", "meter_interval_s", "heartbeat_s", "session_duration_s",
+            "stations_per_host", "ping_count", "ping_interval_s", "iperf_seconds", "udp_seconds", "baselines",
+            "repeats", "seed", "outage"]
+
+
+def settings(run: Run) -> dict[str, str]:
+    """What a reader must know to judge whether two runs are comparable, flattened to strings."""
+    m = run.manifest
+    plan = m.get("plan") if isinstance(m.get("plan"), dict) else {}
+    out = {"backend": run.backend, "engine": run.engine, "OCPP version": run.ocpp_version,
+           "labkit": str(m.get("labkit") or (m.get("controller") or {}).get("labkit") or "—")}
+    details = m.get("backend_details") if isinstance(m.get("backend_details"), dict) else {}
+    for k in ("provider", "box"):
+        if k in details:
+            out[f"backend {k}"] = str(details[k])
+    for k in SETTINGS:
+        if k in plan:
+            out[k] = str(plan[k])
+    hosts = m.get("hosts") if isinstance(m.get("hosts"), dict) else {}
+    kernels = sorted({str(h.get("kernel")) for h in hosts.values() if isinstance(h, dict) and h.get("kernel")})
+    if kernels:
+        out["kernel"] = ", ".join(kernels)
+    return out
+
+
 def compare_pair(a: Run, b: Run) -> dict[str, pd.DataFrame | list]:
     """Sample-level comparison of run ``b`` against run ``a``."""
     out: dict[str, pd.DataFrame | list] = {}
@@ -160,6 +185,16 @@ def write_compare(targets: list[str], out_dir: str | Path | None = None, *, fmt:
         "OCPP": r.ocpp_version, "cells": len(r.cells), "ping probes": len(r.ping), "OCPP calls": len(r.calls),
         "started": str(r.manifest.get("started") or "—"), "problems": len(r.problems)}
         for lab, r in zip(labels, runs, strict=False)]))
+    if len(runs) > 1:
+        sets = [settings(r) for r in runs]
+        keys = list(dict.fromkeys(k for s in sets for k in s))
+        differ = [k for k in keys if len({s.get(k, "—") for s in sets}) > 1]
+        if differ:
+            doc.table(pd.DataFrame([{"setting": k, **{lab: s.get(k, "—") for lab, s in zip(labels, sets, strict=True)}}
+                                    for k in differ]),
+                      caption="Settings that differ between the runs (everything else in the plans is the same)")
+        else:
+            doc.p("The runs' backend, engine, OCPP version and plan settings are the same.")
     for lab, r in zip(labels, runs, strict=False):
         if r.problems:
             doc.p(f"**{lab}** (`{r.run_id}`): what is missing or suspect:")

@@ -62,6 +62,9 @@ def test_compare_writes_both_documents(synth_dir, synth_dir_b, tmp_path):
     res = write_compare([str(synth_dir), str(synth_dir_b)], tmp_path / "c", workers=2)
     md = res.markdown.read_text()
     assert "## B against A: vagrant/userspace, OCPP 1.6 vs netns/userspace, OCPP 1.6" in md
+    assert "*Settings that differ between the runs" in md
+    assert "| backend | netns | vagrant |" in md and "| seed | 7 | 11 |" in md
+    assert "| meter_values |" not in md  # the same in both
     assert "*Ping RTT*" in md and "*OCPP RTT (successful calls, all actions)*" in md
     assert "Cliff's δ" in md and "Mann-Whitney p" in md and "HL shift (ms)" in md
     assert "iperf3 TCP goodput" in md
