@@ -31,8 +31,9 @@ from labkit.bench.plan import Plan
 from labkit.bench.results import FORMAT, RunDir, iso, write_json
 from labkit.bench.summary import write_summary
 
-pytestmark = pytest.mark.skipif(not (shutil.which("ping") and shutil.which("iperf3")),
-                                reason="needs ping and iperf3")
+pytestmark = [pytest.mark.skipif(not (shutil.which("ping") and shutil.which("iperf3")),
+                                 reason="needs ping and iperf3"),
+              pytest.mark.slow]
 
 CALLS = ["run_id", "host", "station_id", "ocpp_version", "action", "t_wall", "t_mono_ns", "rtt_ms", "outcome",
          "error_code", "req_bytes", "resp_bytes", "queued_ms", "attempt"]

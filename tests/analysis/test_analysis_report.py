@@ -131,6 +131,7 @@ def checked_figures(monkeypatch):
     return seen
 
 
+@pytest.mark.slow
 def test_every_figure_is_legible(synth_dir, tmp_path, checked_figures):
     """Draw every report figure in this process and check units, tick-label overlap and clipping."""
     write_report(synth_dir, tmp_path, workers=1)
@@ -139,6 +140,7 @@ def test_every_figure_is_legible(synth_dir, tmp_path, checked_figures):
     assert not bad, bad
 
 
+@pytest.mark.slow
 def test_every_figure_is_legible_on_the_thesis_plan_and_in_compare(synth, synth_dir, tmp_path, checked_figures):
     """The dissertation's six profiles (longer names, more columns) and the compare figures."""
     from labkit.analysis.compare import write_compare
