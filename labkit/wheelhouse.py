@@ -2,8 +2,8 @@
 
 On the controlling machine: a wheel of labkit itself, made from the installed package (so it works from a
 source checkout, an editable install or a wheel install alike), and the wheels of what the host-side
-commands import (``labkit csms``, ``labkit fleet``, ``labkit shaper``: click, ocpp, websockets, psutil and
-their dependencies), fetched once for the host's Python and platform with ``pip download`` at the versions
+commands import (``labkit csms``, ``labkit fleet``, ``labkit shaper``, the bench's monitor: click, ocpp,
+websockets, psutil, fastjsonschema and their dependencies), fetched once for the host's Python and platform with ``pip download`` at the versions
 installed here and cached under ``$LABKIT_HOME/wheelhouse/``; from then on no index is needed. The wheel of
 pypa's ``installer`` travels along: the host needs only ``python3`` (no python3-venv, no pip).
 
@@ -37,7 +37,12 @@ from labkit.errors import BackendError
 from labkit.labdir import labkit_home
 
 #: what labkit's host-side commands import (their own dependencies follow)
-HOST_REQUIREMENTS = ("click", "ocpp", "websockets", "psutil")
+HOST_REQUIREMENTS = ("click", "ocpp", "websockets", "psutil", "fastjsonschema")
+#: the modules the host-side commands run: imported once after the install, which proves the wheelhouse holds
+#: everything they need and leaves their bytecode compiled (a first start under software emulation otherwise
+#: spends seconds compiling)
+HOST_MODULES = ("labkit.cli.sim", "labkit.cli.shape", "labkit.cli.bench", "labkit.sim.csms", "labkit.sim.fleet",
+                "labkit.nfq.engine", "labkit.monitor")
 #: the oldest Python labkit runs on
 MIN_PYTHON = (3, 11)
 
@@ -346,6 +351,8 @@ def install_host(remote: Any, host: Any, house: Wheelhouse) -> str:
         f"{venv}/bin/python {script} {wheels}/{house.installer_wheel.name} "
         + " ".join(f"{wheels}/{f.name}" for f in house.install_wheels),
         f"{venv}/bin/labkit --version",
+        f"{venv}/bin/python -c " + shlex.quote("import importlib; [importlib.import_module(m) for m in "
+                                               f"{list(HOST_MODULES)!r}]"),
     ]
     for c in cmds:
         res = remote.run(host, c, check=False, timeout=900)
