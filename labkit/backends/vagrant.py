@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -509,11 +508,19 @@ class VagrantBackend:
                                out_cm=vagrant.make_file_cm(str(log)), err_cm=vagrant.make_file_cm(str(log)))
 
     def _vagrant_up(self, lab: Lab, labdir: LabDir, provider: str, vdir: Path, progress: Progress) -> None:
-        """``vagrant up`` (parallel where the provider can), output to the progress display and the log."""
+        """``vagrant up`` (parallel where the provider can), output to the progress display and the log.
+
+        A watchdog bounds what Vagrant does not: vagrant-libvirt waits for a VM's DHCP lease practically
+        forever, so a VM that never boots would hang ``up``. A VM without a lease ``boot_timeout`` seconds
+        after it started, or a ``vagrant up`` still running long past every timeout, is stopped here."""
         names = lab.host_names
         ready: set[str] = set()
+        started: dict[str, float] = {}
         log_path = labdir.logs / "vagrant.log"
         lock = threading.Lock()
+        finished = threading.Event()
+        failure: list[str] = []
+        boot_timeout = lab.spec.vagrant.boot_timeout
 
         def stream(vm: str | None) -> None:
             v = self._vagrant(labdir, vdir)
@@ -528,20 +535,57 @@ class VagrantBackend:
                             with lock:
                                 if "Machine booted and ready" in m.group(2):
                                     ready.add(m.group(1))
+                                if m.group(2).startswith(("Starting domain", "Booting VM")):
+                                    started.setdefault(m.group(1), time.monotonic())
                                 progress(f"{m.group(1)}: {m.group(2)}", len(ready), len(names))
                 except subprocess.CalledProcessError:
+                    if failure:
+                        raise BackendError(failure[0]) from None
                     raise BackendError(self._up_failure(lab, labdir, log_path)) from None
 
+        def watchdog() -> None:
+            t0 = time.monotonic()
+            deadline = t0 + 3 * boot_timeout + 900
+            leased: set[str] = set()
+            while not finished.wait(3):
+                now = time.monotonic()
+                if provider == "libvirt":
+                    with lock:
+                        waiting = [(h, t) for h, t in started.items() if h not in leased and h not in ready]
+                    for h, t in waiting:
+                        dom = vagrantfile.domain_name(lab.name, h)
+                        if virsh("domifaddr", dom, "--source", "lease", check=False).stdout.strip():
+                            leased.add(h)
+                        elif now - t > boot_timeout:
+                            failure.append(f"{h}: the VM did not boot within {boot_timeout} s (it never asked for "
+                                           f"an address on the management network){self._console_tail(labdir, h)}")
+                            break
+                if not failure and now > deadline:
+                    failure.append(f"vagrant up did not finish within {deadline - t0:.0f} s "
+                                   f"(VMs ready: {', '.join(sorted(ready)) or 'none'}; log: {log_path})")
+                if failure:
+                    progress(failure[0], len(ready), len(names))
+                    self._kill_vagrant_processes(labdir)
+                    return
+
         progress(f"vagrant up: {len(names)} VMs with {provider}", 0, len(names))
-        if provider == "libvirt":
-            stream(None)  # vagrant-libvirt brings machines up in parallel itself
-        else:
-            # VirtualBox cannot run one `vagrant up` in parallel: the first VM imports the box (linked clone
-            # master), then the others come up at once, one vagrant process each.
-            stream(names[0])
-            with ThreadPoolExecutor(max_workers=max(1, len(names) - 1)) as pool:
-                for f in [pool.submit(stream, n) for n in names[1:]]:
-                    f.result()
+        dog = threading.Thread(target=watchdog, name="labkit-vagrant-watchdog", daemon=True)
+        dog.start()
+        try:
+            if provider == "libvirt":
+                stream(None)  # vagrant-libvirt brings machines up in parallel itself
+            else:
+                # VirtualBox cannot run one `vagrant up` in parallel: the first VM imports the box (linked
+                # clone master), then the others come up at once, one vagrant process each.
+                stream(names[0])
+                with ThreadPoolExecutor(max_workers=max(1, len(names) - 1)) as pool:
+                    for f in [pool.submit(stream, n) for n in names[1:]]:
+                        f.result()
+        finally:
+            finished.set()
+            dog.join(timeout=10)
+        if failure:
+            raise BackendError(failure[0])
         not_running = [s.name for s in self._vagrant(labdir, vdir).status() if s.state != "running"]
         if not_running:
             raise BackendError(f"VMs not running after vagrant up: {', '.join(not_running)} "
@@ -738,44 +782,35 @@ class VagrantBackend:
         progress("lab removed", 1, 1)
 
     def _kill_vagrant_processes(self, labdir: LabDir) -> int:
-        """Stop vagrant processes started for this lab (marked in their environment), e.g. after ``up`` was
-        killed: their process groups get SIGTERM, then SIGKILL."""
+        """Stop the vagrant processes started for this lab (their environment carries the lab's mark), e.g.
+        after ``up`` was killed or interrupted: SIGTERM, then SIGKILL after 15 s. Returns how many."""
         import psutil
 
         mark = str(labdir.path)
-        groups = set()
+        me = psutil.Process()
+        spared = {me.pid} | {p.pid for p in me.parents()}
+        procs = []
         for p in psutil.process_iter(["pid"]):
-            try:
-                if p.pid == os.getpid():
-                    continue
-                if p.environ().get(LAB_MARK) == mark:
-                    groups.add(os.getpgid(p.pid))
-            except (psutil.Error, ProcessLookupError, PermissionError):
+            if p.pid in spared:
                 continue
-        groups.discard(os.getpgid(0))
-        signalled = len(groups)
-        for g in groups:
             try:
-                os.killpg(g, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 15
-        while groups and time.monotonic() < deadline:
-            alive = set()
-            for g in groups:
-                try:
-                    os.killpg(g, 0)
-                    alive.add(g)
-                except ProcessLookupError:
-                    pass
-            groups = alive
-            time.sleep(0.2)
-        for g in groups:
+                if p.environ().get(LAB_MARK) == mark:
+                    procs.append(p)
+            except (psutil.Error, OSError):
+                continue
+        for p in procs:
             try:
-                os.killpg(g, signal.SIGKILL)
-            except ProcessLookupError:
+                p.terminate()
+            except psutil.Error:
                 pass
-        return signalled
+        _, alive = psutil.wait_procs(procs, timeout=15)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=5)
+        return len(procs)
 
 
 # --------------------------------------------------------------------------------------------------
