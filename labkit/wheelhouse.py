@@ -3,9 +3,10 @@
 On the controlling machine: a wheel of labkit itself, made from the installed package (so it works from a
 source checkout, an editable install or a wheel install alike), and the wheels of what the host-side
 commands import (``labkit csms``, ``labkit fleet``, ``labkit shaper``, the bench's monitor: click, ocpp,
-websockets, psutil, fastjsonschema and their dependencies), fetched once for the host's Python and platform with ``pip download`` at the versions
-installed here and cached under ``$LABKIT_HOME/wheelhouse/``; from then on no index is needed. The wheel of
-pypa's ``installer`` travels along: the host needs only ``python3`` (no python3-venv, no pip).
+websockets, psutil, fastjsonschema and their dependencies), fetched once for the host's Python and platform
+with ``pip download`` at the versions installed here and cached under ``$LABKIT_HOME/wheelhouse/`` (or
+``$LABKIT_WHEELHOUSE_CACHE``); from then on no index is needed. The wheel of pypa's ``installer`` travels
+along: the host needs only ``python3`` (no python3-venv, no pip).
 
 On the host: the wheels go over SFTP to ``/opt/labkit/wheels``, a fresh venv is made ``--without-pip`` at
 ``/opt/labkit/venv``, and ``provisioning/install-wheels.py`` unpacks the (already resolved) wheelhouse into it
@@ -229,7 +230,8 @@ class Wheelhouse:
 
 
 def cache_root() -> Path:
-    return labkit_home() / "wheelhouse"
+    """Where gathered wheels are kept: ``$LABKIT_WHEELHOUSE_CACHE``, else ``$LABKIT_HOME/wheelhouse``."""
+    return Path(os.environ.get("LABKIT_WHEELHOUSE_CACHE") or labkit_home() / "wheelhouse")
 
 
 def build(target: Target, requirements: tuple[str, ...] = HOST_REQUIREMENTS, *,
