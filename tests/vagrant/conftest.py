@@ -19,7 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from vmhelpers import CACHE, missing_for_vms, require_or_skip  # noqa: E402
 
 
-
 @pytest.fixture(scope="session")
 def vm_ready():
     require_or_skip(missing_for_vms())
