@@ -1,0 +1,178 @@
+"""The VM lab for real: Vagrant + vagrant-libvirt + libvirtd + qemu (domain type qemu: software emulation),
+booting the locally built Debian box. `labkit up --backend vagrant`, `labkit bench` with real netem on the
+gateway VM, the same profile on netns, `labkit compare` of the two runs, `labkit down`, and nothing left.
+
+Also the ways it can fail: a VM that never boots, a VM whose SSH never answers, and `labkit up` killed with
+SIGKILL half-way; each gives one clear line (or, for the kill, a `labkit down` that removes everything).
+
+Each step's duration goes to ``$LABKIT_VAGRANT_TIMINGS`` (default ``benchmarks/out/vagrant_e2e.json``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from vmhelpers import lab_file, leftovers
+
+from tests.conftest import run_cli
+
+pytestmark = [pytest.mark.vagrant, pytest.mark.slow, pytest.mark.root]
+
+PROFILE = "slow-vsat"  # 500 ms added RTT, no jitter: the median has a sharp target (see docs/vagrant.md)
+TIMINGS = Path(os.environ.get("LABKIT_VAGRANT_TIMINGS",
+                              Path(__file__).resolve().parents[2] / "benchmarks" / "out" / "vagrant_e2e.json"))
+
+
+def _record(name: str, values: dict) -> None:
+    TIMINGS.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
+    data[name] = {**values, "load_1min": os.getloadavg()[0], "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    TIMINGS.write_text(json.dumps(data, indent=2))
+
+
+def _timed(step: str, timings: dict, *argv: str) -> int:
+    t0 = time.monotonic()
+    rc = run_cli(*argv)
+    timings[step] = round(time.monotonic() - t0, 1)
+    return rc
+
+
+def _summary(run: Path) -> list[dict]:
+    with open(run / "summary.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _median(rows: list[dict], profile: str, direction: str) -> tuple[float, float]:
+    row = next(r for r in rows if r["profile"] == profile and r["measure"] == "ping_rtt"
+               and r["direction"] == direction)
+    return float(row["median"]), float(row["expected"] or 0)
+
+
+def _run_dir(results: Path, label: str) -> Path:
+    runs = sorted(p for p in results.iterdir() if p.name.endswith(label))
+    assert runs, f"no results directory ending in {label} under {results}"
+    return runs[-1]
+
+
+@pytest.mark.timeout(3600)
+def test_vm_lab_end_to_end(home, test_box, tmp_path, capsys):
+    timings: dict = {"box": test_box["seconds"]}
+    results = tmp_path / "results"
+    bench = ["--ping-count", "100", "--ping-interval", "0.1", "--iperf-seconds", "3", "--udp-seconds", "2",
+             "--meter-values", "20", "--results", str(results)]
+    try:
+        assert _timed("up", timings, "up", "-f", str(test_box["lab_yaml"]), "--name", "vg1",
+                      "--backend", "vagrant") == 0, capsys.readouterr().err
+        labdir = home / "labs" / "vg1"
+        inv = json.loads((labdir / "inventory.json").read_text())
+        assert inv["backend"] == "vagrant" and inv["details"]["domain_type"] == "qemu"
+        timings["up_phases"] = {**inv["details"]["timings_s"],
+                                **json.loads((labdir / "up.json").read_text())["timings_s"]}
+        gw = next(h for h in inv["hosts"] if h["name"] == "gw")
+        assert gw["ifaces"] == {"cpo": "eth1", "evse": "eth2"} and gw["sudo"] and gw["known_hosts"]
+        # the path check ran at up: both directions cross the gateway, not Vagrant's management network
+        evidence = json.loads((labdir / "pathcheck.json").read_text())
+        assert evidence["ok"] and all(p["route"]["gateway"] in ("192.168.10.1", "192.168.20.1")
+                                      for p in evidence["pairs"])
+        capsys.readouterr()
+        assert _timed("status", timings, "status", "--lab", "vg1", "--json") == 0
+        st = json.loads(capsys.readouterr().out)
+        assert [(h["name"], h["state"], h["reachable"]) for h in st["hosts"]] == [
+            ("cpo", "running", "ok"), ("gw", "running", "ok"), ("evse1", "running", "ok")]
+
+        assert _timed("bench_vm", timings, "bench", "none", PROFILE, "--lab", "vg1", "--name", "vm", *bench) == 0
+        vm_run = _run_dir(results, "vm")
+        manifest = json.loads((vm_run / "manifest.json").read_text())
+        assert manifest["backend"] == "vagrant"
+        assert manifest["engine"] == "netem", manifest["engine"]  # the Debian kernel in the VMs has sch_netem
+        rows = _summary(vm_run)
+        checks = {}
+        for direction in ("up", "down"):
+            base, _ = _median(rows, "none", direction)
+            shaped, promised = _median(rows, PROFILE, direction)
+            added = shaped - base
+            tolerance = max(1.0, 0.02 * promised)
+            checks[direction] = {"unshaped_ms": base, "shaped_ms": shaped, "added_ms": round(added, 3),
+                                 "promised_ms": promised, "tolerance_ms": tolerance}
+            assert abs(added - promised) <= tolerance, checks
+        timings["rtt"] = checks
+
+        # the same profile on netns, then the two runs side by side
+        assert _timed("netns_up", timings, "up", "--name", "vg2", "--backend", "netns") == 0
+        try:
+            assert _timed("bench_netns", timings, "bench", PROFILE, "--lab", "vg2", "--name", "ns", *bench) == 0
+        finally:
+            assert run_cli("down", "--lab", "vg2") == 0
+        ns_run = _run_dir(results, "ns")
+        out = tmp_path / "compare"
+        assert _timed("compare", timings, "compare", str(vm_run), str(ns_run), "-o", str(out), "--no-figures") == 0
+        text = (out / "compare.md").read_text()
+        assert vm_run.name in text and ns_run.name in text and "vagrant" in text and "netns" in text
+    finally:
+        t0 = time.monotonic()
+        assert run_cli("down", "--lab", "vg1") == 0
+        timings["down"] = round(time.monotonic() - t0, 1)
+        _record("end_to_end", timings)
+    assert leftovers("vg1") == {}
+    assert not (home / "labs" / "vg1" / "state.jsonl").exists()
+
+
+def _fails_cleanly(home, capsys, f: Path, lab: str, fragment: str) -> str:
+    t0 = time.monotonic()
+    rc = run_cli("up", "-f", str(f), "--name", lab, "--backend", "vagrant")
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("labkit: error: ")]
+    assert len(lines) == 1 and fragment in lines[0], err
+    assert leftovers(lab) == {}
+    assert not (home / "labs" / lab / "state.jsonl").exists()
+    _record(f"fails: {fragment}", {"seconds": round(time.monotonic() - t0, 1), "message": lines[0]})
+    return lines[0]
+
+
+@pytest.mark.timeout(1200)
+def test_a_vm_that_never_boots(home, test_box, tmp_path, capsys):
+    f = lab_file(test_box["lab_yaml"], tmp_path / "noboot.yaml", boot_timeout=60,
+                 libvirt={"cmd_line": "root=/dev/vdz console=ttyS0"})  # no such disk: the initramfs gives up
+    msg = _fails_cleanly(home, capsys, f, "vg2", "the VM did not boot within 60 s")
+    assert "console" in msg
+
+
+@pytest.mark.timeout(1200)
+def test_ssh_that_never_answers(home, test_box, tmp_path, capsys):
+    f = lab_file(test_box["lab_yaml"], tmp_path / "nossh.yaml", boot_timeout=150,
+                 libvirt={"cmd_line": "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet "
+                                      "systemd.mask=ssh.service"})
+    _fails_cleanly(home, capsys, f, "vg2", "the VM booted but SSH never answered within 150 s")
+
+
+@pytest.mark.timeout(1200)
+def test_down_after_up_is_killed(home, test_box, tmp_path):
+    """SIGKILL `labkit up` once the VMs exist; `labkit down` must still remove every VM, volume, network
+    and the vagrant process left running."""
+    env = dict(os.environ, LABKIT_HOME=str(home))
+    up = subprocess.Popen([sys.executable, "-m", "labkit", "up", "-f", str(test_box["lab_yaml"]), "--name", "vg2",
+                           "--backend", "vagrant"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and "domains" not in leftovers("vg2"):
+            assert up.poll() is None, "up ended before its VMs existed"
+            time.sleep(1)
+        assert "domains" in leftovers("vg2")
+        up.send_signal(signal.SIGKILL)
+        up.wait()
+    finally:
+        if up.poll() is None:
+            up.kill()
+        t0 = time.monotonic()
+        assert run_cli("down", "--lab", "vg2") == 0
+        _record("down after SIGKILL of up", {"seconds": round(time.monotonic() - t0, 1)})
+    assert leftovers("vg2") == {}
