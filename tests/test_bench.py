@@ -213,10 +213,11 @@ def test_outage_reconnects_and_queued_messages_wait(home, lab_up, tmp_path):
     assert_unshaped(lab)
 
 
-def test_reduced_thesis_plan_fills_every_table_and_compares(home, tmp_path, monkeypatch, capfd):
+@pytest.mark.timeout(2400)
+def test_reduced_thesis_plan_fills_every_table_and_compares(home, lab_name, tmp_path, monkeypatch, capfd):
     """The dissertation's matrix (tables 9 to 17) at reduced sample sizes: 6 profiles x 1/10/25/50 chargers."""
     monkeypatch.chdir(tmp_path)
-    name = "thesis"
+    name = lab_name
     try:
         assert run_cli("up", "--name", name, "--backend", "netns", "--evse", "50") == 0
         assert run_cli("bench", "--lab", name, "--plan", "thesis", "--family", "slow", *SMALL,
