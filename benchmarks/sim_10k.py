@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--ocpp", default="1.6")
     ap.add_argument("--validation", default="fast")
     ap.add_argument("--loop", default="auto")
+    ap.add_argument("--nice", type=int, default=0, help="run csms, fleet and ping at this nice value")
     ap.add_argument("--keep", default=None, help="copy the CSV and status files into this directory")
     args = ap.parse_args()
     n = args.stations
@@ -57,11 +58,14 @@ def main() -> None:
     duration = ramp_s + args.steady
     print(
         f"# sim_10k: {n} stations, session scenario (heartbeat 60 s, meter values 30 s), OCPP {args.ocpp}, "
-        f"validation {args.validation}, loop {args.loop}, ramp {args.ramp:.0f}/s; {os.cpu_count()} CPUs; "
+        f"validation {args.validation}, loop {args.loop}, nice {args.nice}, ramp {args.ramp:.0f}/s; "
+        f"{os.cpu_count()} CPUs; "
         f"load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="sm-10k-") as d, path3("k") as p:
+        if args.nice:
+            p.prefix = ("nice", "-n", str(args.nice))
         out = Path(d)
         import resource
 
