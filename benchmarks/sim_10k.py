@@ -152,6 +152,7 @@ def main() -> None:
             )
             t0 = time.monotonic()
             peak = {"csms": 0, "fleet": 0}
+            health: dict = {}
             connected_at = None
             cpu0 = None
             while fleet.poll() is None:
@@ -173,6 +174,15 @@ def main() -> None:
                 if cpu0 is not None and time.monotonic() - cpu0[0] > args.steady - 10 and len(cpu0) == 3:
                     dt = time.monotonic() - cpu0[0]
                     cpu0 = (*cpu0, 100 * (cpu_s(csms.pid) - cpu0[1]) / dt, 100 * (cpu_s(fleet.pid) - cpu0[2]) / dt)
+                    # event-loop lag and GC pauses over the last minute of the steady phase
+                    health = {
+                        name: {
+                            k: v
+                            for k, v in json.loads((out / f"{name}.json").read_text()).items()
+                            if k in ("loop_lag_ms", "gc_pause_ms")
+                        }
+                        for name in ("csms", "fleet")
+                    }
             ferr = fleet.stderr.read()
             ping.terminate()
             ping_out = ping.communicate()[0]
@@ -226,6 +236,8 @@ def main() -> None:
         f"  peak RSS: csms {peak['csms'] / 2**20:.0f} MiB ({peak['csms'] / n / 1024:.1f} KiB/station), "
         f"fleet {peak['fleet'] / 2**20:.0f} MiB ({peak['fleet'] / n / 1024:.1f} KiB/station)"
     )
+    for name, h in health.items():
+        print(f"  {name} event loop over the last 60 s of the steady phase: {h}")
     print(f"  load average after {os.getloadavg()[0]:.2f}")
 
 
