@@ -164,6 +164,9 @@ class LoopHealth:
         import gc
 
         self.lag_ms: collections.deque[float] = collections.deque(maxlen=keep)
+        # the GC callback only appends to a plain list; summary() swaps it out (a collection can run,
+        # and call back, in the middle of any allocation, so nothing here iterates what it appends to)
+        self._gc_new: list[tuple[float, int, float]] = []
         self.gc_ms: collections.deque[tuple[float, int, float]] = collections.deque(maxlen=100_000)
         self.window_s = keep * 0.1
         self._gc_t0 = 0.0
@@ -176,7 +179,7 @@ class LoopHealth:
             self._gc_t0 = time.perf_counter()
         else:
             now = time.perf_counter()
-            self.gc_ms.append((now, info.get("generation", -1), (now - self._gc_t0) * 1e3))
+            self._gc_new.append((now, info.get("generation", -1), (now - self._gc_t0) * 1e3))
 
     async def run(self, period_s: float = 0.1) -> None:
         import asyncio
@@ -199,6 +202,8 @@ class LoopHealth:
             }
         import time
 
+        fresh, self._gc_new = self._gc_new, []
+        self.gc_ms.extend(fresh)
         since = time.perf_counter() - self.window_s
         recent = [(g, ms) for t, g, ms in self.gc_ms if t >= since]
         if recent:
