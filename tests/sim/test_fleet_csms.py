@@ -13,6 +13,7 @@ from tests.sim.delayproxy import DelayProxy
 
 FAST = ["--step-interval", "0.01", "--meter-interval", "0.01", "--jitter", "0"]
 TX_ACTIONS = {"1.6": {"StartTransaction", "MeterValues", "StopTransaction"}, "2.0.1": {"TransactionEvent"}}
+TX_ACTIONS_ANY = {"1.6": ",MeterValues,", "2.0.1": ",TransactionEvent,"}
 
 
 def ok(rows, action=None):
@@ -105,11 +106,17 @@ def test_call_error_and_timeout_are_samples(csms_factory, tmp_path):
 @pytest.mark.parametrize("mode", ["cut", "blackhole"])
 def test_link_drop_mid_transaction_loses_no_transaction_message(csms_factory, tmp_path, version, mode):
     csms = csms_factory()
-    n = 40
+    n = 60
     with DelayProxy(csms.port, 0.002) as proxy:
 
         def outage() -> None:
-            time.sleep(1.2)
+            # start the outage once the transaction is under way (the fleet may be slow to start)
+            calls = tmp_path / "calls.csv"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if calls.exists() and calls.read_text().count(TX_ACTIONS_ANY[version]) >= 8:
+                    break
+                time.sleep(0.05)
             if mode == "cut":
                 proxy.cut(1.5)
             else:
