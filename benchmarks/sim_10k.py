@@ -179,7 +179,7 @@ def main() -> None:
                         name: {
                             k: v
                             for k, v in json.loads((out / f"{name}.json").read_text()).items()
-                            if k in ("loop_lag_ms", "gc_pause_ms")
+                            if k in ("loop_lag_ms", "gc_pause_ms", "csv_write_max_ms")
                         }
                         for name in ("csms", "fleet")
                     }

@@ -523,6 +523,7 @@ class Csms:
             "finished": finished,
             "stop_reason": self.stop_reason,
             **self.health.summary(),
+            "csv_write_max_ms": round(self.sink.write_max_s * 1e3, 2),
         }
 
     def stop(self, reason: str) -> None:

@@ -227,6 +227,7 @@ class Fleet:
             "finished": finished,
             "stop_reason": self.stop_reason,
             **self.health.summary(),
+            "csv_write_max_ms": round(max(self.calls.write_max_s, self.events.write_max_s) * 1e3, 2),
         }
 
     # -- run -------------------------------------------------------------------------------------
