@@ -229,8 +229,10 @@ class Remote:
         pidfile, logfile = self._paths(h, name)
         limit = f"ulimit -n {nofile} 2>/dev/null || ulimit -n $(ulimit -Hn); " if nofile else ""
         inner = f"echo $$ > {shlex.quote(pidfile)}; {limit}exec {command}"
+        # the braces keep '&' on the setsid command alone: without them the whole '&&' list went to the
+        # background in a subshell that held the SSH channel open until the command exited
         script = (f"mkdir -p {shlex.quote(h.workdir)} && rm -f {shlex.quote(pidfile)} && "
-                  f"setsid sh -c {shlex.quote(inner)} > {shlex.quote(logfile)} 2>&1 < /dev/null & "
+                  f"{{ setsid sh -c {shlex.quote(inner)} > {shlex.quote(logfile)} 2>&1 < /dev/null & }}; "
                   f"for i in $(seq 50); do [ -s {shlex.quote(pidfile)} ] && break; sleep 0.02; done; "
                   f"cat {shlex.quote(pidfile)}")
         res = self.run(h, script, sudo=sudo)

@@ -1,0 +1,379 @@
+"""The userspace delay line: holds each queued packet for its delay, drops, corrupts or duplicates it.
+
+One ``NfqSocket`` serves every direction's queue. The *reader* (main thread) receives each packet, decides
+its fate with the profile's probabilities (a seeded generator) and gives it a due time of arrival + delay +
+jitter; unless reordering is allowed, a packet is never due before the one ahead of it (as netem does when
+it has a rate). The *releaser* thread sleeps until the earliest due time and then accepts every due packet
+of a queue with one batch verdict. A *status* thread writes what the engine did (packets seen, dropped,
+released, lateness of releases) to a JSON file every second.
+
+Rates are not handled here: the kernel's HTB does that after the packet is released.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import heapq
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from labkit.nfq.netlink import COPY_META, COPY_PACKET, NF_ACCEPT, NF_DROP, NfqSocket, kernel_queue_stats
+
+NORMAL_SPAN = 4.0  # netem's normal table is cut at +-4 sigma
+ACCEPT, CORRUPT, DUPLICATE = 0, 1, 2
+#: release a packet when its due time is this close (ns): waking costs about as much
+EARLY_NS = 20_000
+PR_SET_TIMERSLACK = 29
+
+
+def _realtime(priority: int) -> str:
+    """Run at a real-time priority (SCHED_FIFO) when allowed, so releases are on time on a busy host.
+
+    Every thread of the engine blocks between packets; the kernel's RT throttling keeps the rest alive."""
+    if priority <= 0:
+        return "other"
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        return f"fifo:{priority}"
+    except (OSError, AttributeError):
+        return "other"
+
+
+def _tight_timer_slack() -> None:
+    """Ask for 1 us timer slack on this thread (default 50 us), so sleeps end when asked."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+class Lateness:
+    """A histogram of release lateness (due time -> verdict sent), in microseconds."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.n = 0
+        self.max_us = 0
+
+    def add(self, late_ns: int) -> None:
+        us = late_ns // 1000 if late_ns > 0 else 0
+        if us >= 10_000:
+            us -= us % 1000  # 1 ms buckets beyond 10 ms
+        self.counts[us] = self.counts.get(us, 0) + 1
+        self.n += 1
+        if us > self.max_us:
+            self.max_us = us
+
+    def summary(self) -> dict[str, Any]:
+        counts = dict(self.counts)
+        n = sum(counts.values())
+        if not n:
+            return {"n": 0, "median_ms": None, "p99_ms": None, "max_ms": None}
+        keys = sorted(counts)
+
+        def q(frac: float) -> float:
+            target = frac * n
+            acc = 0
+            for k in keys:
+                acc += counts[k]
+                if acc >= target:
+                    return k / 1000.0
+            return keys[-1] / 1000.0
+
+        return {"n": n, "median_ms": q(0.5), "p99_ms": q(0.99), "max_ms": self.max_us / 1000.0}
+
+
+@dataclass
+class Queue:
+    num: int
+    direction: str
+    delay_ns: int
+    jitter_ns: int
+    distribution: str
+    reorder: bool
+    loss: float  # probabilities 0..1
+    corrupt: float
+    duplicate: float
+    maxlen: int
+    pending: Any = None  # deque (in order) or heap (reorder)
+    last_due: int = 0
+    seq: int = 0
+    seen: int = 0
+    lost: int = 0
+    corrupted: int = 0
+    duplicated: int = 0
+    released: int = 0
+    max_pending: int = 0
+    lateness: Lateness = field(default_factory=Lateness)
+    heap_lock: threading.Lock = field(default_factory=threading.Lock)  # reorder mode: the heap is shared
+
+    @property
+    def copy_mode(self) -> int:
+        return COPY_PACKET if (self.corrupt or self.duplicate) else COPY_META
+
+    def sample_delay_ns(self, rng: random.Random) -> int:
+        if not self.jitter_ns:
+            return self.delay_ns
+        if self.distribution == "normal":
+            x = rng.gauss(0.0, 1.0)
+            x = max(-NORMAL_SPAN, min(NORMAL_SPAN, x))
+            d = self.delay_ns + int(x * self.jitter_ns)
+        else:
+            d = self.delay_ns + int(rng.uniform(-self.jitter_ns, self.jitter_ns))
+        return d if d > 0 else 0
+
+    def stats(self) -> dict[str, Any]:
+        return {"queue": self.num, "direction": self.direction, "seen": self.seen, "dropped_loss": self.lost,
+                "corrupted": self.corrupted, "duplicated": self.duplicated, "released": self.released,
+                "pending": len(self.pending), "max_pending": self.max_pending, "maxlen": self.maxlen,
+                "lateness": self.lateness.summary()}
+
+
+class _Stop(Exception):
+    pass
+
+
+class Engine:
+    """Serve the queues of ``config`` (see labkit.tc.engine_config) until stopped."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+        self.rng = random.Random(config.get("seed", 1))
+        self.status_file: str | None = config.get("status_file")
+        self.queues: dict[int, Queue] = {}
+        for num, q in config["queues"].items():
+            queue = Queue(num=int(num), direction=q["direction"], delay_ns=int(round(q["delay_ms"] * 1e6)),
+                          jitter_ns=int(round(q.get("jitter_ms", 0) * 1e6)),
+                          distribution=q.get("distribution", "uniform"), reorder=bool(q.get("reorder", False)),
+                          loss=q.get("loss_pct", 0) / 100.0, corrupt=q.get("corrupt_pct", 0) / 100.0,
+                          duplicate=q.get("duplicate_pct", 0) / 100.0, maxlen=int(q.get("maxlen", 1024)))
+            queue.pending = [] if queue.reorder else deque()
+            self.queues[queue.num] = queue
+        self.sock: NfqSocket | None = None
+        self.raw: socket.socket | None = None
+        self.wake = threading.Event()
+        self.status_now = threading.Event()
+        self.running = False
+        self.started_wall = time.time()
+        self.state = "starting"
+        self.sched = "other"
+        self.error: str | None = None
+        self._lock = threading.Lock()  # guards the socket's send path shared by reader and releaser
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def open(self) -> None:
+        self.sock = NfqSocket(rcvbuf=int(self.config.get("rcvbuf", 32 << 20)))
+        for q in self.queues.values():
+            self.sock.bind(q.num, copy_mode=q.copy_mode, maxlen=q.maxlen)
+        if any(q.duplicate for q in self.queues.values()):
+            self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+
+    def run(self) -> None:
+        """Serve until SIGTERM/SIGINT; write the final status. Exceptions propagate after the status is written."""
+        sys.setswitchinterval(0.0002)
+        _tight_timer_slack()
+
+        def _handler(signum, frame):  # noqa: ARG001
+            raise _Stop()
+
+        signal.signal(signal.SIGTERM, _handler)
+        signal.signal(signal.SIGINT, _handler)
+        signal.signal(signal.SIGUSR1, lambda signum, frame: self.status_now.set())  # a fresh report, now
+        self.sched = _realtime(int(self.config.get("rt_priority", 10)))
+        try:
+            self.open()
+            self.running = True
+            self.state = "running"
+            threads = [threading.Thread(target=self._releaser, name="releaser", daemon=True),
+                       threading.Thread(target=self._status_loop, name="status", daemon=True)]
+            for t in threads:
+                t.start()
+            self.write_status()
+            self._reader()
+        except _Stop:
+            self.state = "stopped"
+        except BaseException as exc:  # recorded, then re-raised
+            self.state = "failed"
+            self.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.running = False
+            self.wake.set()
+            try:
+                self.write_status()
+            finally:
+                if self.sock is not None:
+                    self.sock.close()  # the kernel drops whatever is still queued: fail-closed
+
+    # -- reader ----------------------------------------------------------------------------------------------
+    def _reader(self) -> None:
+        assert self.sock is not None
+        sock = self.sock
+        rng = self.rng
+        queues = self.queues
+        mono = time.monotonic_ns
+        while True:
+            packets = sock.receive()
+            now = mono()
+            for p in packets:
+                q = queues.get(p.queue)
+                if q is None:
+                    with self._lock:
+                        sock.verdict(p.queue, p.id, NF_ACCEPT)
+                    continue
+                q.seen += 1
+                if q.loss and rng.random() < q.loss:
+                    q.lost += 1
+                    with self._lock:
+                        sock.verdict(p.queue, p.id, NF_DROP)
+                    continue
+                kind = ACCEPT
+                payload = None
+                if q.corrupt and rng.random() < q.corrupt and p.payload:
+                    kind = CORRUPT
+                    data = bytearray(p.payload)
+                    i = rng.randrange(len(data))
+                    data[i] ^= 1 << rng.randrange(8)
+                    payload = bytes(data)
+                    q.corrupted += 1
+                self._schedule(q, now, p.id, kind, payload)
+                if q.duplicate and p.payload and rng.random() < q.duplicate:
+                    q.duplicated += 1
+                    self._schedule(q, now, -1, DUPLICATE, p.payload)
+
+    def _schedule(self, q: Queue, now: int, pid: int, kind: int, payload: bytes | None) -> None:
+        due = now + q.sample_delay_ns(self.rng)
+        was_empty = not q.pending
+        if q.reorder:
+            q.seq += 1
+            with q.heap_lock:
+                heapq.heappush(q.pending, (due, q.seq, pid, kind, payload))
+        else:
+            if due < q.last_due:
+                due = q.last_due
+            q.last_due = due
+            q.pending.append((due, pid, kind, payload))
+        n = len(q.pending)
+        if n > q.max_pending:
+            q.max_pending = n
+        if was_empty:
+            self.wake.set()
+
+    # -- releaser --------------------------------------------------------------------------------------------
+    def _releaser(self) -> None:
+        _tight_timer_slack()
+        mono = time.monotonic_ns
+        queues = list(self.queues.values())
+        while self.running:
+            self.wake.clear()
+            now = mono()
+            earliest = None
+            for q in queues:
+                if q.pending:
+                    self._release_due(q, now + EARLY_NS)
+                if q.pending:
+                    head = q.pending[0][0]
+                    if earliest is None or head < earliest:
+                        earliest = head
+            if earliest is None:
+                self.wake.wait(0.5)
+            else:
+                wait_ns = earliest - mono() - EARLY_NS
+                if wait_ns > 0:
+                    self.wake.wait(wait_ns / 1e9)
+
+    def _release_due(self, q: Queue, horizon: int) -> None:
+        sock = self.sock
+        assert sock is not None
+        pending = q.pending
+        lat = q.lateness
+        mono = time.monotonic_ns
+        if q.reorder:
+            while True:
+                with q.heap_lock:
+                    if not pending or pending[0][0] > horizon:
+                        return
+                    due, _seq, pid, kind, payload = heapq.heappop(pending)
+                lat.add(mono() - due)
+                self._send_one(q, pid, kind, payload)
+        last = -1
+        while pending and pending[0][0] <= horizon:
+            due, pid, kind, payload = pending.popleft()
+            lat.add(mono() - due)
+            if kind == ACCEPT:
+                last = pid
+                q.released += 1
+                continue
+            if last >= 0:
+                with self._lock:
+                    sock.verdict_batch(q.num, last, NF_ACCEPT)
+                last = -1
+            self._send_one(q, pid, kind, payload)
+        if last >= 0:
+            with self._lock:
+                sock.verdict_batch(q.num, last, NF_ACCEPT)
+
+    def _send_one(self, q: Queue, pid: int, kind: int, payload: bytes | None) -> None:
+        assert self.sock is not None
+        if kind == DUPLICATE:
+            if self.raw is not None and payload and len(payload) >= 20:
+                dst = socket.inet_ntoa(payload[16:20])
+                try:
+                    self.raw.sendto(payload, (dst, 0))
+                except OSError:
+                    pass
+            return
+        with self._lock:
+            self.sock.verdict(q.num, pid, NF_ACCEPT, payload if kind == CORRUPT else None)
+        q.released += 1
+
+    # -- status ----------------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        kstats = kernel_queue_stats()
+        queues = []
+        for q in self.queues.values():
+            s = q.stats()
+            k = kstats.get(q.num)
+            if k is not None:
+                s["kernel"] = {"queued": k["queue_total"], "dropped_queue_full": k["queue_dropped"],
+                               "dropped_socket_full": k["user_dropped"], "id_sequence": k["id_sequence"]}
+            queues.append(s)
+        return {"engine": "userspace", "pid": os.getpid(), "state": self.state, "error": self.error,
+                "profile": self.config.get("profile"), "seed": self.config.get("seed"), "sched": self.sched,
+                "started": self.started_wall, "updated": time.time(), "queues": queues}
+
+    def write_status(self) -> None:
+        if not self.status_file:
+            return
+        tmp = f"{self.status_file}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump(self.status(), fh, indent=1)
+        os.replace(tmp, self.status_file)
+
+    def _status_loop(self) -> None:
+        interval = float(self.config.get("status_interval_s", 1.0))
+        while self.running:
+            self.status_now.wait(interval)
+            self.status_now.clear()
+            if self.running:
+                try:
+                    self.write_status()
+                except OSError:
+                    pass
+
+
+def run_from_file(path: str) -> int:
+    with open(path) as fh:
+        config = json.load(fh)
+    Engine(config).run()
+    return 0

@@ -1,0 +1,422 @@
+"""Network profiles: the model, the ``profiles.yaml`` loader and the figures a profile promises.
+
+A profile gives each direction its own parameters: *uplink* is EVSE -> CPO, *downlink* CPO -> EVSE. A
+direction has a rate (bit/s, none = unlimited), a delay and jitter (ms, with a distribution), loss,
+corruption and duplication (percent) and a bottleneck queue (packets). ``both:`` is a shorthand that
+expands to the same parameters in both directions; an unshaped direction is written ``{}`` or ``none``.
+Every mistake is reported as ``file:line: field: problem`` (exit status 2) before anything is applied.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from labkit.errors import ConfigError
+from labkit.units import UnitError, format_ms, format_rate, parse_duration_ms, parse_percent, parse_rate
+from labkit.yamlfile import load_yaml, parse_yaml, validate
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,31}$")
+NAME_RULE = "lowercase letters, digits, '.', '+' and '-', at most 32 characters"
+DISTRIBUTIONS = ("uniform", "normal")
+FAMILIES = ("realistic", "slow", "custom")
+
+#: Ethernet frame of a full-size packet (1500 bytes of IP + 14 of Ethernet header): what HTB counts.
+FRAME_BYTES = 1514
+#: The smallest bottleneck queue labkit sizes by default (packets): TCP needs room for a few windows.
+MIN_QUEUE = 32
+#: netem's normal table spans +-4 standard deviations (values are int16 / NETEM_DIST_SCALE 8192).
+NORMAL_SPAN = 4.0
+
+
+class DirectionSpec(BaseModel):
+    """One direction as written in profiles.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate: int | None = Field(default=None, description="bottleneck rate, e.g. \"112 kbit/s\" (none: unlimited)")
+    delay: float = Field(default=0.0, description="one-way delay added, e.g. \"250 ms\"")
+    jitter: float = Field(default=0.0, description="delay variation, e.g. \"20 ms\" (uniform: +-jitter; "
+                                                   "normal: standard deviation, cut at 4)")
+    distribution: Literal["uniform", "normal"] = "uniform"
+    reorder: bool = Field(default=False, description="let jitter reorder packets (netem's habit); default: keep order")
+    loss: float = Field(default=0.0, description="random loss in percent, e.g. \"0.5 %\"")
+    corrupt: float = Field(default=0.0, description="percent of packets with one bit flipped")
+    duplicate: float = Field(default=0.0, description="percent of packets sent twice")
+    queue: int | None = Field(default=None, description="bottleneck queue in packets (default: from the BDP)")
+
+    @field_validator("rate", mode="before")
+    @classmethod
+    def _rate(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        try:
+            return parse_rate(v)
+        except UnitError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("delay", "jitter", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        try:
+            return parse_duration_ms(v)
+        except UnitError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("loss", "corrupt", "duplicate", mode="before")
+    @classmethod
+    def _percent(cls, v: Any) -> Any:
+        try:
+            return parse_percent(v)
+        except UnitError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("distribution", mode="before")
+    @classmethod
+    def _dist(cls, v: Any) -> Any:
+        if v not in DISTRIBUTIONS:
+            raise ValueError(f"unknown distribution {v!r} (allowed: {', '.join(DISTRIBUTIONS)})")
+        return v
+
+    @field_validator("queue", mode="before")
+    @classmethod
+    def _queue(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        if isinstance(v, str):
+            m = re.match(r"^\s*([0-9]+)\s*packets?\s*$", v)
+            if not m:
+                raise ValueError(f"{v!r} is not a queue length such as \"100 packets\"")
+            v = int(m.group(1))
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"{v!r} is not a queue length such as \"100 packets\"")
+        if not 1 <= v <= 1_000_000:
+            raise ValueError(f"queue must be from 1 to 1000000 packets (got {v})")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DirectionSpec:
+        if self.jitter > 0 and self.distribution == "uniform" and self.jitter > self.delay:
+            raise ValueError(f"jitter {self.jitter:g} ms exceeds delay {self.delay:g} ms: uniform jitter would need "
+                             f"negative delays")
+        if self.jitter > 0 and self.distribution == "normal" and NORMAL_SPAN * self.jitter > self.delay:
+            raise ValueError(f"normal jitter {self.jitter:g} ms (cut at {NORMAL_SPAN:g} sigma) exceeds delay "
+                             f"{self.delay:g} ms: keep jitter <= delay/{NORMAL_SPAN:g}")
+        if self.reorder and self.jitter == 0:
+            raise ValueError("reorder needs jitter (without jitter packets keep their order)")
+        return self
+
+
+class ProfileSpec(BaseModel):
+    """One profile as written in profiles.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field(min_length=1)
+    family: Literal["realistic", "slow", "custom"] = "custom"
+    source: list[str] = Field(default_factory=list, description="where the values come from")
+    aliases: list[str] = Field(default_factory=list)
+    notes: str = ""
+    both: DirectionSpec | None = None
+    uplink: DirectionSpec | None = None
+    downlink: DirectionSpec | None = None
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("both", "uplink", "downlink", mode="before")
+    @classmethod
+    def _unshaped(cls, v: Any) -> Any:
+        if v is None or v == "none":
+            return {}
+        return v
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, v: list[str]) -> list[str]:
+        for a in v:
+            if not NAME_RE.match(a):
+                raise ValueError(f"invalid alias {a!r}: {NAME_RULE}")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _directions(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            has_both = "both" in data
+            has_dirs = "uplink" in data or "downlink" in data
+            if has_both and has_dirs:
+                raise ValueError("use either 'both' or 'uplink' and 'downlink', not both forms")
+            if not has_both and not ("uplink" in data and "downlink" in data):
+                missing = "downlink" if "uplink" in data else "uplink"
+                raise ValueError(f"'{missing}' is missing: write every direction explicitly ('{missing}: none' "
+                                 f"for an unshaped one) or use 'both'")
+        return data
+
+
+class ProfilesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["labkit-profiles/1"] = "labkit-profiles/1"
+    profiles: dict[str, ProfileSpec]
+
+    @field_validator("profiles")
+    @classmethod
+    def _names(cls, v: dict[str, ProfileSpec]) -> dict[str, ProfileSpec]:
+        for name in v:
+            if not NAME_RE.match(name):
+                raise ValueError(f"invalid profile name {name!r}: {NAME_RULE}")
+        return v
+
+
+@dataclass(frozen=True)
+class Direction:
+    """One resolved direction: every value explicit, in bit/s, ms, percent and packets."""
+
+    rate_bps: int | None = None
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    distribution: str = "uniform"
+    reorder: bool = False
+    loss_pct: float = 0.0
+    corrupt_pct: float = 0.0
+    duplicate_pct: float = 0.0
+    queue_pkts: int | None = None  # bottleneck queue; None when there is no rate limit
+
+    @property
+    def shaped(self) -> bool:
+        return self.rate_bps is not None or self.needs_delay_line
+
+    @property
+    def needs_delay_line(self) -> bool:
+        """Whether this direction needs netem (or the userspace engine), not only a rate limit."""
+        return any((self.delay_ms, self.jitter_ms, self.loss_pct, self.corrupt_pct, self.duplicate_pct))
+
+    @property
+    def jitter_span_ms(self) -> float:
+        """How far a packet's delay can stray from ``delay_ms`` (uniform: jitter; normal: 4 sigma)."""
+        return self.jitter_ms * (NORMAL_SPAN if self.distribution == "normal" else 1.0)
+
+    @property
+    def min_delay_ms(self) -> float:
+        return max(0.0, self.delay_ms - self.jitter_span_ms)
+
+    @property
+    def max_delay_ms(self) -> float:
+        return self.delay_ms + self.jitter_span_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    family: str
+    sources: tuple[str, ...]
+    uplink: Direction
+    downlink: Direction
+    aliases: tuple[str, ...] = ()
+    notes: str = ""
+    symmetric: bool = False  # written with the 'both' shorthand
+    origin: str = ""  # file:line it was read from
+
+    @property
+    def added_rtt_ms(self) -> float:
+        """The round-trip time the profile adds on average: uplink delay + downlink delay."""
+        return self.uplink.delay_ms + self.downlink.delay_ms
+
+    @property
+    def min_added_rtt_ms(self) -> float:
+        return self.uplink.min_delay_ms + self.downlink.min_delay_ms
+
+    @property
+    def bottleneck_bps(self) -> int | None:
+        rates = [r for r in (self.uplink.rate_bps, self.downlink.rate_bps) if r is not None]
+        return min(rates) if rates else None
+
+    @property
+    def shaped(self) -> bool:
+        return self.uplink.shaped or self.downlink.shaped
+
+    def direction(self, name: str) -> Direction:
+        if name in ("uplink", "up"):
+            return self.uplink
+        if name in ("downlink", "down"):
+            return self.downlink
+        raise ValueError(f"unknown direction {name!r}")
+
+    def expected(self) -> dict[str, Any]:
+        """What the profile promises, as recorded in cell.json ``expected``."""
+        return {"added_rtt_ms": self.added_rtt_ms, "min_added_rtt_ms": self.min_added_rtt_ms,
+                "uplink_rate_bps": self.uplink.rate_bps, "downlink_rate_bps": self.downlink.rate_bps,
+                "uplink_loss_pct": self.uplink.loss_pct, "downlink_loss_pct": self.downlink.loss_pct}
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.to_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "family": self.family,
+                "sources": list(self.sources), "aliases": list(self.aliases), "notes": self.notes,
+                "symmetric": self.symmetric, "origin": self.origin,
+                "uplink": self.uplink.to_dict(), "downlink": self.downlink.to_dict(),
+                "added_rtt_ms": self.added_rtt_ms, "bottleneck_bps": self.bottleneck_bps}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Profile:
+        return cls(name=d["name"], description=d["description"], family=d["family"],
+                   sources=tuple(d.get("sources", ())), aliases=tuple(d.get("aliases", ())),
+                   notes=d.get("notes", ""), symmetric=d.get("symmetric", False), origin=d.get("origin", ""),
+                   uplink=Direction(**d["uplink"]), downlink=Direction(**d["downlink"]))
+
+    def summary(self) -> str:
+        def one(d: Direction) -> str:
+            if not d.shaped:
+                return "unshaped"
+            parts = [format_rate(d.rate_bps)]
+            if d.delay_ms or d.jitter_ms:
+                j = ((f" +-{d.jitter_ms:g} ms uniform" if d.distribution == "uniform" else
+                      f" jitter sd {d.jitter_ms:g} ms normal") if d.jitter_ms else "")
+                parts.append(format_ms(d.delay_ms) + j)
+            if d.loss_pct:
+                parts.append(f"loss {d.loss_pct:g} %")
+            return ", ".join(parts)
+        return f"up: {one(self.uplink)}; down: {one(self.downlink)}"
+
+
+def default_queue(rate_bps: int, rtt_ms: float) -> int:
+    """A bottleneck queue of one bandwidth-delay product (full-size frames), at least MIN_QUEUE packets.
+
+    One BDP of buffer lets a single TCP flow keep the link busy through its window reductions."""
+    bdp_pkts = math.ceil(rate_bps * max(rtt_ms, 1.0) / 1000.0 / 8.0 / FRAME_BYTES)
+    return max(MIN_QUEUE, bdp_pkts)
+
+
+def _resolve_direction(spec: DirectionSpec, rtt_ms: float) -> Direction:
+    queue = spec.queue
+    if spec.rate is None:
+        queue = None
+    elif queue is None:
+        queue = default_queue(spec.rate, rtt_ms)
+    return Direction(rate_bps=spec.rate, delay_ms=spec.delay, jitter_ms=spec.jitter,
+                     distribution=spec.distribution, reorder=spec.reorder, loss_pct=spec.loss,
+                     corrupt_pct=spec.corrupt, duplicate_pct=spec.duplicate, queue_pkts=queue)
+
+
+def resolve(name: str, spec: ProfileSpec, origin: str = "") -> Profile:
+    up_spec = spec.both if spec.both is not None else spec.uplink
+    down_spec = spec.both if spec.both is not None else spec.downlink
+    assert up_spec is not None and down_spec is not None
+    # the round trip a full-size packet sees: both one-way delays at their largest
+    rtt = up_spec.delay + down_spec.delay + 2 * max(up_spec.jitter, down_spec.jitter)
+    return Profile(name=name, description=spec.description.strip(), family=spec.family,
+                   sources=tuple(spec.source), aliases=tuple(spec.aliases), notes=spec.notes.strip(),
+                   uplink=_resolve_direction(up_spec, rtt), downlink=_resolve_direction(down_spec, rtt),
+                   symmetric=spec.both is not None, origin=origin)
+
+
+@dataclass
+class ProfileSet:
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+    def names(self) -> list[str]:
+        return list(self.profiles)
+
+    def get(self, name: str) -> Profile:
+        key = self.aliases.get(name, name)
+        if key in self.profiles:
+            return self.profiles[key]
+        known = sorted(set(self.profiles) | set(self.aliases))
+        close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        where = " + ".join(self.files) or "profiles"
+        raise ConfigError(f"{where}: profile: unknown profile {name!r}{hint}; "
+                          f"known: {', '.join(sorted(self.profiles))}")
+
+    def merge_file(self, path: str | Path) -> None:
+        path = Path(path)
+        root = load_yaml(path)
+        self._merge(root, str(path))
+
+    def merge_text(self, text: str, filename: str) -> None:
+        self._merge(parse_yaml(text, filename), filename)
+
+    def _merge(self, root: Any, filename: str) -> None:
+        if not isinstance(root, dict):
+            raise ConfigError.at("(top level)", "a profiles file must be a mapping with a 'profiles' key",
+                                 file=filename, line=1)
+        parsed = validate(ProfilesFile, root, filename=filename, root=root)
+        for name, spec in parsed.profiles.items():
+            line = None
+            try:
+                line = root["profiles"].lc.key(name)[0] + 1
+            except Exception:
+                pass
+            origin = f"{filename}:{line}" if line else filename
+            profile = resolve(name, spec, origin)
+            for alias in spec.aliases:
+                owner = self.aliases.get(alias)
+                if (owner and owner != name) or (alias in self.profiles and alias != name):
+                    raise ConfigError.at(f"profiles.{name}.aliases", f"alias {alias!r} is already taken by "
+                                         f"{owner or alias!r}", file=filename, line=line)
+            if name in self.aliases and self.aliases[name] != name:
+                raise ConfigError.at(f"profiles.{name}", f"name {name!r} is already an alias of "
+                                     f"{self.aliases[name]!r}", file=filename, line=line)
+            self.profiles[name] = profile
+            for alias in spec.aliases:
+                self.aliases[alias] = name
+        self.files.append(filename)
+
+
+def shipped_profiles_path() -> Path:
+    from labkit.resources import resource
+
+    return resource("profiles.yaml")
+
+
+def load_profiles(extra: str | Path | list[str | Path] | None = None) -> ProfileSet:
+    """The shipped profiles.yaml, then any extra files (later files override earlier ones by name)."""
+    ps = ProfileSet()
+    ps.merge_file(shipped_profiles_path())
+    extras = extra if isinstance(extra, list) else ([extra] if extra else [])
+    for path in extras:
+        ps.merge_file(path)
+    return ps
+
+
+#: extra profiles files for every labkit command in this environment (os.pathsep-separated)
+PROFILES_ENV = "LABKIT_PROFILES"
+_default: ProfileSet | None = None
+_default_key: str | None = None
+
+
+def default_set() -> ProfileSet:
+    """The shipped profiles plus the files named in $LABKIT_PROFILES (loaded once per value of it)."""
+    global _default, _default_key
+    key = os.environ.get(PROFILES_ENV, "")
+    if _default is None or key != _default_key:
+        extras = [p for p in key.split(os.pathsep) if p]
+        _default, _default_key = load_profiles(extras), key
+    return _default
+
+
+def names() -> list[str]:
+    """Every profile name (aliases not included)."""
+    return default_set().names()
+
+
+def get(name: str) -> Profile:
+    """A profile by name or alias; an unknown name is a ConfigError (exit status 2)."""
+    return default_set().get(name)

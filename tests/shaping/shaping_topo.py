@@ -1,0 +1,180 @@
+"""A three-namespace data path for shaping tests and benchmarks: EVSE -> gateway -> CPO.
+
+Stands in for the lead's ``labkit up`` (netns backend) until it lands: namespaces ``<prefix>-evse``,
+``<prefix>-gw`` and ``<prefix>-cpo`` joined by veth pairs, with the lab's default addresses, and a
+``LocalNetnsRemote`` that offers the ``labkit.remote.Remote`` calls shaping.py uses (run, start, stop,
+put, get) by running commands with ``ip netns exec`` instead of SSH. Nothing here is a mock of tc,
+netfilter or the engine: they are the real kernel and the real ``labkit shaper`` process.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labkit.errors import RemoteError
+from labkit.inventory import HostConn, Inventory
+from labkit.profiles import ProfileSet
+
+CPO_ADDR = "192.168.10.10"
+GW_CPO_ADDR = "192.168.10.1"
+GW_EVSE_ADDR = "192.168.20.1"
+EVSE_ADDR = "192.168.20.11"
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def sh(cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{cmd!r} failed ({r.returncode}): {r.stderr.strip()}")
+    return r
+
+
+@dataclass
+class RunResult:
+    stdout: str
+    stderr: str
+    exited: int
+    command: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exited == 0
+
+
+@dataclass
+class Topo:
+    prefix: str
+    workdir: Path
+    labkit: str
+    inventory: Inventory = field(init=False)
+
+    @property
+    def ns(self) -> dict[str, str]:
+        return {"cpo": f"{self.prefix}-cpo", "gw": f"{self.prefix}-gw", "evse1": f"{self.prefix}-evse"}
+
+    def up(self) -> Topo:
+        self.down()
+        p = self.prefix
+        ns = self.ns
+        for n in ns.values():
+            sh(f"ip netns add {n}")
+        # veth pairs: evse eth1 <-> gw eth2 (EVSE side), gw eth1 <-> cpo eth1 (CPO side)
+        sh(f"ip link add {p}e0 netns {ns['evse1']} type veth peer name {p}e1 netns {ns['gw']}")
+        sh(f"ip link add {p}c0 netns {ns['cpo']} type veth peer name {p}c1 netns {ns['gw']}")
+        sh(f"ip -n {ns['evse1']} link set {p}e0 name eth1")
+        sh(f"ip -n {ns['gw']} link set {p}e1 name eth2")
+        sh(f"ip -n {ns['gw']} link set {p}c1 name eth1")
+        sh(f"ip -n {ns['cpo']} link set {p}c0 name eth1")
+        for n in ns.values():
+            sh(f"ip -n {n} link set lo up")
+        sh(f"ip -n {ns['evse1']} addr add {EVSE_ADDR}/24 dev eth1")
+        sh(f"ip -n {ns['gw']} addr add {GW_EVSE_ADDR}/24 dev eth2")
+        sh(f"ip -n {ns['gw']} addr add {GW_CPO_ADDR}/24 dev eth1")
+        sh(f"ip -n {ns['cpo']} addr add {CPO_ADDR}/24 dev eth1")
+        for n, devs in ((ns["evse1"], ["eth1"]), (ns["gw"], ["eth1", "eth2"]), (ns["cpo"], ["eth1"])):
+            for d in devs:
+                sh(f"ip -n {n} link set {d} up")
+        sh(f"ip -n {ns['evse1']} route add 192.168.10.0/24 via {GW_EVSE_ADDR}")
+        sh(f"ip -n {ns['cpo']} route add 192.168.20.0/24 via {GW_CPO_ADDR}")
+        sh(f"ip netns exec {ns['gw']} sysctl -qw net.ipv4.ip_forward=1")
+        # Endpoint TCP buffers large enough for the longest, fastest profiles (BDP of 100 Mbit/s x 600 ms):
+        # what the lab's provisioning must also set on the CPO and EVSE hosts.
+        for n in (ns["evse1"], ns["cpo"]):
+            sh(f"ip netns exec {n} sysctl -qw net.ipv4.tcp_rmem='4096 131072 33554432' "
+               f"net.ipv4.tcp_wmem='4096 16384 33554432'")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        hosts = []
+        for name, role in (("cpo", "cpo"), ("gw", "gateway"), ("evse1", "evse")):
+            wd = self.workdir / name
+            wd.mkdir(parents=True, exist_ok=True)
+            addrs = {"cpo": {"cpo": CPO_ADDR}, "gw": {"cpo": GW_CPO_ADDR, "evse": GW_EVSE_ADDR},
+                     "evse1": {"evse": EVSE_ADDR}}[name]
+            ifaces = {"cpo": {"cpo": "eth1"}, "gw": {"cpo": "eth1", "evse": "eth2"}, "evse1": {"evse": "eth1"}}[name]
+            hosts.append(HostConn(name=name, role=role, ssh_host=self.ns[name], addresses=addrs, ifaces=ifaces,
+                                  labkit=self.labkit, workdir=str(wd), index=1 if role == "evse" else 0))
+        self.inventory = Inventory(lab=self.prefix, backend="netns-fixture", hosts=hosts,
+                                   details={"namespaces": self.ns})
+        return self
+
+    def down(self) -> None:
+        for n in self.ns.values():
+            r = sh(f"ip netns pids {n}", check=False)
+            for pid in r.stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            sh(f"ip netns del {n}", check=False)
+
+    def exec(self, host: str, cmd: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+        return sh(f"ip netns exec {self.ns[host]} {cmd}", check=check, timeout=timeout)
+
+
+class LocalNetnsRemote:
+    """The subset of labkit.remote.Remote that shaping.py uses, over ``ip netns exec`` (no SSH)."""
+
+    def __init__(self, topo: Topo):
+        self.topo = topo
+
+    def _ns(self, host: HostConn) -> str:
+        return self.topo.ns[host.name]
+
+    def run(self, host: HostConn, command: str, *, sudo: bool = False, check: bool = True,
+            timeout: float | None = 60) -> RunResult:
+        full = f"ip netns exec {self._ns(host)} sh -c {shlex.quote(command)}"
+        r = subprocess.run(full, shell=True, capture_output=True, text=True, timeout=timeout)
+        res = RunResult(r.stdout, r.stderr, r.returncode, command)
+        if check and r.returncode != 0:
+            raise RemoteError(f"{host.name}: {command!r} exited {r.returncode}: {r.stderr.strip()[:300]}")
+        return res
+
+    def start(self, host: HostConn, name: str, command: str, *, sudo: bool = False) -> int:
+        """Detached like labkit.remote.Remote.start: own session, reparented to init, pid in workdir/name.pid."""
+        pidfile, logfile = (shlex.quote(f"{host.workdir}/{name}.{x}") for x in ("pid", "log"))
+        inner = f"echo $$ > {pidfile}; exec {command}"
+        script = (f"mkdir -p {shlex.quote(host.workdir)} && rm -f {pidfile} && "
+                  f"setsid sh -c {shlex.quote(inner)} > {logfile} 2>&1 < /dev/null & "
+                  f"for i in $(seq 50); do [ -s {pidfile} ] && break; sleep 0.02; done; cat {pidfile}")
+        res = self.run(host, script)
+        return int(res.stdout.strip().splitlines()[-1])
+
+    def stop(self, host: HostConn, name: str, *, sudo: bool = False, timeout: float = 5.0) -> bool:
+        """SIGTERM the recorded pid, wait, then SIGKILL (as labkit.remote.Remote.stop)."""
+        q = shlex.quote(f"{host.workdir}/{name}.pid")
+        steps = int(max(timeout, 0.1) / 0.05)
+        script = (f"p=$(cat {q} 2>/dev/null) || exit 3; kill -0 \"$p\" 2>/dev/null || {{ rm -f {q}; exit 3; }}; "
+                  f"kill -TERM \"$p\"; i=0; while kill -0 \"$p\" 2>/dev/null && [ $i -lt {steps} ]; do "
+                  f"sleep 0.05; i=$((i+1)); done; kill -0 \"$p\" 2>/dev/null && kill -KILL \"$p\"; rm -f {q}; exit 0")
+        return self.run(host, script, check=False).exited == 0
+
+    def put(self, host: HostConn, local_path: str, remote_path: str) -> None:
+        Path(remote_path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local_path, remote_path)
+
+    def get(self, host: HostConn, remote_path: str, local_path: str) -> None:
+        shutil.copyfile(remote_path, local_path)
+
+    def close(self) -> None:
+        pass
+
+
+def labkit_bin() -> str:
+    """The labkit command of the running interpreter's environment."""
+    cand = Path(sys.executable).with_name("labkit")
+    return str(cand) if cand.exists() else "labkit"
+
+
+def profiles_from(text: str, filename: str = "test-profiles.yaml") -> ProfileSet:
+    """Profiles from YAML text (as a file of that name would give them)."""
+    ps = ProfileSet()
+    ps.merge_text(textwrap.dedent(text), filename)
+    return ps
