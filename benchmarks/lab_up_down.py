@@ -44,8 +44,10 @@ def main() -> None:
             left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
             assert "lk-bench-" not in left, "down left namespaces behind"
         med = {k: statistics.median(p[k] for p in phases) for k in ("place", "ssh", "provision", "pathcheck")}
-        print(f"{n:>5} {n + 2:>5} {statistics.median(ups):>7.2f} {med['place']:>6.2f} {med['ssh']:>6.2f} "
-              f"{med['provision']:>6.2f} {med['pathcheck']:>6.2f} {statistics.median(downs):>7.2f}")
+        print(
+            f"{n:>5} {n + 2:>5} {statistics.median(ups):>7.2f} {med['place']:>6.2f} {med['ssh']:>6.2f} "
+            f"{med['provision']:>6.2f} {med['pathcheck']:>6.2f} {statistics.median(downs):>7.2f}"
+        )
 
 
 if __name__ == "__main__":

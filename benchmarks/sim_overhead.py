@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""The simulators' own cost: OCPP RTT minus ping RTT, one station, unshaped three-namespace path.
+
+Usage: sudo .venv/bin/python benchmarks/sim_overhead.py [--meter-values 1000] [--ocpp 1.6] [--validation sync]
+
+Builds CSMS <-> gateway <-> EVSE namespaces (benchmarks/sim_netns.py), starts ``labkit csms`` in the CSMS
+namespace and ``labkit fleet --stations 1 --scenario thesis-2021`` in the EVSE namespace, while ``ping``
+runs from the EVSE to the CSMS at the meter-value pace (every 100 ms). Prints the percentiles of the
+OCPP RTT, of ping, the overhead (OCPP percentile minus ping median), the CSMS's own handling time, and the
+load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sim_netns import path3
+
+from labkit.sim.samples import read_rows
+
+LABKIT = str(Path(sys.executable).with_name("labkit"))
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    k = (len(s) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def wait_listening(proc: subprocess.Popen, timeout: float = 10.0) -> str:
+    line = proc.stdout.readline()
+    if "listening" not in line:
+        raise SystemExit(f"csms did not start: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}")
+    return line
+
+
+def run(args: argparse.Namespace, out: Path) -> dict:
+    with path3("o") as p:
+        csms = subprocess.Popen(
+            p.cmd(
+                p.cpo,
+                LABKIT,
+                "csms",
+                "--listen",
+                f"{p.cpo_addr}:9000",
+                "--validation",
+                args.validation,
+                "--loop",
+                args.loop,
+                "--out",
+                str(out / "csms.csv"),
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_listening(csms)
+            ping = subprocess.Popen(
+                p.cmd(p.evse, "ping", "-i", "0.1", "-c", str(args.meter_values + 40), p.cpo_addr),
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            t0 = time.monotonic()
+            fleet = subprocess.run(
+                p.cmd(
+                    p.evse,
+                    LABKIT,
+                    "fleet",
+                    "--url",
+                    f"ws://{p.cpo_addr}:9000/",
+                    "--stations",
+                    "1",
+                    "--scenario",
+                    "thesis-2021",
+                    "--ocpp",
+                    args.ocpp,
+                    "--meter-values",
+                    str(args.meter_values),
+                    "--validation",
+                    args.validation,
+                    "--loop",
+                    args.loop,
+                    "--out",
+                    str(out / "calls.csv"),
+                    "--events",
+                    str(out / "events.csv"),
+                ),
+                capture_output=True,
+                text=True,
+            )
+            elapsed = time.monotonic() - t0
+            ping.terminate()
+            ping_out = ping.communicate()[0]
+            if fleet.returncode != 0:
+                raise SystemExit(f"fleet failed: {fleet.stderr}")
+        finally:
+            csms.terminate()
+            csms.wait(10)
+    rtts = [float(r["rtt_ms"]) for r in read_rows(out / "calls.csv") if r["outcome"] == "ok"]
+    warm = rtts[3:]  # the first calls load the schema validators
+    pings = [float(m) for m in re.findall(r"time=([\d.]+) ms", ping_out)]
+    handle = [float(r["handle_ms"]) for r in read_rows(out / "csms.csv") if r["outcome"] == "ok"][3:]
+    return {
+        "ocpp": warm,
+        "ping": pings,
+        "handle": handle,
+        "elapsed": elapsed,
+        "errors": sum(1 for r in read_rows(out / "calls.csv") if r["outcome"] != "ok"),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--meter-values", type=int, default=1000)
+    ap.add_argument("--ocpp", default="1.6")
+    ap.add_argument("--validation", default="fast", choices=["fast", "sync", "async", "off"])
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
+    args = ap.parse_args()
+    print(
+        f"# sim_overhead: 1 station, thesis-2021 ({args.meter_values} meter values), OCPP {args.ocpp}, "
+        f"validation {args.validation}; {os.cpu_count()} CPUs; load average before "
+        f"{os.getloadavg()[0]:.2f}"
+    )
+    for i in range(args.repeat):
+        with tempfile.TemporaryDirectory(prefix="sm-overhead-") as d:
+            r = run(args, Path(d))
+        o, pg, h = r["ocpp"], r["ping"], r["handle"]
+        pm = statistics.median(pg)
+        print(
+            f"run {i + 1}: {len(o)} OCPP calls (errors {r['errors']}), {len(pg)} pings, {r['elapsed']:.1f} s, "
+            f"load average after {os.getloadavg()[0]:.2f}"
+        )
+        print(f"  ping RTT ms        p50 {pm:.3f}  p99 {pct(pg, 0.99):.3f}")
+        print(
+            f"  OCPP RTT ms        p50 {pct(o, 0.5):.3f}  p90 {pct(o, 0.9):.3f}  p99 {pct(o, 0.99):.3f}  "
+            f"max {max(o):.3f}"
+        )
+        print(f"  CSMS handling ms   p50 {pct(h, 0.5):.3f}  p99 {pct(h, 0.99):.3f}")
+        print(
+            f"  overhead ms (OCPP pXX - ping p50)   p50 {pct(o, 0.5) - pm:.3f}  p99 {pct(o, 0.99) - pm:.3f}"
+            f"   [targets: p50 <= 0.5, p99 <= 2]"
+        )
+
+
+if __name__ == "__main__":
+    main()

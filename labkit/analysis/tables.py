@@ -1,0 +1,228 @@
+"""The numbers behind the report: one tidy (long) DataFrame per question, computed from a loaded Run.
+
+Every function takes a ``labkit.analysis.load.Run`` and returns numeric columns with units in their names
+(``_ms``, ``_bps``, ``_pct``); formatting for display is the report's job. Profiles come back in the
+report's order (labkit.analysis.order). An empty input gives an empty frame with the same columns.
+
+What counts as an OCPP round trip: calls with ``outcome == "ok"`` (a CallError is counted in the outcome
+table, not in the RTT distribution). Repetitions of a cell (same profile and N) are pooled.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from labkit.analysis.load import Run
+from labkit.analysis.order import expectations, profile_order
+from labkit.analysis.stats import median_ci, summarize
+
+STATS = ["n", "mean", "std", "median", "min", "max", "p95", "p99"]
+OUTCOMES = ["ok", "call_error", "timeout", "connection_lost", "send_failed"]
+
+
+def order_of(run: Run) -> list[str]:
+    return profile_order(list(run.cells["profile"]) if len(run.cells) else [], expectations(run.cells))
+
+
+def _sort(df: pd.DataFrame, order: list[str], by: list[str]) -> pd.DataFrame:
+    if df.empty:
+        return df
+    rank = {p: i for i, p in enumerate(order)}
+    extra = {}
+    keys = []
+    for col in by:
+        if col == "direction":  # uplink (EVSE -> CPO) before downlink
+            extra["_d"] = df["direction"].map({"up": 0, "down": 1}).fillna(2)
+            keys.append("_d")
+        else:
+            keys.append(col)
+    df = df.assign(_o=df["profile"].map(lambda p: rank.get(p, len(rank))), **extra)
+    return df.sort_values(["_o", *keys], kind="stable").drop(columns=["_o", *extra]).reset_index(drop=True)
+
+
+def _describe(values: np.ndarray, seed: int) -> dict:
+    out = summarize(values)
+    out["median_ci_lo"], out["median_ci_hi"] = median_ci(values, seed=seed)
+    return out
+
+
+def ocpp_ok(run: Run) -> pd.DataFrame:
+    """OK calls with profile and N (stations) joined."""
+    calls = run.calls
+    if calls.empty:
+        return run.with_cells(calls)
+    ok = calls[(calls["outcome"] == "ok") & calls["rtt_ms"].notna()]
+    return run.with_cells(ok, ("profile", "stations", "added_rtt_ms", "min_added_rtt_ms"))
+
+
+def ping_table(run: Run, seed: int = 0) -> pd.DataFrame:
+    """Per profile and direction: configured added RTT, measured RTT summary, loss, excess over configured."""
+    cols = ["profile", "direction", "added_rtt_ms", "lost", "lost_pct", *STATS, "median_ci_lo", "median_ci_hi",
+            "base_ms", "excess_ms", "below_added"]
+    if run.ping.empty:
+        return pd.DataFrame(columns=cols)
+    df = run.with_cells(run.ping, ("profile", "added_rtt_ms", "min_added_rtt_ms"))
+    rows = []
+    for (profile, direction), g in df.groupby(["profile", "direction"], observed=True, sort=False):
+        rtt = g.loc[~g["lost"], "rtt_ms"].to_numpy(dtype="float64")
+        added, floor = g["added_rtt_ms"].iloc[0], g["min_added_rtt_ms"].iloc[0]
+        r = {"profile": profile, "direction": direction, "added_rtt_ms": added, "lost": int(g["lost"].sum()),
+             "lost_pct": 100.0 * g["lost"].mean(), **_describe(rtt, seed),
+             "below_added": int((rtt < floor).sum()) if not math.isnan(floor) else 0}
+        rows.append(r)
+    out = pd.DataFrame(rows)
+    base = out[out["profile"].isin(["none"])].set_index("direction")["median"]
+    out["base_ms"] = out["direction"].map(base).astype("float64")
+    out["excess_ms"] = out["median"] - out["added_rtt_ms"] - out["base_ms"].fillna(0.0)
+    return _sort(out[cols], order_of(run), ["direction"])
+
+
+def iperf_table(run: Run) -> pd.DataFrame:
+    """Per profile, protocol and direction: configured rate, measured (receiver) rate, share, UDP loss/jitter."""
+    cols = ["profile", "proto", "direction", "cells", "configured_bps", "bps", "pct_of_configured", "retransmits",
+            "lost_pct", "configured_loss_pct", "jitter_ms"]
+    if run.iperf.empty:
+        return pd.DataFrame(columns=cols)
+    df = run.with_cells(run.iperf, ("profile", "up_rate_bps", "down_rate_bps", "up_loss_pct", "down_loss_pct"))
+    df = df.assign(configured_bps=np.where(df["direction"] == "up", df["up_rate_bps"], df["down_rate_bps"]),
+                   configured_loss_pct=np.where(df["direction"] == "up", df["up_loss_pct"], df["down_loss_pct"]))
+    out = df.groupby(["profile", "proto", "direction"], sort=False).agg(
+        cells=("bps", "size"), configured_bps=("configured_bps", "first"), bps=("bps", "median"),
+        retransmits=("retransmits", "median"), lost_pct=("lost_pct", "median"),
+        configured_loss_pct=("configured_loss_pct", "first"), jitter_ms=("jitter_ms", "median")).reset_index()
+    out["pct_of_configured"] = 100.0 * out["bps"] / out["configured_bps"]
+    return _sort(out[cols], order_of(run), ["proto", "direction"])  # tcp before udp
+
+
+def ocpp_table(run: Run, seed: int = 0) -> pd.DataFrame:
+    """Per profile and N: the OCPP RTT summary (the dissertation's layout plus p95, p99, median CI)."""
+    cols = ["profile", "stations", "added_rtt_ms", *STATS, "median_ci_lo", "median_ci_hi", "below_added"]
+    ok = ocpp_ok(run)
+    if ok.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for (profile, n), g in ok.groupby(["profile", "stations"], sort=False):
+        rtt = g["rtt_ms"].to_numpy(dtype="float64")
+        added, floor = g["added_rtt_ms"].iloc[0], g["min_added_rtt_ms"].iloc[0]
+        rows.append({"profile": profile, "stations": int(n), "added_rtt_ms": added, **_describe(rtt, seed),
+                     "below_added": int((rtt < floor).sum()) if not math.isnan(floor) else 0})
+    return _sort(pd.DataFrame(rows)[cols], order_of(run), ["stations"])
+
+
+def outcome_table(run: Run) -> pd.DataFrame:
+    """Per profile and N: calls by outcome, and the most frequent error codes."""
+    cols = ["profile", "stations", "calls", *OUTCOMES, "failed_pct", "errors"]
+    if run.calls.empty:
+        return pd.DataFrame(columns=cols)
+    df = run.with_cells(run.calls)
+    counts = df.groupby(["profile", "stations", "outcome"], observed=True, sort=False).size().unstack(fill_value=0)
+    for o in OUTCOMES:
+        if o not in counts:
+            counts[o] = 0
+    counts["calls"] = counts.sum(axis=1)
+    counts["failed_pct"] = 100.0 * (counts["calls"] - counts["ok"]) / counts["calls"]
+    errs = (df[df["error_code"].astype(str) != ""]
+            .groupby(["profile", "stations"], observed=True, sort=False)["error_code"]
+            .agg(lambda s: ", ".join(f"{k} ×{v}" for k, v in s.astype(str).value_counts().head(3).items())))
+    counts["errors"] = errs
+    out = counts.reset_index()
+    out["errors"] = out["errors"].fillna("")
+    return _sort(out[cols], order_of(run), ["stations"])
+
+
+def overhead_table(run: Run) -> pd.DataFrame:
+    """Per profile, N and action: median OCPP RTT minus median ping RTT of the same profile (both directions
+    pooled): what the protocol itself costs on top of the network's round trip."""
+    cols = ["profile", "stations", "action", "n", "ocpp_median_ms", "ping_median_ms", "overhead_ms"]
+    ok = ocpp_ok(run)
+    if ok.empty or run.ping.empty:
+        return pd.DataFrame(columns=cols)
+    ping = run.with_cells(run.ping[~run.ping["lost"]], ("profile",))
+    ping_med = ping.groupby("profile")["rtt_ms"].median()
+    g = ok.groupby(["profile", "stations", "action"], observed=True, sort=False)["rtt_ms"].agg(["size", "median"])
+    out = g.reset_index().rename(columns={"size": "n", "median": "ocpp_median_ms"})
+    out["ping_median_ms"] = out["profile"].map(ping_med).astype("float64")
+    out["overhead_ms"] = out["ocpp_median_ms"] - out["ping_median_ms"]
+    out = out.dropna(subset=["ping_median_ms"])
+    return _sort(out[cols], order_of(run), ["stations", "action"])
+
+
+def csms_table(run: Run) -> pd.DataFrame:
+    """Per profile and N: the CSMS's own handling time (receive to answer)."""
+    cols = ["profile", "stations", "n", "median_ms", "p95_ms", "max_ms"]
+    if run.csms.empty:
+        return pd.DataFrame(columns=cols)
+    df = run.with_cells(run.csms)
+    g = df.groupby(["profile", "stations"], sort=False)["handle_ms"]
+    out = pd.DataFrame({"n": g.size(), "median_ms": g.median(), "p95_ms": g.quantile(0.95), "max_ms": g.max()})
+    return _sort(out.reset_index()[cols], order_of(run), ["stations"])
+
+
+def cpu_kind(monitor: pd.DataFrame) -> pd.Series:
+    """What each monitor row measures: ``csms``, ``fleet``, ``engine`` (any process on the gateway other
+    than the whole host) or ``host``."""
+    proc = monitor["process"].astype(str)
+    role = monitor["role"].astype(str)
+    kind = proc.where(proc.isin(["csms", "fleet", "host"]), "other")
+    return kind.where(~((role == "gateway") & (proc != "host")), "engine")
+
+
+def cpu_series(monitor: pd.DataFrame) -> pd.DataFrame:
+    """Per whole second and kind: process CPU summed over hosts (% of one core), and for ``host`` the
+    busiest host's CPU (% of all its cores; on netns every host is the same machine)."""
+    if monitor.empty:
+        return pd.DataFrame(columns=["sec", "kind", "cpu_pct"])
+    df = monitor.assign(kind=cpu_kind(monitor).to_numpy(), sec=np.floor(monitor["t_wall"]))
+    procs = df[df["kind"] != "host"].groupby(["sec", "kind"], observed=True)["cpu_pct"].sum()
+    host = df[df["kind"] == "host"].groupby("sec")["host_cpu_pct"].max()
+    host.index = pd.MultiIndex.from_arrays([host.index, ["host"] * len(host)], names=["sec", "kind"])
+    out = pd.concat([procs, host]).rename("cpu_pct").reset_index()
+    return out
+
+
+def cpu_table(run: Run) -> pd.DataFrame:
+    """Per profile, N and kind (csms, fleet, engine: % of one core, summed over hosts; host: % of all cores
+    of the busiest host): median and maximum over the OCPP phase's one-second samples."""
+    cols = ["profile", "stations", "kind", "median_cpu_pct", "max_cpu_pct"]
+    mon = run.monitor
+    if mon.empty:
+        return pd.DataFrame(columns=cols)
+    parts = []
+    for cell, g in mon.groupby("cell", observed=True, sort=False):
+        s = cpu_series(g)
+        s.insert(0, "cell", cell)
+        parts.append(s)
+    df = run.with_cells(pd.concat(parts, ignore_index=True))
+    out = df.groupby(["profile", "stations", "kind"], observed=True, sort=False)["cpu_pct"].agg(
+        median_cpu_pct="median", max_cpu_pct="max")
+    return _sort(out.reset_index()[cols], order_of(run), ["stations", "kind"])
+
+
+def events_table(run: Run) -> pd.DataFrame:
+    """Per cell with connection trouble: disconnections, reconnections, downtime, queued messages."""
+    cols = ["cell", "profile", "stations", "disconnected", "reconnected", "connect_failed",
+            "downtime_median_ms", "downtime_max_ms", "queued_delivered", "queued_median_ms", "queued_max_ms"]
+    ev = run.events
+    if ev.empty:
+        return pd.DataFrame(columns=cols)
+    trouble = ev[ev["event"].isin(["disconnected", "reconnected", "connect_failed", "queue_flushed"])]
+    if trouble.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for cell, g in trouble.groupby("cell", observed=True, sort=False):
+        rec = g[g["event"] == "reconnected"]["downtime_ms"]
+        q = run.calls[(run.calls["cell"] == cell) & run.calls["queued_ms"].notna()]["queued_ms"]
+        flushed = pd.to_numeric(g[g["event"] == "queue_flushed"]["detail"].astype(str), errors="coerce")
+        rows.append({"cell": cell, "disconnected": int((g["event"] == "disconnected").sum()),
+                     "reconnected": int((g["event"] == "reconnected").sum()),
+                     "connect_failed": int((g["event"] == "connect_failed").sum()),
+                     "downtime_median_ms": rec.median(), "downtime_max_ms": rec.max(),
+                     "queued_delivered": int(flushed.sum()) if flushed.notna().any() else len(q),
+                     "queued_median_ms": q.median(), "queued_max_ms": q.max()})
+    out = pd.DataFrame(rows)
+    meta = run.cells.set_index("cell")[["profile", "stations"]]
+    out = out.join(meta, on="cell")
+    return _sort(out[cols], order_of(run), ["stations", "cell"])

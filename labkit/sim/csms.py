@@ -1,0 +1,596 @@
+"""The CSMS: a websockets server speaking OCPP 1.6J, 2.0.1 and 2.1 (chosen by subprotocol) on the ocpp library.
+
+It answers what charging stations send (BootNotification with the configured heartbeat interval,
+Heartbeat, StatusNotification, Authorize, 1.6 Start/StopTransaction, 2.x TransactionEvent, MeterValues,
+DataTransfer, firmware, diagnostics/log and security notifications) and records its own handling time of
+every frame in ``csms.csv`` (docs/results.md): from the moment the frame is handed over by the WebSocket
+to the moment the answer has been written to it.
+
+Frames that are not proper OCPP-J get the CallError the specification names, and a station that
+misbehaves at the transport level is closed; other stations are not affected:
+
+=================================  ====================================  ===============================
+frame                              OCPP 2.0.1 / 2.1                      OCPP 1.6
+=================================  ====================================  ===============================
+not JSON                           RpcFrameworkError, id "-1"            FormationViolation, id "-1"
+not an array / no message id       RpcFrameworkError (id "-1" if none)   FormationViolation
+unknown MessageTypeId              MessageTypeNotSupported               FormationViolation
+CALL of an unknown action          NotImplemented                        NotImplemented
+CALL of a known action that a      NotSupported                          NotSupported
+CSMS does not receive
+payload of wrong type / shape      TypeConstraintViolation, Format-      TypeConstraintViolation,
+(schema validation)                Violation, OccurrenceConstraint...    FormationViolation, ...
+binary frame                       close 1003                            close 1003
+larger than --max-message-bytes    close 1009 (by websockets)            close 1009
+more than --max-rate messages/s    close 1008                            close 1008
+=================================  ====================================  ===============================
+
+(The ocpp library answers an unknown action with NotSupported and a known one with NotImplemented; both
+OCPP 1.6 and 2.0.1 define it the other way round, as this module does.)
+
+Optional HTTP Basic authentication (security profile 1): the user name must be the station's identity
+(the last segment of the URL path) and the password the configured one; otherwise HTTP 401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime as _dt
+import hmac
+import http
+import itertools
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from ocpp.charge_point import remove_nones
+from ocpp.exceptions import OCPPError
+from ocpp.messages import Call, CallError, CallResult, MessageType
+from ocpp.routing import on
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from labkit.errors import ConfigError
+from labkit.sim.fastkeys import serialize, to_camel, to_snake
+from labkit.sim.samples import CSMS_COLUMNS, CsvSink, StatusFile
+from labkit.sim.settings import (
+    SUBPROTOCOLS,
+    VERSION_OF,
+    VERSIONS,
+    WsSettings,
+    gc_freezer,
+    raise_nofile_limit,
+    run_loop,
+    set_validation,
+    version_module,
+)
+from labkit.sim.timing import QUIET
+from labkit.sim.validation import validate_payload
+
+_mono = time.monotonic_ns
+
+
+def _now() -> str:
+    now = _dt.datetime.now(_dt.UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+@dataclass
+class CsmsConfig:
+    """Everything ``labkit csms`` takes (units in the names)."""
+
+    host: str = "0.0.0.0"
+    port: int = 9000
+    versions: tuple[str, ...] = VERSIONS
+    heartbeat_interval_s: int = 300
+    password: str | None = None
+    validation: str = "fast"
+    loop: str = "auto"
+    ws: WsSettings = field(default_factory=WsSettings)
+    max_rate_per_s: float = 100.0
+    burst: int = 200
+    not_implemented: tuple[str, ...] = ()
+    no_answer: tuple[str, ...] = ()
+    reject_id_tags: tuple[str, ...] = ()
+    out: str | None = None
+    status: str | None = None
+    status_interval_s: float = 1.0
+    backlog: int = 4096
+
+    def check(self) -> CsmsConfig:
+        for v in self.versions:
+            if v not in VERSIONS:
+                raise ConfigError.at("--ocpp", f"{v!r} unknown; allowed: {', '.join(VERSIONS)}")
+        if not self.versions:
+            raise ConfigError.at("--ocpp", "at least one version is needed")
+        if self.heartbeat_interval_s < 1:
+            raise ConfigError.at("--heartbeat-interval", f"must be >= 1 second, got {self.heartbeat_interval_s}")
+        if self.max_rate_per_s <= 0:
+            raise ConfigError.at("--max-rate", f"must be > 0 messages/s, got {self.max_rate_per_s}")
+        if self.burst < 1:
+            raise ConfigError.at("--burst", f"must be >= 1 message, got {self.burst}")
+        if self.password is not None and not self.password:
+            raise ConfigError.at("--password", "must not be empty")
+        set_validation(self.validation)
+        self.ws.check()
+        return self
+
+
+class CsmsMixin:
+    """Mixed in before the version's ChargePoint: frame checks, error codes, handling time, rate limit."""
+
+    _ocpp_version: str
+
+    def _csms_init(self, server: Csms, ws: ServerConnection) -> None:
+        self.server = server
+        self._rec: list | None = None
+        self._tokens = float(server.cfg.burst)
+        self._last_refill = time.monotonic()
+        self._is16 = self._ocpp_version == "1.6"
+        self._actions = server.known_actions[self._ocpp_version]
+        if server.cfg.validation == "off":
+            for handlers in self.route_map.values():
+                handlers["_skip_schema_validation"] = True
+
+    # the receive loop -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.server.cfg
+        rate, burst = cfg.max_rate_per_s, float(cfg.burst)
+        while True:
+            try:
+                raw = await self._connection.recv()
+            except ConnectionClosed as exc:
+                if exc.sent is not None and exc.sent.code == 1009:
+                    self.server.row(
+                        self.id, self._ocpp_version, "", None, "closed", "MessageTooBig", cfg.ws.max_message_bytes, None
+                    )
+                raise
+            now = time.monotonic()
+            self._tokens = min(burst, self._tokens + (now - self._last_refill) * rate)
+            self._last_refill = now
+            if self._tokens < 1.0:
+                self.server.row(self.id, self._ocpp_version, "", None, "closed", "RateLimit", len(raw), None)
+                await self._connection.close(1008, "message rate limit exceeded")
+                return
+            self._tokens -= 1.0
+            if isinstance(raw, bytes):
+                self.server.row(self.id, self._ocpp_version, "", None, "closed", "BinaryFrame", len(raw), None)
+                await self._connection.close(1003, "OCPP-J frames are text")
+                return
+            await self.route_message(raw)
+
+    def _code(self, code: str) -> str:
+        if self._is16:
+            if code in ("FormatViolation", "RpcFrameworkError", "MessageTypeNotSupported"):
+                return "FormationViolation"
+            if code == "OccurrenceConstraintViolation":
+                return "OccurenceConstraintViolation"  # sic, OCPP 1.6
+        else:
+            if code == "FormationViolation":
+                return "FormatViolation"
+            if code == "OccurenceConstraintViolation":
+                return "OccurrenceConstraintViolation"
+        return code
+
+    async def _error(self, uid: str, code: str, description: str, details: dict | None = None) -> None:
+        await self._send(CallError(uid, self._code(code), description[:255], details or {}).to_json())
+
+    async def route_message(self, raw: str) -> None:
+        t0 = _mono()
+        self._rec = rec = [time.time(), t0, "", len(raw.encode())]
+        try:
+            await self._route(raw, rec)
+        finally:
+            if self._rec is not None:  # nothing was sent back
+                self._rec = None
+                outcome = "no_answer" if rec[2] else "ignored"
+                self.server.row(self.id, self._ocpp_version, rec[2], (_mono() - t0), outcome, "", rec[3], None)
+
+    async def _route(self, raw: str, rec: list) -> None:
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            await self._error("-1", "RpcFrameworkError", "Message is not valid JSON")
+            return
+        if not isinstance(msg, list) or len(msg) < 3 or not isinstance(msg[1], str) or not msg[1] or len(msg[1]) > 36:
+            uid = msg[1] if isinstance(msg, list) and len(msg) > 1 and isinstance(msg[1], str) and msg[1] else "-1"
+            await self._error(uid[:36], "RpcFrameworkError", "Not an OCPP-J message: [type, id, ...] expected")
+            return
+        mtype, uid = msg[0], msg[1]
+        if mtype in (MessageType.CallResult, MessageType.CallError):
+            self._rec = None  # a reply to one of our calls: not a handled request
+            cls = CallResult if mtype == MessageType.CallResult else CallError
+            try:
+                self._response_queue.put_nowait(cls(*msg[1:]))
+            except TypeError:
+                pass
+            return
+        if mtype != MessageType.Call:
+            await self._error(uid, "MessageTypeNotSupported", f"MessageTypeId {mtype!r} not supported")
+            return
+        if len(msg) != 4 or not isinstance(msg[2], str) or not isinstance(msg[3], dict):
+            await self._error(uid, "RpcFrameworkError", "CALL must be [2, id, action, {payload}]")
+            return
+        action = msg[2]
+        rec[2] = action
+        cfg = self.server.cfg
+        if action in cfg.no_answer:
+            return
+        if action not in self.route_map or action in cfg.not_implemented:
+            if action in self._actions and action not in cfg.not_implemented:
+                await self._error(uid, "NotSupported", f"{action} is not received by a CSMS")
+            else:
+                await self._error(uid, "NotImplemented", f"{action} is not implemented")
+            return
+        call = Call(uid, action, msg[3])
+        try:
+            await self._handle_call(call)
+        except OCPPError as exc:
+            await self._error(uid, exc.code, str(exc.description), {})
+        except Exception:  # noqa: BLE001 - a handler bug must still be answered
+            await self._error(uid, "InternalError", "internal error")
+
+    async def _send(self, message: str) -> None:
+        await self._connection.send(message)
+        rec = self._rec
+        if rec is not None:
+            self._rec = None
+            dt = _mono() - rec[1]
+            if message.startswith("[3,"):
+                outcome, code = "ok", ""
+            else:
+                outcome = "call_error"
+                try:
+                    code = json.loads(message)[2]
+                except (ValueError, IndexError):
+                    code = ""
+            self.server.row(
+                self.id, self._ocpp_version, rec[2], dt, outcome, code, rec[3], len(message.encode()), rec[0]
+            )
+
+    async def _handle_call(self, msg: Call) -> None:
+        """The library's ``_handle_call`` without its per-call costs (same validation and conversions).
+
+        The library inspects the handler's signature and converts every payload key with regular
+        expressions on every call; here both are cached (``fastkeys``). Handlers are plain functions.
+        """
+        handlers = self.route_map[msg.action]
+        validate = not handlers.get("_skip_schema_validation", False)
+        if validate:
+            await validate_payload(msg, self._ocpp_version)
+        try:
+            response = handlers["_on_action"](**to_snake(msg.payload))
+        except OCPPError:
+            raise
+        except Exception:  # noqa: BLE001 - as the library: a failing handler answers InternalError
+            await self._send(msg.create_call_error(None).to_json())
+            return
+        result = msg.create_call_result(to_camel(remove_nones(serialize(response))))
+        if validate:
+            await validate_payload(result, self._ocpp_version)
+        await self._send(result.to_json())
+
+    # helpers for handlers ---------------------------------------------------------------------
+    def _id_status(self, tag: str | None) -> str:
+        return "Invalid" if tag is not None and tag in self.server.cfg.reject_id_tags else "Accepted"
+
+
+class Csms16(CsmsMixin):
+    @on("BootNotification")
+    def on_boot(self, **kw: Any) -> Any:
+        return self._call_result.BootNotification(
+            current_time=_now(), interval=self.server.cfg.heartbeat_interval_s, status="Accepted"
+        )
+
+    @on("Heartbeat")
+    def on_heartbeat(self, **kw: Any) -> Any:
+        return self._call_result.Heartbeat(current_time=_now())
+
+    @on("StatusNotification")
+    def on_status(self, **kw: Any) -> Any:
+        return self._call_result.StatusNotification()
+
+    @on("Authorize")
+    def on_authorize(self, id_tag: str, **kw: Any) -> Any:
+        return self._call_result.Authorize(id_tag_info={"status": self._id_status(id_tag)})
+
+    @on("StartTransaction")
+    def on_start(self, id_tag: str, **kw: Any) -> Any:
+        return self._call_result.StartTransaction(
+            transaction_id=self.server.next_tx_id(), id_tag_info={"status": self._id_status(id_tag)}
+        )
+
+    @on("StopTransaction")
+    def on_stop(self, id_tag: str | None = None, **kw: Any) -> Any:
+        if id_tag is None:
+            return self._call_result.StopTransaction()
+        return self._call_result.StopTransaction(id_tag_info={"status": self._id_status(id_tag)})
+
+    @on("MeterValues")
+    def on_meter_values(self, **kw: Any) -> Any:
+        return self._call_result.MeterValues()
+
+    @on("DataTransfer")
+    def on_data_transfer(self, vendor_id: str, **kw: Any) -> Any:
+        return self._call_result.DataTransfer(status="Accepted" if vendor_id == "labkit" else "UnknownVendorId")
+
+    @on("DiagnosticsStatusNotification")
+    def on_diagnostics_status(self, **kw: Any) -> Any:
+        return self._call_result.DiagnosticsStatusNotification()
+
+    @on("FirmwareStatusNotification")
+    def on_firmware_status(self, **kw: Any) -> Any:
+        return self._call_result.FirmwareStatusNotification()
+
+    @on("SecurityEventNotification")
+    def on_security_event(self, **kw: Any) -> Any:
+        return self._call_result.SecurityEventNotification()
+
+    @on("LogStatusNotification")
+    def on_log_status(self, **kw: Any) -> Any:
+        return self._call_result.LogStatusNotification()
+
+    @on("SignedFirmwareStatusNotification")
+    def on_signed_firmware_status(self, **kw: Any) -> Any:
+        return self._call_result.SignedFirmwareStatusNotification()
+
+
+class Csms201(CsmsMixin):
+    @on("BootNotification")
+    def on_boot(self, **kw: Any) -> Any:
+        return self._call_result.BootNotification(
+            current_time=_now(), interval=self.server.cfg.heartbeat_interval_s, status="Accepted"
+        )
+
+    @on("Heartbeat")
+    def on_heartbeat(self, **kw: Any) -> Any:
+        return self._call_result.Heartbeat(current_time=_now())
+
+    @on("StatusNotification")
+    def on_status(self, **kw: Any) -> Any:
+        return self._call_result.StatusNotification()
+
+    @on("Authorize")
+    def on_authorize(self, id_token: dict, **kw: Any) -> Any:
+        return self._call_result.Authorize(id_token_info={"status": self._id_status(id_token.get("id_token"))})
+
+    @on("TransactionEvent")
+    def on_transaction_event(self, id_token: dict | None = None, **kw: Any) -> Any:
+        if id_token is None:
+            return self._call_result.TransactionEvent()
+        return self._call_result.TransactionEvent(id_token_info={"status": self._id_status(id_token.get("id_token"))})
+
+    @on("MeterValues")
+    def on_meter_values(self, **kw: Any) -> Any:
+        return self._call_result.MeterValues()
+
+    @on("DataTransfer")
+    def on_data_transfer(self, vendor_id: str, **kw: Any) -> Any:
+        return self._call_result.DataTransfer(status="Accepted" if vendor_id == "labkit" else "UnknownVendorId")
+
+    @on("FirmwareStatusNotification")
+    def on_firmware_status(self, **kw: Any) -> Any:
+        return self._call_result.FirmwareStatusNotification()
+
+    @on("LogStatusNotification")
+    def on_log_status(self, **kw: Any) -> Any:
+        return self._call_result.LogStatusNotification()
+
+    @on("SecurityEventNotification")
+    def on_security_event(self, **kw: Any) -> Any:
+        return self._call_result.SecurityEventNotification()
+
+    @on("NotifyEvent")
+    def on_notify_event(self, **kw: Any) -> Any:
+        return self._call_result.NotifyEvent()
+
+    @on("NotifyReport")
+    def on_notify_report(self, **kw: Any) -> Any:
+        return self._call_result.NotifyReport()
+
+
+def _csms_class(version: str) -> type:
+    base = version_module(version).ChargePoint
+    mixin = Csms16 if version == "1.6" else Csms201
+    return type(f"CsmsChargePoint{version.replace('.', '')}", (mixin, base), {})
+
+
+class Csms:
+    """The server: connections, the csms.csv sink, counters and the status file."""
+
+    def __init__(self, cfg: CsmsConfig):
+        self.cfg = cfg
+        self.sink = CsvSink(cfg.out, CSMS_COLUMNS)
+        self.status_file = StatusFile(cfg.status)
+        self.classes = {v: _csms_class(v) for v in cfg.versions}
+        self.known_actions = {v: {a.value for a in version_module(v).enums.Action} for v in cfg.versions}
+        self._tx_ids = itertools.count(1)
+        self.connections = 0
+        self.connections_peak = 0
+        self.stations_seen: set[str] = set()
+        self.messages = 0
+        self.errors = 0
+        self.rejected = 0
+        self.started = time.time()
+        self.listen_url = ""
+        self.phase = "starting"
+        self._stop = asyncio.Event()
+        self.stop_reason = ""
+
+    def next_tx_id(self) -> int:
+        return next(self._tx_ids)
+
+    def row(
+        self,
+        station: str,
+        version: str,
+        action: str,
+        dt_ns: int | None,
+        outcome: str,
+        code: str,
+        req_bytes: int | None,
+        resp_bytes: int | None,
+        t_wall: float | None = None,
+    ) -> None:
+        self.messages += 1
+        if outcome != "ok":
+            self.errors += 1
+        self.sink.write(
+            (
+                f"{(t_wall or time.time()):.6f}",
+                station,
+                version,
+                action,
+                "" if dt_ns is None else f"{dt_ns / 1e6:.3f}",
+                outcome,
+                code,
+                "" if req_bytes is None else req_bytes,
+                "" if resp_bytes is None else resp_bytes,
+            )
+        )
+
+    # -- HTTP: identity and Basic auth -----------------------------------------------------------
+    @staticmethod
+    def identity(path: str) -> str:
+        return unquote(path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1])
+
+    def process_request(self, connection: ServerConnection, request: Any) -> Any:
+        ident = self.identity(request.path)
+        if not ident:
+            self.rejected += 1
+            return connection.respond(http.HTTPStatus.NOT_FOUND, "no charging station identity in the path\n")
+        if self.cfg.password is None:
+            return None
+        header = request.headers.get("Authorization", "")
+        ok = False
+        if header.startswith("Basic "):
+            try:
+                user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
+                ok = hmac.compare_digest(user.encode(), ident.encode()) and hmac.compare_digest(
+                    password.encode(), self.cfg.password.encode()
+                )
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                ok = False
+        if ok:
+            return None
+        self.rejected += 1
+        response = connection.respond(http.HTTPStatus.UNAUTHORIZED, "invalid credentials\n")
+        response.headers["WWW-Authenticate"] = 'Basic realm="labkit", charset="UTF-8"'
+        return response
+
+    async def handler(self, ws: ServerConnection) -> None:
+        version = VERSION_OF.get(ws.subprotocol or "")
+        if version not in self.classes:
+            await ws.close(1002, "no OCPP subprotocol agreed")
+            return
+        ident = self.identity(ws.request.path)
+        cp = self.classes[version](ident, ws, response_timeout=30, logger=QUIET)
+        cp._csms_init(self, ws)
+        self.connections += 1
+        self.connections_peak = max(self.connections_peak, self.connections)
+        self.stations_seen.add(ident)
+        try:
+            await cp.start()
+        except ConnectionClosed:
+            pass
+        finally:
+            self.connections -= 1
+
+    # -- run -------------------------------------------------------------------------------------
+    def status(self, finished: bool = False) -> dict:
+        return {
+            "role": "csms",
+            "pid": os.getpid(),
+            "listen": self.listen_url,
+            "phase": self.phase,
+            "versions": list(self.cfg.versions),
+            "connections": self.connections,
+            "connections_peak": self.connections_peak,
+            "stations_seen": len(self.stations_seen),
+            "messages": self.messages,
+            "errors": self.errors,
+            "rejected_handshakes": self.rejected,
+            "elapsed_s": round(time.time() - self.started, 3),
+            "finished": finished,
+            "stop_reason": self.stop_reason,
+        }
+
+    def stop(self, reason: str) -> None:
+        self.stop_reason = reason
+        self._stop.set()
+
+    async def _status_loop(self) -> None:
+        while True:
+            self.status_file.write(self.status())
+            await asyncio.sleep(self.cfg.status_interval_s)
+
+    async def run(self, ready: Any = None) -> int:
+        cfg = self.cfg
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop, signal.Signals(sig).name)
+            except (NotImplementedError, RuntimeError):
+                pass
+        try:
+            server = await serve(
+                self.handler,
+                cfg.host,
+                cfg.port,
+                subprotocols=[SUBPROTOCOLS[v] for v in cfg.versions],
+                process_request=self.process_request,
+                server_header=None,
+                backlog=cfg.backlog,
+                logger=QUIET,
+                **cfg.ws.kwargs(),
+            )
+        except OSError as exc:
+            from labkit.errors import LabkitError
+
+            raise LabkitError(f"csms: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}") from None
+        sock = next(iter(server.sockets))
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        self.listen_url = f"ws://{shown}:{port}/"
+        self.phase = "listening"
+        status_task = asyncio.create_task(self._status_loop())
+        gc_task = asyncio.create_task(gc_freezer())
+        print(
+            f"labkit csms: listening on {self.listen_url} ({', '.join(SUBPROTOCOLS[v] for v in cfg.versions)}; "
+            f"heartbeat interval {cfg.heartbeat_interval_s} s; validation {cfg.validation})",
+            flush=True,
+        )
+        if ready is not None:
+            ready(self)
+        try:
+            await self._stop.wait()
+        finally:
+            self.phase = "stopping"
+            server.close(close_connections=True)
+            try:
+                await asyncio.wait_for(server.wait_closed(), timeout=(cfg.ws.close_timeout_s or 5.0) + 2.0)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+            status_task.cancel()
+            gc_task.cancel()
+            self.phase = "stopped"
+            self.status_file.write(self.status(finished=True))
+            self.sink.close()
+        return 0
+
+
+def run_csms(cfg: CsmsConfig) -> int:
+    cfg.check()
+    raise_nofile_limit()
+    csms = Csms(cfg)
+    rc = run_loop(csms.run(), cfg.loop)
+    if csms.stop_reason:
+        print(f"labkit csms: stopped by {csms.stop_reason}", file=sys.stderr)
+    return rc

@@ -1,0 +1,134 @@
+"""Sample files: the CSV sinks for ``ocpp/calls-<host>.csv``, ``ocpp/events-<host>.csv`` and ``ocpp/csms.csv``
+(columns from docs/results.md), a reader that skips a torn last line, and the atomic JSON status file.
+
+Each row is written with one ``write()`` and flushed at once, so a process killed mid-run leaves every
+row it finished. Opening an existing file appends (no second header) and first ends a torn last line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+CALL_COLUMNS = (
+    "run_id",
+    "host",
+    "station_id",
+    "ocpp_version",
+    "action",
+    "t_wall",
+    "t_mono_ns",
+    "rtt_ms",
+    "outcome",
+    "error_code",
+    "req_bytes",
+    "resp_bytes",
+    "queued_ms",
+    "attempt",
+)
+EVENT_COLUMNS = ("run_id", "host", "station_id", "t_wall", "event", "detail", "downtime_ms")
+CSMS_COLUMNS = (
+    "t_wall",
+    "station_id",
+    "ocpp_version",
+    "action",
+    "handle_ms",
+    "outcome",
+    "error_code",
+    "req_bytes",
+    "resp_bytes",
+)
+
+#: outcomes of a call as the fleet records them (``bad_response``: a CallResult that failed validation)
+CALL_OUTCOMES = ("ok", "call_error", "timeout", "connection_lost", "send_failed", "bad_response")
+
+
+class CsvSink:
+    """An append-only CSV file, one flushed write per row. ``path=None`` discards rows (counts them)."""
+
+    def __init__(self, path: str | os.PathLike | None, columns: tuple[str, ...]):
+        self.columns = columns
+        self.rows = 0
+        self.path = Path(path) if path is not None else None
+        self._file: io.TextIOBase | None = None
+        self._buf = io.StringIO()
+        self._writer = csv.writer(self._buf, lineterminator="\n")
+        if self.path is None:
+            return
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        if not fresh:
+            with open(self.path, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                torn = fh.read(1) != b"\n"
+        self._file = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115 - kept open
+        if fresh:
+            self._file.write(",".join(columns) + "\n")
+        elif torn:
+            self._file.write("\n")  # end a line torn by a crash; readers skip it
+        self._file.flush()
+
+    def write(self, values: tuple | list) -> None:
+        self.rows += 1
+        if self._file is None:
+            return
+        buf = self._buf
+        buf.seek(0)
+        buf.truncate()
+        self._writer.writerow(values)
+        self._file.write(buf.getvalue())
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            self._file.close()
+            self._file = None
+
+
+def read_rows(path: str | os.PathLike) -> Iterator[dict[str, str]]:
+    """Rows of a samples CSV as dicts, skipping torn or malformed lines (wrong field count)."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        text = fh.read()
+    lines = text.split("\n")
+    if lines and not text.endswith("\n"):
+        lines = lines[:-1]  # torn last line
+    reader = csv.reader(line for line in lines if line)
+    header = next(reader, None)
+    if header is None:
+        return
+    for fields in reader:
+        if len(fields) != len(header) or fields == header:
+            continue
+        yield dict(zip(header, fields, strict=True))
+
+
+class StatusFile:
+    """A JSON document rewritten atomically (write a temp file, then rename over the old one)."""
+
+    def __init__(self, path: str | os.PathLike | None):
+        self.path = Path(path) if path is not None else None
+        if self.path is not None and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, doc: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        doc = dict(doc, t_wall=round(time.time(), 3))
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=1, sort_keys=True)
+            fh.write("\n")
+        os.replace(tmp, self.path)
+
+
+def fmt_ms(ns: int | None) -> str:
+    """Nanoseconds -> milliseconds text with microsecond resolution ('' for None)."""
+    return "" if ns is None else f"{ns / 1e6:.3f}"

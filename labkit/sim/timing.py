@@ -1,0 +1,193 @@
+"""The fleet's timed ChargePoint: the ocpp library's ChargePoint with each call timed on its own.
+
+``ChargePoint.call()`` validates the request, then takes a lock (one outstanding CALL per connection, as
+OCPP-J asks), sends the frame through ``_send()``, and waits for the reply that ``route_message()`` puts
+on its response queue. A Heartbeat task may wait on that lock while a MeterValues call is in flight, so
+timing around ``call()`` would charge the Heartbeat with the other call's round trip (the dissertation's
+error, made worse by a shared timer). The hooks used here sit inside the lock:
+
+* ``_send()`` stamps the monotonic clock (``time.monotonic_ns``) and the wall clock just before the CALL
+  frame goes to the WebSocket: the lock is already held, so lock waiting is never in the RTT;
+* ``route_message()`` stamps the monotonic clock as soon as the reply frame is parsed, before it is handed
+  to the waiting task (so event-loop wake-up of that task is not in the RTT either).
+
+The RTT of a call is the difference of these two stamps. Request validation (before the lock) and
+response validation (after the reply) are outside it; the CSMS's own handling is inside it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from ocpp.exceptions import OCPPError, UnknownCallErrorCodeError
+from ocpp.messages import Call, CallError, MessageType, unpack
+from websockets.exceptions import ConnectionClosed
+
+from labkit.sim.settings import version_module
+
+_monotonic_ns = time.monotonic_ns
+_time = time.time
+_uuid4 = uuid.uuid4
+
+#: a silent logger for the ocpp library (it logs every frame at INFO and bad frames with tracebacks)
+QUIET = logging.getLogger("labkit.sim.ocpp")
+QUIET.setLevel(logging.CRITICAL + 1)
+QUIET.propagate = False
+
+LOST_CODE = "__labkit_connection_lost__"
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """One call's sample, filled in as it goes (see docs/results.md, ocpp/calls-<host>.csv)."""
+
+    action: str
+    attempt: int = 1
+    queued_ns: int | None = None
+    t_wall: float | None = None
+    t_send_ns: int | None = None
+    sent: bool = False
+    t_resp_ns: int | None = None
+    req_bytes: int | None = None
+    resp_bytes: int | None = None
+    outcome: str = ""
+    error_code: str = ""
+    lost: bool = False
+
+    @property
+    def rtt_ns(self) -> int | None:
+        if self.t_resp_ns is None or self.t_send_ns is None:
+            return None
+        return self.t_resp_ns - self.t_send_ns
+
+
+class TimedMixin:
+    """Mixed in before the version's ``ChargePoint``: per-call timing, connection-loss wake-up."""
+
+    _ocpp_version: str
+
+    def _timed_init(self, skip_validation: bool) -> None:
+        self._pending: dict[str, CallRecord] = {}
+        self._ids = itertools.count(1)
+        self._skip_validation = skip_validation
+        self.late_responses = 0
+        self.bad_frames = 0
+
+    async def timed_call(self, payload: Any, rec: CallRecord) -> Any:
+        """``call()`` with ``rec`` filled in; never raises for OCPP outcomes (see ``rec.outcome``)."""
+        uid = str(_uuid4())
+        self._pending[uid] = rec
+        try:
+            result = await self.call(
+                payload, suppress=False, unique_id=uid, skip_schema_validation=self._skip_validation
+            )
+            rec.outcome = "ok"
+            return result
+        except (OCPPError, UnknownCallErrorCodeError) as exc:
+            if rec.lost:
+                rec.outcome, rec.error_code = "connection_lost", "ConnectionClosed"
+            elif rec.error_code:  # a CallError frame came back
+                rec.outcome = "call_error"
+            elif rec.t_resp_ns is not None:  # a CallResult that failed schema validation
+                rec.outcome = "bad_response"
+                rec.error_code = getattr(exc, "code", type(exc).__name__)
+            else:  # our own request failed validation before sending
+                rec.outcome = "send_failed"
+                rec.error_code = getattr(exc, "code", type(exc).__name__)
+        except TimeoutError:
+            rec.outcome = "connection_lost" if rec.lost else "timeout"
+            rec.error_code = "" if rec.outcome == "timeout" else "ConnectionClosed"
+        except ConnectionClosed as exc:
+            rec.outcome = "connection_lost" if rec.sent else "send_failed"
+            rec.error_code = type(exc).__name__
+        except OSError as exc:
+            rec.outcome = "connection_lost" if rec.sent else "send_failed"
+            rec.error_code = type(exc).__name__
+        finally:
+            self._pending.pop(uid, None)
+        return None
+
+    async def _send(self, message: str) -> None:
+        if message.startswith("[2,"):
+            end = message.index('"', 4)
+            rec = self._pending.get(message[4:end])
+            if rec is not None:
+                rec.req_bytes = len(message.encode())
+                rec.t_wall = _time()
+                rec.t_send_ns = _monotonic_ns()
+                await self._connection.send(message)
+                rec.sent = True
+                return
+        await self._connection.send(message)
+
+    async def route_message(self, raw_msg: str | bytes) -> None:
+        try:
+            msg = unpack(raw_msg)
+        except OCPPError:
+            self.bad_frames += 1
+            return
+        if msg.message_type_id == MessageType.Call:
+            await self._answer_call(msg)
+            return
+        t = _monotonic_ns()
+        rec = self._pending.get(msg.unique_id)
+        if rec is None or rec.t_resp_ns is not None or rec.t_send_ns is None:
+            self.late_responses += 1  # a reply after its timeout, or to nothing we sent
+            return
+        rec.t_resp_ns = t
+        rec.resp_bytes = len(raw_msg.encode()) if isinstance(raw_msg, str) else len(raw_msg)
+        if msg.message_type_id == MessageType.CallError:
+            rec.error_code = str(msg.error_code)
+        self._response_queue.put_nowait(msg)
+
+    async def _answer_call(self, msg: Call) -> None:
+        """A CSMS-initiated CALL: the simulated station implements none, so answer with the spec's error."""
+        try:
+            await self._handle_call(msg)
+        except OCPPError as error:
+            await self._send(msg.create_call_error(error).to_json())
+        except Exception:  # noqa: BLE001 - a station must answer, whatever happened
+            await self._send(CallError(msg.unique_id, "InternalError", "", {}).to_json())
+
+    def connection_lost(self) -> None:
+        """Wake the call waiting for a reply that will never come (the library would wait for its timeout)."""
+        for uid, rec in list(self._pending.items()):
+            if rec.sent and rec.t_resp_ns is None:
+                rec.lost = True
+                self._response_queue.put_nowait(CallError(uid, LOST_CODE, "connection lost", {}))
+
+
+_classes: dict[str, type] = {}
+
+
+def timed_charge_point_class(version: str) -> type:
+    """The timed ChargePoint class for an OCPP version (``1.6``, ``2.0.1``, ``2.1``)."""
+    cls = _classes.get(version)
+    if cls is None:
+        base = version_module(version).ChargePoint
+        cls = type(f"TimedChargePoint{version.replace('.', '')}", (TimedMixin, base), {})
+        _classes[version] = cls
+    return cls
+
+
+def make_charge_point(
+    version: str, station_id: str, connection: Any, *, response_timeout_s: float, skip_validation: bool
+) -> Any:
+    cp = timed_charge_point_class(version)(station_id, connection, response_timeout=response_timeout_s, logger=QUIET)
+    cp._timed_init(skip_validation)
+    return cp
+
+
+def frame_action(frame: str) -> str:
+    """The action of a CALL frame, for logs ('' if it is not one)."""
+    try:
+        msg = json.loads(frame)
+        return msg[2] if msg[0] == 2 else ""
+    except (ValueError, IndexError, TypeError, KeyError):
+        return ""

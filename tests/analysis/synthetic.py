@@ -1,0 +1,448 @@
+"""SYNTHETIC results directories for the analysis tests and benchmarks (not measurements!).
+
+``make_run(root, ...)`` writes a directory in the format of docs/results.md, as `labkit bench` would, but
+with made-up numbers from a small closed-loop simulation: each station sends its OCPP calls one after the
+other (plus a Heartbeat loop); each call crosses an uplink FIFO at the profile's rate and delay, a CSMS
+with a finite service rate, and a downlink FIFO back, so queueing, CPU saturation at N=50 and the RTT a
+profile adds all show up with realistic shapes. It also writes lost pings, CallErrors, timeouts, an
+incomplete cell with a torn CSV line, an outage with reconnection events, and monitor samples.
+
+Every directory it writes says so: run ids and labels carry ``synthetic``, and manifest.json has
+``"synthetic": true``. Nothing here may be presented as a measurement.
+
+    python tests/analysis/synthetic.py OUT_DIR [--plan tests|thesis-reduced]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import heapq
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+T0 = datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC).timestamp()
+
+
+@dataclass(frozen=True)
+class SynthProfile:
+    """Made-up profile values (one-way delays; rates in bit/s, None = not limited)."""
+
+    up_delay_ms: float = 0.0
+    down_delay_ms: float = 0.0
+    up_rate_bps: float | None = None
+    down_rate_bps: float | None = None
+    jitter_ms: float = 0.0
+    loss_pct: float = 0.0  # per direction
+
+    @property
+    def added_rtt_ms(self) -> float:
+        return self.up_delay_ms + self.down_delay_ms
+
+
+PROFILES: dict[str, SynthProfile] = {
+    "none": SynthProfile(),
+    "4g": SynthProfile(25, 25, 10e6, 40e6, jitter_ms=3),
+    "3g": SynthProfile(50, 50, 1.5e6, 4e6, jitter_ms=6),
+    "gprs": SynthProfile(150, 150, 40e3, 80e3, jitter_ms=20, loss_pct=0.5),
+    "vsat": SynthProfile(300, 300, 2e6, 10e6, jitter_ms=8, loss_pct=0.3),
+    # the dissertation's slow.sh settings: one way (EVSE->CPO) only, tc "kbps" = kilobytes per second
+    "slow-amps": SynthProfile(250, 0, 112e3, None),
+    "slow-gprs": SynthProfile(200, 0, 400e3, None),
+    "slow-3g": SynthProfile(200, 0, 8e6, None),
+    "slow-4g": SynthProfile(100, 0, 80e6, None),
+    "slow-vsat": SynthProfile(500, 0, 40e6, None),
+}
+
+PLANS = {
+    "tests": {"profiles": ["none", "4g", "vsat", "slow-gprs", "slow-vsat"],
+              "fleets": [(1, 1), (10, 1), (1, 25), (2, 25)], "meter_values": 30, "ping_count": 40},
+    "thesis-reduced": {"profiles": ["none", "slow-amps", "slow-gprs", "slow-3g", "slow-4g", "slow-vsat"],
+                       "fleets": [(1, 1), (10, 1), (5, 5), (10, 5)], "meter_values": 100, "ping_count": 100},
+}
+
+REQ_BYTES = {"BootNotification": 190, "StatusNotification": 140, "Authorize": 70, "StartTransaction": 160,
+             "MeterValues": 270, "StopTransaction": 150, "Heartbeat": 57, "DataTransfer": 120}
+RESP_BYTES = {"BootNotification": 110, "StatusNotification": 20, "Authorize": 90, "StartTransaction": 120,
+              "MeterValues": 20, "StopTransaction": 60, "Heartbeat": 70, "DataTransfer": 90}
+CSMS_SVC_MS = {"BootNotification": 2.2, "StatusNotification": 1.0, "Authorize": 1.3, "StartTransaction": 1.8,
+               "MeterValues": 1.4, "StopTransaction": 1.6, "Heartbeat": 0.8, "DataTransfer": 0.5}
+OUTAGE = (2.0, 6.0)  # start and duration (s) of the outage, from the start of the OCPP phase
+OVERHEAD = 40  # WebSocket + TCP/IP header bytes per frame
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+
+
+# -- the OCPP closed-loop simulation ---------------------------------------------------------------------
+class _Fifo:
+    def __init__(self, rate_bps: float | None):
+        self.rate = rate_bps
+        self.free = 0.0
+
+    def through(self, t: float, nbytes: int) -> float:
+        tx = 0.0 if not self.rate else (nbytes + OVERHEAD) * 8 / self.rate
+        start = max(t, self.free)
+        self.free = start + tx
+        return self.free
+
+
+def _make_sim(prof, hosts, sph, meter_values, t_start, rng, hb_s=2.0, outage=None):
+    n = len(hosts) * sph
+    up, down = _Fifo(prof.up_rate_bps), _Fifo(prof.down_rate_bps)
+    state = {"csms_free": 0.0, "seq": 0}
+    svc_scale = 1.0 + n / 40.0
+    p_loss = 1 - (1 - prof.loss_pct / 100) ** 2
+    rto_s = max(0.2, 2 * (prof.added_rtt_ms + 1) / 1000)
+    stations = [(h, f"{h}-cs{j + 1:03d}") for h in hosts for j in range(sph)]
+    script = (["BootNotification", "StatusNotification", "Authorize", "StartTransaction", "DataTransfer"]
+              + ["MeterValues"] * meter_values + ["StopTransaction", "StatusNotification"])
+    calls, events, csms_rows = [], [], []
+    busy: dict[tuple[str, int], float] = {}
+    heap: list = []
+
+    def push(t, kind, data):
+        state["seq"] += 1
+        heapq.heappush(heap, (t, state["seq"], kind, data))
+
+    def jitter() -> float:
+        return abs(rng.normal(0, prof.jitter_ms)) / 1000 if prof.jitter_ms else 0.0
+
+    def add_busy(host: str, t: float, secs: float) -> None:
+        key = (host, int(t - t_start))
+        busy[key] = busy.get(key, 0.0) + secs
+
+    def one_call(i: int, action: str, t: float) -> tuple[float, float]:
+        """Network + CSMS; returns (time the response is parsed, CSMS handling ms)."""
+        h, _ = stations[i]
+        arrive = up.through(t, REQ_BYTES[action]) + prof.up_delay_ms / 1000 + jitter() + 30e-6
+        svc = CSMS_SVC_MS[action] / 1000 * svc_scale * rng.gamma(4, 0.25)
+        start = max(arrive, state["csms_free"])
+        state["csms_free"] = start + svc
+        add_busy("cpo", start, svc)
+        handle_ms = (state["csms_free"] - arrive) * 1000
+        back = down.through(state["csms_free"], RESP_BYTES[action]) + prof.down_delay_ms / 1000 + jitter() + 30e-6
+        fleet = 0.0006 * (1 + n / 25) * rng.lognormal(0, 0.35)
+        add_busy(h, back, fleet)
+        done = back + fleet
+        if rng.random() < p_loss:
+            done += rto_s
+        return done, handle_ms
+
+    return stations, script, calls, events, csms_rows, busy, heap, push, one_call
+
+
+def make_cell_ocpp(prof: SynthProfile, hosts: list[str], sph: int, meter_values: int, t_start: float,
+                   rng: np.random.Generator, *, hb_s: float = 2.0, outage: tuple[float, float] | None = None,
+                   timeout_p: float = 0.0):
+    """Simulate one cell's OCPP phase. Returns (calls, events, csms, busy, t_end); rows are tuples."""
+    stations, script, calls, events, csms_rows, busy, heap, push, one_call = _make_sim(
+        prof, hosts, sph, meter_values, t_start, rng, hb_s, outage)
+    offline_until: dict[int, float] = {}
+    for i, (h, sid) in enumerate(stations):
+        t = t_start + rng.uniform(0, 1.0)
+        events.append((h, sid, t - 0.01, "connecting", "", ""))
+        events.append((h, sid, t, "connected", "", ""))
+        push(t, "send", (i, 0, 1, None))
+        push(t + hb_s * rng.uniform(0.5, 1.0), "hb", (i,))
+    done_stations = 0
+    t_end = t_start
+    while heap:
+        t, _, kind, data = heapq.heappop(heap)
+        if kind == "hb":
+            (i,) = data
+            if done_stations >= len(stations):
+                continue
+            if not (outage and outage[0] - 0.05 <= t < offline_until.get(i, outage[1] + 5)):
+                h, sid = stations[i]
+                done, handle = one_call(i, "Heartbeat", t)
+                calls.append((h, sid, "Heartbeat", t, (done - t) * 1000, "ok", "", 1, None))
+                csms_rows.append((t, sid, "Heartbeat", handle, "ok", ""))
+            push(t + hb_s, "hb", (i,))
+            continue
+        if kind == "queued":
+            i, created = data
+            h, sid = stations[i]
+            done, handle = one_call(i, "MeterValues", t)
+            calls.append((h, sid, "MeterValues", t, (done - t) * 1000, "ok", "", 1, (t - created) * 1000))
+            csms_rows.append((t, sid, "MeterValues", handle, "ok", ""))
+            continue
+        i, step, attempt, queued = data
+        h, sid = stations[i]
+        if step >= len(script):
+            done_stations += 1
+            t_end = max(t_end, t)
+            continue
+        action = script[step]
+        if outage and outage[0] - 0.05 <= t < outage[1] and attempt == 1:
+            detect = outage[0] + rng.uniform(1.0, 3.0)
+            back = outage[1] + rng.uniform(0.5, 4.0)
+            offline_until[i] = back
+            calls.append((h, sid, action, t, None, "connection_lost", "ConnectionClosedError", attempt, None))
+            events.append((h, sid, detect, "disconnected", "keepalive ping timeout", ""))
+            events.append((h, sid, back, "reconnected", "", round((back - outage[0]) * 1000, 1)))
+            k = int(min(50, (back - t) / 0.1))
+            events.append((h, sid, back + 0.001, "queue_flushed", str(k), ""))
+            push(back, "send", (i, step, attempt + 1, (back - t) * 1000))
+            for q in range(k):
+                push(back + 0.002 * (q + 1), "queued", (i, t + 0.1 * (q + 1)))
+            continue
+        if rng.random() < timeout_p:
+            calls.append((h, sid, action, t, None, "timeout", "TimeoutError", attempt, queued))
+            push(t + 30.0, "send", (i, step + 1, 1, None))
+            continue
+        done, handle = one_call(i, action, t)
+        if action == "DataTransfer":
+            calls.append((h, sid, action, t, (done - t) * 1000, "call_error", "NotImplemented", attempt, queued))
+            csms_rows.append((t, sid, action, handle, "call_error", "NotImplemented"))
+        else:
+            calls.append((h, sid, action, t, (done - t) * 1000, "ok", "", attempt, queued))
+            csms_rows.append((t, sid, action, handle, "ok", ""))
+        think = 0.1 if action == "MeterValues" else 0.05
+        push(done + think, "send", (i, step + 1, 1, None))
+    return calls, events, csms_rows, busy, t_end
+
+
+# -- files -----------------------------------------------------------------------------------------------
+def _write_csv(path: Path, header: list[str], rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def _fmt(v, nd=3):
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return v
+
+
+def _iperf_json(proto: str, rate_bps: float | None, rtt_ms: float, loss_pct: float, duration: int,
+                rng: np.random.Generator, t: float, omit: int = 0) -> dict:
+    cap = rate_bps if rate_bps else 2.4e9  # the unshaped netns path through the userspace engine
+    eff = 0.955 if rate_bps else 1.0
+    if proto == "tcp":
+        ramp = max(1, math.ceil(rtt_ms / 150))  # slow start over long RTTs
+        intervals = []
+        for k in range(duration):
+            frac = min(1.0, (k + 1) / (ramp + 1)) if k < ramp else 1.0
+            bps = cap * eff * frac * rng.normal(1, 0.01)
+            intervals.append({"sum": {"start": float(k), "end": float(k + 1), "seconds": 1.0,
+                                      "bytes": int(bps / 8), "bits_per_second": bps, "omitted": k < omit,
+                                      "sender": True}})
+        mean = float(np.mean([i["sum"]["bits_per_second"] for i in intervals if not i["sum"]["omitted"]]))
+        return {"start": {"timestamp": {"timesecs": int(t)}, "test_start": {"protocol": "TCP", "duration": duration},
+                          "target_bitrate": 0},
+                "intervals": intervals,
+                "end": {"sum_sent": {"seconds": float(duration), "bits_per_second": mean * 1.01,
+                                     "retransmits": int(rng.integers(0, 20)), "sender": True},
+                        "sum_received": {"seconds": float(duration), "bits_per_second": mean, "sender": True}}}
+    target = rate_bps or 100e6
+    lost = loss_pct * rng.normal(1, 0.1) if loss_pct else 0.0
+    intervals = [{"sum": {"start": float(k), "end": float(k + 1), "seconds": 1.0,
+                          "bits_per_second": target * (1 - lost / 100), "omitted": False}} for k in range(duration)]
+    pk = int(target * duration / 8 / 1470)
+    return {"start": {"timestamp": {"timesecs": int(t)}, "test_start": {"protocol": "UDP", "duration": duration},
+                      "target_bitrate": int(target)},
+            "intervals": intervals,
+            "end": {"sum": {"seconds": float(duration), "bits_per_second": target * (1 - lost / 100),
+                            "jitter_ms": abs(rng.normal(0.05 + (3 if rate_bps and rate_bps < 1e6 else 0), 0.01)),
+                            "lost_packets": int(pk * lost / 100), "packets": pk, "lost_percent": lost},
+                    "sum_sent": {"seconds": float(duration), "bits_per_second": target}}}
+
+
+def make_run(root: Path, *, plan: str = "tests", seed: int = 7, backend: str = "netns",
+             engine: str = "userspace", ocpp_version: str = "1.6", label: str = "synthetic",
+             incomplete: bool = True, outage: bool = True, base_rtt_ms: float = 0.08,
+             profiles: list[str] | None = None, fleets: list[tuple[int, int]] | None = None,
+             meter_values: int | None = None, baselines: str = "first", t0: float = T0) -> Path:
+    """Write a SYNTHETIC results directory under ``root``, laid out as labkit.bench.runner writes one
+    (baselines once per profile by default, float phase times, merged monitor.csv, ...); returns its path."""
+    cfg = dict(PLANS[plan])
+    profiles = profiles or cfg["profiles"]
+    fleets = fleets or cfg["fleets"]
+    mv = meter_values if meter_values is not None else cfg["meter_values"]
+    ping_count = cfg["ping_count"]
+    rng = np.random.default_rng(seed)
+    run_id = datetime.fromtimestamp(t0, UTC).strftime("%Y%m%dT%H%M%SZ") + f"-lab1-{label}"
+    run_dir = Path(root) / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cells = []
+    t = t0
+    outage_cell = None
+    if outage:
+        outage_cell = next((f"{p}__n{h}x{s}__r1" for p in profiles if p in ("4g", "vsat", "slow-4g")
+                            for h, s in fleets if h * s >= 10), None)
+    incomplete_cell = f"{profiles[-1]}__n{fleets[-1][0]}x{fleets[-1][1]}__r1" if incomplete else None
+    max_hosts = max(h for h, _ in fleets)
+    for pname in profiles:
+        prof = PROFILES[pname]
+        for i_fleet, (hosts_n, sph) in enumerate(fleets):
+            cid = f"{pname}__n{hosts_n}x{sph}__r1"
+            cdir = run_dir / "cells" / cid
+            cdir.mkdir(parents=True)
+            hosts = [f"evse{k + 1}" for k in range(hosts_n)]
+            with_baselines = baselines == "every" or (baselines == "first" and i_fleet == 0)
+            c_start = t
+            phases = {"shape": {"started": t, "status": "complete", "ended": t + 0.8}}
+            t += 1.0
+            if with_baselines:
+                _write_ping(cdir, prof, pname, ping_count, t, base_rtt_ms, engine, rng)
+                phases["ping"] = {"started": t, "status": "complete", "ended": t + ping_count * 0.2}
+                t += ping_count * 0.2 + 0.5
+                (cdir / "iperf").mkdir()
+                phases["iperf"] = {"started": t, "status": "complete", "ended": t + 22}
+                for proto in ("tcp", "udp"):
+                    for d, rate in (("up", prof.up_rate_bps), ("down", prof.down_rate_bps)):
+                        data = _iperf_json(proto, rate, base_rtt_ms + prof.added_rtt_ms, prof.loss_pct,
+                                           7 if proto == "tcp" else 5, rng, t, omit=2 if proto == "tcp" else 0)
+                        (cdir / "iperf" / f"{proto}-{d}.json").write_text(json.dumps(data, indent=1))
+                t += 22
+            # OCPP
+            o = (t + OUTAGE[0], t + OUTAGE[0] + OUTAGE[1]) if cid == outage_cell else None
+            timeout_p = 0.004 if pname in ("vsat", "gprs", "slow-vsat") else 0.0
+            calls, events, csms_rows, busy, t_end = make_cell_ocpp(prof, hosts, sph, mv, t, rng, outage=o,
+                                                                   timeout_p=timeout_p)
+            phases["ocpp"] = {"started": t, "status": "complete", "ended": t_end + 0.5}
+            _write_ocpp(cdir, run_id, hosts, calls, events, csms_rows, ocpp_version, t0)
+            _write_monitor(cdir, hosts, sph, busy, t, t_end, engine, prof, rng)
+            t = t_end + 2.0
+            status = "complete"
+            if cid == incomplete_cell:
+                status = "failed"
+                phases["ocpp"].update(status="failed", error=f"{hosts[-1]}: the fleet exited before finishing: "
+                                                             "Killed")
+                f = cdir / "ocpp" / f"calls-{hosts[-1]}.csv"
+                data = f.read_bytes()
+                f.write_bytes(data[: len(data) * 2 // 3])  # torn mid-line, as a killed writer leaves it
+            cell = {
+                "id": cid, "profile": pname, "evse_hosts": hosts_n, "evse_host_names": hosts,
+                "stations_per_host": sph, "repeat": 1, "baselines": with_baselines, "status": status,
+                "started": iso(c_start), "ended": iso(t), "phases": phases,
+                "profile_spec": {"name": pname, "synthetic": True},
+                "expected": {"added_rtt_ms": prof.added_rtt_ms, "min_added_rtt_ms": prof.added_rtt_ms,
+                             "uplink_rate_bps": prof.up_rate_bps, "downlink_rate_bps": prof.down_rate_bps,
+                             "uplink_loss_pct": prof.loss_pct, "downlink_loss_pct": prof.loss_pct},
+                "applied": {"engine": engine, "synthetic": True}, "engine": engine,
+                "ocpp": {"started": phases["ocpp"]["started"], "ended": phases["ocpp"]["ended"]},
+            }
+            if o:
+                cell["outage"] = {"start_s": OUTAGE[0], "duration_s": OUTAGE[1], "t_wall_start": o[0],
+                                  "t_wall_end": o[1], "method": "synthetic"}
+            (cdir / "cell.json").write_text(json.dumps(cell, indent=2))
+            cells.append({"id": cid, "dir": f"cells/{cid}", "profile": pname, "evse_hosts": hosts_n,
+                          "stations_per_host": sph, "repeat": 1, "status": status})
+    manifest = {
+        "format": "labkit-results/1", "run_id": run_id, "synthetic": True,
+        "status": "incomplete" if incomplete else "complete",
+        "reason": f"cell {incomplete_cell}: the fleet on evse{fleets[-1][0]} exited" if incomplete else "",
+        "pid": 0, "command": ["labkit", "bench", "--synthetic"], "started": iso(t0), "ended": iso(t),
+        "seed": seed, "labkit": "0.1.0", "lab": {"spec": {"name": "lab1", "evse": max_hosts}, "hosts": {}},
+        "backend": backend, "backend_details": {"synthetic": True}, "engine": engine,
+        "plan": {"profiles": profiles, "evse_counts": sorted({h for h, _ in fleets}),
+                 "stations_per_host": fleets[0][1], "repeats": 1, "scenario": "thesis-2021", "ocpp": ocpp_version,
+                 "seed": seed, "ping_count": ping_count, "ping_interval_s": 0.2, "iperf_seconds": 5.0,
+                 "iperf_omit_s": 2.0, "udp_seconds": 5.0, "meter_values": mv, "meter_interval_s": 0.1,
+                 "heartbeat_s": 2.0, "baselines": baselines, "ocpp_phase": True,
+                 "outage": {"duration_s": OUTAGE[1], "at_s": OUTAGE[0]} if outage_cell else None,
+                 "synthetic_fleets": [list(f) for f in fleets]},
+        "hosts": {"cpo": {"role": "cpo", "kernel": "synthetic", "cpus": "2"},
+                  "gw": {"role": "gateway", "kernel": "synthetic", "cpus": "2"}},
+        "controller": {"python": "3.11", "labkit": "0.1.0", "synthetic": "true"},
+        "profiles": {p: {"synthetic": True, **PROFILES[p].__dict__} for p in profiles},
+        "cells": cells, "link_cleared": True,
+    }
+    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return run_dir
+
+
+def _write_ping(cdir: Path, prof: SynthProfile, pname: str, count: int, t: float, base_rtt_ms: float,
+                engine: str, rng: np.random.Generator) -> None:
+    rows = []
+    lost_p = prof.loss_pct / 100 * 2 + (0.02 if pname in ("vsat", "gprs") else 0.0)
+    (cdir / "ping").mkdir()
+    for direction, src, dst in (("up", "evse1", "cpo"), ("down", "cpo", "evse1")):
+        for seq in range(1, count + 1):
+            ts = t + seq * 0.2
+            if rng.random() < lost_p:
+                rows.append((src, dst, direction, seq, "", "", 1, ""))
+                continue
+            ser = sum(84 * 8 / r * 1000 for r in (prof.up_rate_bps, prof.down_rate_bps) if r)
+            eng = 0.12 if prof.added_rtt_ms and engine == "userspace" else 0.0
+            rtt = (base_rtt_ms + prof.added_rtt_ms + ser + eng + rng.gamma(2, 0.02)
+                   + abs(rng.normal(0, prof.jitter_ms)) * 1.2)
+            rows.append((src, dst, direction, seq, f"{ts + rtt / 1000:.6f}", f"{rtt:.3f}", 0, 63))
+        (cdir / "ping" / f"{src}-{dst}.txt").write_text(f"SYNTHETIC ping output {src} -> {dst}\n")
+    _write_csv(cdir / "ping.csv", ["src", "dst", "direction", "seq", "t_wall", "rtt_ms", "lost", "ttl"], rows)
+
+
+def _write_ocpp(cdir: Path, run_id: str, hosts: list[str], calls, events, csms_rows, ocpp_version: str,
+                t0: float) -> None:
+    for h in hosts:
+        rows = []
+        for (_hh, sid, action, ts, rtt, outcome, err, attempt, queued) in sorted(
+                (c for c in calls if c[0] == h), key=lambda c: c[3]):
+            req, resp = REQ_BYTES[action], (RESP_BYTES[action] if rtt is not None else "")
+            rows.append((run_id, h, sid, ocpp_version, action, f"{ts:.6f}", int((ts - t0) * 1e9),
+                         _fmt(rtt), outcome, err, req, resp, _fmt(queued, 1), attempt))
+        _write_csv(cdir / "ocpp" / f"calls-{h}.csv",
+                   ["run_id", "host", "station_id", "ocpp_version", "action", "t_wall", "t_mono_ns", "rtt_ms",
+                    "outcome", "error_code", "req_bytes", "resp_bytes", "queued_ms", "attempt"], rows)
+        ev = sorted((e for e in events if e[0] == h), key=lambda e: e[2])
+        _write_csv(cdir / "ocpp" / f"events-{h}.csv",
+                   ["run_id", "host", "station_id", "t_wall", "event", "detail", "downtime_ms"],
+                   [(run_id, hh, sid, f"{ts:.6f}", e, det, dt) for hh, sid, ts, e, det, dt in ev])
+    _write_csv(cdir / "ocpp" / "csms.csv",
+               ["t_wall", "station_id", "ocpp_version", "action", "handle_ms", "outcome", "error_code",
+                "req_bytes", "resp_bytes"],
+               [(f"{ts:.6f}", sid, ocpp_version, a, f"{hm:.3f}", oc, er, REQ_BYTES[a], RESP_BYTES[a])
+                for ts, sid, a, hm, oc, er in sorted(csms_rows)])
+
+
+def _write_monitor(cdir: Path, hosts: list[str], sph: int, busy: dict, t: float, t_end: float, engine: str,
+                   prof: SynthProfile, rng: np.random.Generator) -> None:
+    """One sample per second and host: the whole host (the same machine on netns) and its processes."""
+    mon = []
+    n_st = len(hosts) * sph
+    for k in range(int(t_end - t) + 1):
+        ts = t + k + 0.5
+        csms_cpu = min(100.0, 100 * busy.get(("cpo", k), 0.0) + 1.5 + abs(rng.normal(0, 0.3)))
+        fleets = {h: min(100.0, 100 * busy.get((h, k), 0.0) * 2.5 + 0.8 * sph + abs(rng.normal(0, 0.2)))
+                  for h in hosts}
+        eng_cpu = (0.4 + 0.04 * n_st) if engine == "userspace" and prof.added_rtt_ms else 0.2
+        machine = min(100.0, (csms_cpu + sum(fleets.values()) + eng_cpu) / 2 + 2)  # 2 cores
+        for host, role in [("cpo", "cpo"), ("gw", "gateway")] + [(h, "evse") for h in hosts]:
+            mon.append((f"{ts:.3f}", host, role, "host", "", f"{machine:.1f}", "", f"{machine:.1f}", int(4e9)))
+        mon.append((f"{ts:.3f}", "cpo", "cpo", "csms", 4242, f"{csms_cpu:.1f}", int(60e6 + n_st * 2e5),
+                    f"{machine:.1f}", int(4e9)))
+        mon.append((f"{ts:.3f}", "gw", "gateway", "engine", 4343, f"{eng_cpu:.1f}", int(30e6), f"{machine:.1f}",
+                    int(4e9)))
+        for h in hosts:
+            mon.append((f"{ts:.3f}", h, "evse", "fleet", 5000 + int(h[4:]), f"{fleets[h]:.1f}",
+                        int(45e6 + sph * 1.5e6), f"{machine:.1f}", int(4e9)))
+    _write_csv(cdir / "monitor.csv", ["t_wall", "host", "role", "process", "pid", "cpu_pct", "rss_bytes",
+                                      "host_cpu_pct", "host_mem_used_bytes"], mon)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--plan", default="tests", choices=sorted(PLANS))
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--backend", default="netns")
+    ap.add_argument("--label", default="synthetic")
+    a = ap.parse_args()
+    print(make_run(a.out, plan=a.plan, seed=a.seed, backend=a.backend, label=a.label))
+
+
+if __name__ == "__main__":
+    main()
