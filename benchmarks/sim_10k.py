@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--ocpp", default="1.6")
     ap.add_argument("--validation", default="fast")
     ap.add_argument("--loop", default="auto")
+    ap.add_argument("--nice", type=int, default=0, help="run csms, fleet and ping at this nice value")
     ap.add_argument("--keep", default=None, help="copy the CSV and status files into this directory")
     args = ap.parse_args()
     n = args.stations
@@ -57,11 +58,14 @@ def main() -> None:
     duration = ramp_s + args.steady
     print(
         f"# sim_10k: {n} stations, session scenario (heartbeat 60 s, meter values 30 s), OCPP {args.ocpp}, "
-        f"validation {args.validation}, loop {args.loop}, ramp {args.ramp:.0f}/s; {os.cpu_count()} CPUs; "
+        f"validation {args.validation}, loop {args.loop}, nice {args.nice}, ramp {args.ramp:.0f}/s; "
+        f"{os.cpu_count()} CPUs; "
         f"load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="sm-10k-") as d, path3("k") as p:
+        if args.nice:
+            p.prefix = ("nice", "-n", str(args.nice))
         out = Path(d)
         import resource
 
@@ -148,6 +152,7 @@ def main() -> None:
             )
             t0 = time.monotonic()
             peak = {"csms": 0, "fleet": 0}
+            health: dict = {}
             connected_at = None
             cpu0 = None
             while fleet.poll() is None:
@@ -169,6 +174,15 @@ def main() -> None:
                 if cpu0 is not None and time.monotonic() - cpu0[0] > args.steady - 10 and len(cpu0) == 3:
                     dt = time.monotonic() - cpu0[0]
                     cpu0 = (*cpu0, 100 * (cpu_s(csms.pid) - cpu0[1]) / dt, 100 * (cpu_s(fleet.pid) - cpu0[2]) / dt)
+                    # event-loop lag and GC pauses over the last minute of the steady phase
+                    health = {
+                        name: {
+                            k: v
+                            for k, v in json.loads((out / f"{name}.json").read_text()).items()
+                            if k in ("loop_lag_ms", "gc_pause_ms", "csv_write_max_ms")
+                        }
+                        for name in ("csms", "fleet")
+                    }
             ferr = fleet.stderr.read()
             ping.terminate()
             ping_out = ping.communicate()[0]
@@ -222,6 +236,8 @@ def main() -> None:
         f"  peak RSS: csms {peak['csms'] / 2**20:.0f} MiB ({peak['csms'] / n / 1024:.1f} KiB/station), "
         f"fleet {peak['fleet'] / 2**20:.0f} MiB ({peak['fleet'] / n / 1024:.1f} KiB/station)"
     )
+    for name, h in health.items():
+        print(f"  {name} event loop over the last 60 s of the steady phase: {h}")
     print(f"  load average after {os.getloadavg()[0]:.2f}")
 
 

@@ -88,6 +88,8 @@ def profile_summary(path: Path, top: int = 12) -> str:
 
 def run_size(n: int, args: argparse.Namespace, out: Path) -> dict:
     with path3("c") as p:
+        if args.nice:
+            p.prefix = ("nice", "-n", str(args.nice))
         csms = subprocess.Popen(
             p.cmd(
                 p.cpo,
@@ -196,6 +198,7 @@ def main() -> None:
     ap.add_argument("--ocpp", default="1.6")
     ap.add_argument("--validation", default="fast")
     ap.add_argument("--loop", default="auto")
+    ap.add_argument("--nice", type=int, default=0, help="run csms, fleet and ping at this nice value")
     ap.add_argument("--jitter", default="0.2", help="the fleet's --jitter (fraction)")
     ap.add_argument(
         "--profile",
@@ -207,7 +210,7 @@ def main() -> None:
         args.loop = "asyncio"  # uvloop's internals are invisible to cProfile
     print(
         f"# sim_capacity: thesis-2021 ({args.meter_values} meter values), OCPP {args.ocpp}, validation "
-        f"{args.validation}, loop {args.loop}, jitter {args.jitter}; {os.cpu_count()} CPUs; "
+        f"{args.validation}, loop {args.loop}, jitter {args.jitter}, nice {args.nice}; {os.cpu_count()} CPUs; "
         f"load average {os.getloadavg()[0]:.2f}"
     )
     print(

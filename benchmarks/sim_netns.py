@@ -30,9 +30,10 @@ class Path3:
     evse: str
     cpo_addr: str = CPO_ADDR
     evse_addr: str = EVSE_ADDR
+    prefix: tuple[str, ...] = ()  # e.g. ("nice", "-n", "-10"): put before every command
 
     def cmd(self, ns: str, *argv: str) -> list[str]:
-        return ["ip", "netns", "exec", ns, *argv]
+        return ["ip", "netns", "exec", ns, *self.prefix, *argv]
 
 
 def _cleanup(tag: str) -> None:

@@ -49,6 +49,16 @@ def wait_listening(proc: subprocess.Popen, timeout: float = 10.0) -> str:
 
 def run(args: argparse.Namespace, out: Path) -> dict:
     with path3("o") as p:
+        if args.nice or args.cpus:
+            orig = p.cmd
+            prefix = (["nice", "-n", str(args.nice)] if args.nice else []) + (
+                ["taskset", "-c", args.cpus] if args.cpus else []
+            )
+
+            def wrapped(ns: str, *argv: str) -> list[str]:
+                return orig(ns, *prefix, *argv)
+
+            p.cmd = wrapped  # type: ignore[method-assign]
         csms = subprocess.Popen(
             p.cmd(
                 p.cpo,
@@ -60,6 +70,8 @@ def run(args: argparse.Namespace, out: Path) -> dict:
                 args.validation,
                 "--loop",
                 args.loop,
+                "--max-rate",
+                "100000",  # back to back, one station sends thousands a second: not a flood here
                 "--out",
                 str(out / "csms.csv"),
             ),
@@ -70,7 +82,15 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         try:
             wait_listening(csms)
             ping = subprocess.Popen(
-                p.cmd(p.evse, "ping", "-i", "0.1", "-c", str(args.meter_values + 40), p.cpo_addr),
+                p.cmd(
+                    p.evse,
+                    "ping",
+                    "-i",
+                    "0.1",
+                    "-c",
+                    str(int(args.meter_values * float(args.meter_interval) * 10 + 40)),
+                    p.cpo_addr,
+                ),
                 stdout=subprocess.PIPE,
                 text=True,
             )
@@ -90,6 +110,11 @@ def run(args: argparse.Namespace, out: Path) -> dict:
                     args.ocpp,
                     "--meter-values",
                     str(args.meter_values),
+                    "--meter-interval",
+                    args.meter_interval,
+                    "--step-interval",
+                    args.meter_interval,
+                    *(["--jitter", "0"] if float(args.meter_interval) == 0 else []),
                     "--validation",
                     args.validation,
                     "--loop",
@@ -130,10 +155,28 @@ def main() -> None:
     ap.add_argument("--validation", default="fast", choices=["fast", "sync", "async", "off"])
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
+    ap.add_argument(
+        "--cpus",
+        default="",
+        help="run csms, fleet and ping on these CPUs (taskset list, e.g. 0: no cross-CPU wake-ups)",
+    )
+    ap.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run csms, fleet and ping at this nice value (e.g. -10: less preemption by other tenants)",
+    )
+    ap.add_argument(
+        "--meter-interval",
+        default="0.1",
+        help="pause after each reply, s (0.1: thesis-2021; 0: back to back, warm caches)",
+    )
     args = ap.parse_args()
     print(
-        f"# sim_overhead: 1 station, thesis-2021 ({args.meter_values} meter values), OCPP {args.ocpp}, "
-        f"validation {args.validation}; {os.cpu_count()} CPUs; load average before "
+        f"# sim_overhead: 1 station, thesis-2021 ({args.meter_values} meter values, "
+        f"{args.meter_interval} s after each reply), OCPP {args.ocpp}, "
+        f"validation {args.validation}, nice {args.nice}, cpus {args.cpus or 'any'}; {os.cpu_count()} CPUs; "
+        f"load average before "
         f"{os.getloadavg()[0]:.2f}"
     )
     for i in range(args.repeat):

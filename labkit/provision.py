@@ -40,6 +40,24 @@ def check_host(remote: Remote, host: HostConn) -> dict[str, str]:
     return found
 
 
+#: TCP buffer limits on the endpoints (min default max, bytes): a VSAT-class path (600 ms at 20 Mbit/s) needs a
+#: window of 1.5 MB, above Linux's default 6 MB max only just; 32 MB leaves room for slow-start overshoot.
+TCP_MEM = {"net.ipv4.tcp_rmem": "4096 131072 33554432", "net.ipv4.tcp_wmem": "4096 16384 33554432"}
+
+
+def tune(remote: Remote, inventory: Inventory) -> dict[str, dict[str, str]]:
+    """Raise the TCP buffer limits on the CPO and EVSE hosts so a long, fast path is limited by the link,
+    not by the window; return what each host reports back."""
+    hosts = [h for h in inventory.hosts if h.role in ("cpo", "evse")]
+    script = "; ".join(f"sysctl -q -w {k}='{v}'" for k, v in TCP_MEM.items()) + "; " + \
+        "; ".join(f"echo {k}=$(sysctl -n {k})" for k in TCP_MEM)
+    res = remote.run_many(hosts, script, sudo=True)
+    out = {}
+    for name, r in res.items():
+        out[name] = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+    return out
+
+
 def provision(remote: Remote, inventory: Inventory,
               progress: Callable[[str, int, int | None], None] | None = None) -> dict[str, dict[str, str]]:
     """Check (and where needed install) labkit and tools on every host, in parallel."""
@@ -74,4 +92,7 @@ def provision(remote: Remote, inventory: Inventory,
         wheelhouse.install(remote, missing_labkit, progress=progress)
         for h in missing_labkit:
             results[h.name] = check_host(remote, h)
+    tuned = tune(remote, inventory)
+    for name, values in tuned.items():
+        results[name] = {**results.get(name, {}), **values}
     return results

@@ -33,8 +33,9 @@ CLASS_ID = "1:10"
 LEAF_HANDLE = "10:"
 #: rate assumed when sizing a delay line for a direction with no rate of its own (the sender's line rate)
 ASSUMED_LINE_BPS = 1_000_000_000
-#: extra room in every delay line (packets)
-DELAY_LINE_SLACK = 64
+#: extra room in every delay line (packets), and its floor (netem's own default limit)
+DELAY_LINE_SLACK = 256
+DELAY_LINE_MIN = 1000
 #: netem without a rate reorders jittered packets; a rate this high keeps them in order at no cost (120 ns
 #: per full-size packet), as netem then never releases a packet before the one queued ahead of it
 NETEM_ORDER_RATE = "100gbit"
@@ -57,14 +58,16 @@ def htb_burst_bytes(rate_bps: int, rtt_ms: float) -> int:
 def delay_line_packets(d: Direction, other_rate_bps: int | None) -> int:
     """How many packets can be in flight inside the delay of direction ``d`` (0 when it has none).
 
-    Data packets arrive at up to twice the direction's rate (TCP slow start), and acknowledgements of the
-    other direction's data at one per two full-size segments; all wait for the largest delay."""
+    Data packets arrive in bursts of up to four times the direction's rate (slow start on a path whose
+    sender is faster than the bottleneck), and acknowledgements of the other direction's data at up to one
+    per full-size segment (quick-ack); all wait for the largest delay. Never below netem's default of 1000.
+    Measured: a 100 Mbit/s, 20 +- 16 ms direction held up to 2.3 x rate x delay under TCP."""
     if not d.needs_delay_line:
         return 0
     this = d.rate_bps or ASSUMED_LINE_BPS
     other = other_rate_bps or ASSUMED_LINE_BPS
-    per_s = (2 * this + other / 2) / 8.0 / FRAME_BYTES
-    return math.ceil(per_s * max(d.max_delay_ms, 1.0) / 1000.0) + DELAY_LINE_SLACK
+    per_s = (4 * this + other) / 8.0 / FRAME_BYTES
+    return max(DELAY_LINE_MIN, math.ceil(per_s * max(d.max_delay_ms, 1.0) / 1000.0) + DELAY_LINE_SLACK)
 
 
 def netem_args(d: Direction, limit: int) -> str:

@@ -46,6 +46,7 @@ def assert_nothing_left(name: str, before_ns: set[str], before_links: set[str], 
 
 def test_up_status_ssh_down(home, lab, capfd):
     before_ns, before_links, before_files = namespaces(), links(), _snapshot_outside()
+    root_wmem = Path("/proc/sys/net/ipv4/tcp_wmem").read_text()
     assert run_cli("up", "--name", lab, "--backend", "netns", "--evse", "3") == 0
     out = capfd.readouterr().out
     assert f"lab '{lab}' is up on netns: 5 hosts" in out
@@ -69,6 +70,9 @@ def test_up_status_ssh_down(home, lab, capfd):
         fwd = remote.run_many(inv.hosts, "cat /proc/sys/net/ipv4/ip_forward")
         assert {n: r.stdout.strip() for n, r in fwd.items()} == {
             "cpo": "0", "gw": "1", "evse1": "0", "evse2": "0", "evse3": "0"}
+        # endpoints get TCP buffers for long fat paths, inside their own namespace only
+        assert remote.run("evse1", "sysctl -n net.ipv4.tcp_rmem").stdout.split()[-1] == "33554432"
+        assert Path("/proc/sys/net/ipv4/tcp_wmem").read_text() == root_wmem
         # EVSE -> CPO over the data network works and crosses one router (TTL 63)
         ping = remote.run("evse2", f"ping -n -c 1 -W 2 {inv.cpo.addresses['cpo']}").stdout
         assert "ttl=63" in ping

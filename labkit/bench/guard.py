@@ -59,7 +59,7 @@ def _clean_up(lab: str, run_dir: Path) -> None:
     with handle.labdir.lock(wait=60), handle.remote() as remote:
         hosts = handle.inventory.hosts
         for h in hosts:
-            for name in ("fleet", "csms", "monitor", "iperf3"):
+            for name in ["fleet", "csms", "monitor", "iperf3"] + [f"pcap-{i}" for i in h.ifaces.values()]:
                 try:
                     remote.stop(h, name, sudo=True, timeout=5)
                 except Exception as exc:  # noqa: BLE001 - keep going, clean as much as possible
@@ -77,6 +77,7 @@ def _clean_up(lab: str, run_dir: Path) -> None:
     for cell in manifest.get("cells", []):
         if cell.get("status") == "running":
             cell["status"] = "incomplete"
+            _save_samples(lab, run_dir / cell.get("dir", f"cells/{cell['id']}"))
     manifest.update(status="incomplete", reason=reason, ended=iso(), link_cleared=cleared, cells=manifest.get("cells", []))
     run.write_manifest(manifest)
     try:
@@ -84,6 +85,34 @@ def _clean_up(lab: str, run_dir: Path) -> None:
     except Exception as exc:  # noqa: BLE001
         print(f"guard: summary failed: {exc}", file=sys.stderr)
     print(f"{iso()} guard: done (link cleared: {cleared})", file=sys.stderr)
+
+
+def _save_samples(lab: str, cell_dir: Path) -> None:
+    """Fetch the samples the cell's OCPP phase had written on the hosts, and mark the cell incomplete."""
+    import json
+
+    from labkit.bench.ocpp import collect
+    from labkit.bench.results import iso, write_json
+    from labkit.lifecycle import open_lab
+
+    try:
+        meta = json.loads((cell_dir / "cell.json").read_text())
+    except (OSError, ValueError):
+        return
+    handle = open_lab(lab)
+    try:
+        if "ocpp" in meta.get("phases", {}):
+            names = set(meta.get("evse_host_names", []))
+            hosts = [h for h in handle.inventory.hosts if h.role != "evse" or h.name in names]
+            with handle.remote() as remote:
+                collect(remote, hosts, cell_dir)
+    except Exception as exc:  # noqa: BLE001
+        print(f"guard: collecting samples failed: {exc}", file=sys.stderr)
+    for phase in meta.get("phases", {}).values():
+        if phase.get("status") == "running":
+            phase.update(status="interrupted", ended=time.time())
+    meta.update(status="incomplete", ended=iso())
+    write_json(cell_dir / "cell.json", meta)
 
 
 def main() -> int:

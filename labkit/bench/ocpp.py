@@ -62,6 +62,10 @@ class OcppPhase:
             "--seed", str(p.seed * 1000 + evse.index), "--heartbeat", f"{p.heartbeat_s:g}",
             "--out", f"{wd}/calls.csv", "--events", f"{wd}/events.csv", "--status", f"{wd}/fleet-status.json",
         ]
+        if p.ws_ping_interval_s is not None:
+            timeout = p.ws_ping_timeout_s if p.ws_ping_timeout_s is not None else p.ws_ping_interval_s
+            args += ["--ping-interval", f"{p.ws_ping_interval_s:g}", "--ping-timeout", f"{timeout:g}",
+                     "--close-timeout", f"{max(timeout, 1):g}"]
         if p.scenario == "thesis-2021":
             args += ["--meter-values", str(p.meter_values), "--meter-interval", f"{p.meter_interval_s:g}"]
         else:
@@ -208,32 +212,37 @@ class OcppPhase:
             list(pool.map(stop, hosts))
 
     def _collect(self, hosts: list[HostConn]) -> None:
-        from concurrent.futures import ThreadPoolExecutor
+        collect(self.remote, hosts, self.cell_dir)
 
-        ocpp_dir = self.cell_dir / "ocpp"
-        logs = self.cell_dir / "logs"
-        ocpp_dir.mkdir(parents=True, exist_ok=True)
-        logs.mkdir(parents=True, exist_ok=True)
 
-        def fetch(h: HostConn) -> None:
-            wanted = [("monitor.csv", self.cell_dir / "monitors" / f"{h.name}.csv")]
-            if h.role == "cpo":
-                wanted += [("csms.csv", ocpp_dir / "csms.csv"), ("csms.log", logs / "csms.log"),
-                           ("csms-status.json", logs / "csms-status.json")]
-            if h.role == "evse":
-                wanted += [("calls.csv", ocpp_dir / f"calls-{h.name}.csv"),
-                           ("events.csv", ocpp_dir / f"events-{h.name}.csv"),
-                           ("fleet.log", logs / f"fleet-{h.name}.log"),
-                           ("fleet-status.json", logs / f"fleet-status-{h.name}.json")]
-            for remote_name, local in wanted:
-                text = self.remote.read_text(h, f"{h.workdir}/{remote_name}")
-                if text is not None:
-                    local.parent.mkdir(parents=True, exist_ok=True)
-                    local.write_text(text)
+def collect(remote: Remote, hosts: list[HostConn], cell_dir: Path) -> None:
+    """Fetch what the OCPP phase left on the hosts into the cell directory (also used by the guard)."""
+    from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
-            list(pool.map(fetch, hosts))
-        merge_csv(sorted((self.cell_dir / "monitors").glob("*.csv")), self.cell_dir / "monitor.csv")
+    ocpp_dir = cell_dir / "ocpp"
+    logs = cell_dir / "logs"
+    ocpp_dir.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+
+    def fetch(h: HostConn) -> None:
+        wanted = [("monitor.csv", cell_dir / "monitors" / f"{h.name}.csv")]
+        if h.role == "cpo":
+            wanted += [("csms.csv", ocpp_dir / "csms.csv"), ("csms.log", logs / "csms.log"),
+                       ("csms-status.json", logs / "csms-status.json")]
+        if h.role == "evse":
+            wanted += [("calls.csv", ocpp_dir / f"calls-{h.name}.csv"),
+                       ("events.csv", ocpp_dir / f"events-{h.name}.csv"),
+                       ("fleet.log", logs / f"fleet-{h.name}.log"),
+                       ("fleet-status.json", logs / f"fleet-status-{h.name}.json")]
+        for remote_name, local in wanted:
+            text = remote.read_text(h, f"{h.workdir}/{remote_name}")
+            if text is not None:
+                local.parent.mkdir(parents=True, exist_ok=True)
+                local.write_text(text)
+
+    with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+        list(pool.map(fetch, hosts))
+    merge_csv(sorted((cell_dir / "monitors").glob("*.csv")), cell_dir / "monitor.csv")
 
 
 def merge_csv(parts: list[Path], out: Path) -> None:

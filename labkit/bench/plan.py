@@ -79,6 +79,9 @@ class Plan:
     heartbeat_s: float = 2.0
     session_duration_s: float = 60.0
     baselines: str = "first"  # "first" | "every" | "none"
+    # WebSocket keepalive of the stations (None: the simulator's default, websockets' 20 s / 20 s)
+    ws_ping_interval_s: float | None = None
+    ws_ping_timeout_s: float | None = None
     ocpp_phase: bool = True
     outage: Outage | None = None
     pcap: bool = False
@@ -141,6 +144,8 @@ def validate(plan: Plan, *, lab_evse: int, known_profiles: list[str]) -> None:
         (0 <= plan.meter_values <= 1000000, "--meter-values", "0-1000000", plan.meter_values),
         (0 <= plan.meter_interval_s <= 3600, "--meter-interval", "0-3600 s", plan.meter_interval_s),
         (plan.baselines in ("first", "every", "none"), "--baselines", "first, every, none", plan.baselines),
+        (plan.ws_ping_interval_s is None or 0 <= plan.ws_ping_interval_s <= 3600, "--ws-ping", "0-3600 s",
+         plan.ws_ping_interval_s),
     ]
     for ok, flag, allowed, got in checks:
         if not ok:

@@ -92,7 +92,8 @@ def iperf_client(dst: str, *, seconds: float, omit: float, reverse: bool, udp_ra
     if reverse:
         cmd += " -R"
     if udp_rate_bps is not None:
-        cmd += f" -u -b {int(udp_rate_bps)} -l {udp_len}"
+        # a large socket buffer: losses in the receiver's buffer under load are not the link's
+        cmd += f" -u -b {int(udp_rate_bps)} -l {udp_len} -w 4M"
     return cmd
 
 

@@ -74,7 +74,7 @@ class Bench:
         with self.handle.labdir.lock(wait=0), self.handle.remote() as remote:
             self.remote = remote
             try:
-                remote.wait(self.inv.hosts, timeout=20)
+                remote.wait(self.inv.hosts, timeout=5 if self.inv.backend == "netns" else 30)
             except LabkitError as exc:
                 raise LabkitError(f"lab {self.handle.lab.name!r} is not answering: {exc}") from None
             evidence = pathcheck.check(remote, self.inv)
@@ -185,6 +185,8 @@ class Bench:
         }
         self._set_cell_status(run, cell, "running")
         status = "incomplete"
+        if plan.pcap:
+            self._pcap_start()
         try:
             applied = self._phase(meta, "shape", lambda: link.apply(r, inv, self.handle.labdir, cell.profile),
                                   cell_dir, fatal=True)
@@ -228,9 +230,30 @@ class Bench:
             failed = [n for n, p in meta["phases"].items() if p["status"] == "failed"]
             status = "failed" if failed else "complete"
         finally:
+            if plan.pcap:
+                meta["pcap"] = self._pcap_collect(cell_dir)
             meta.update(status=status, ended=iso())
             write_json(cell_dir / "cell.json", meta)
             self._set_cell_status(run, cell, status)
+
+    def _pcap_start(self) -> None:
+        gw = self.inv.gateway
+        for net, iface in sorted(gw.ifaces.items()):
+            self.remote.start(gw, f"pcap-{iface}", f"tcpdump -n -U -s 256 -i {iface} -w {gw.workdir}/{iface}.pcap",
+                              sudo=True)
+
+    def _pcap_collect(self, cell_dir: Path) -> list[str]:
+        gw = self.inv.gateway
+        saved = []
+        for _net, iface in sorted(gw.ifaces.items()):
+            self.remote.stop(gw, f"pcap-{iface}", sudo=True, signal="INT")
+            local = cell_dir / "pcap" / f"{gw.name}-{iface}.pcap"
+            try:
+                self.remote.get(gw, f"{gw.workdir}/{iface}.pcap", local)
+                saved.append(str(local.relative_to(cell_dir)))
+            except LabkitError as exc:
+                self.log(f"labkit bench: pcap {iface}: {exc}")
+        return saved
 
     def _finish(self, run: RunDir, status: str, reason: str) -> None:
         cleared = False

@@ -34,6 +34,9 @@ from labkit.errors import ConfigError
 @click.option("--baselines", type=click.Choice(["first", "every", "none"]),
               help="Ping/iperf3 in the first cell of each profile, every cell, or none [default: first].")
 @click.option("--no-ocpp", is_flag=True, help="Baselines only.")
+@click.option("--ws-ping", type=float, help="Stations' WebSocket ping interval and timeout, s [default: 20]; "
+              "shorter detects an outage sooner.")
+@click.option("--pcap", is_flag=True, help="Capture on the gateway's data interfaces (cells/<id>/pcap/).")
 @click.option("--outage", help="Cut the link mid-run: DURATION@AT, e.g. 30s@60s (from the OCPP phase start).")
 @click.option("--results", "results_root", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Where run directories are written.")
@@ -42,7 +45,7 @@ from labkit.errors import ConfigError
 @click.pass_context
 def bench(ctx, profiles, lab_name, plan_name, family, evse_counts, stations_per_host, repeats, scenario, ocpp, seed,
           ping_count, ping_interval, iperf_seconds, udp_seconds, meter_values, meter_interval, heartbeat, duration,
-          baselines, no_ocpp, outage, results_root, label, resume):
+          baselines, no_ocpp, ws_ping, pcap, outage, results_root, label, resume):
     """Baselines and OCPP timings for each PROFILE (e.g. labkit bench vsat gprs)."""
     from labkit.bench.plan import THESIS_EVSE, Outage, Plan, parse_counts, thesis_plan
     from labkit.bench.runner import run_bench
@@ -62,11 +65,12 @@ def bench(ctx, profiles, lab_name, plan_name, family, evse_counts, stations_per_
                  "seed": seed, "ping_count": ping_count, "ping_interval_s": ping_interval,
                  "iperf_seconds": iperf_seconds, "udp_seconds": udp_seconds, "meter_values": meter_values,
                  "meter_interval_s": meter_interval, "heartbeat_s": heartbeat, "session_duration_s": duration,
-                 "baselines": baselines}
+                 "baselines": baselines, "ws_ping_interval_s": ws_ping}
     for key, value in overrides.items():
         if value is not None:
             setattr(plan, key, value)
     plan.ocpp_phase = not no_ocpp
+    plan.pcap = pcap
     if outage:
         plan.outage = Outage.parse(outage)
     with Reporter("bench", quiet=ctx.obj["quiet"]) as rep:

@@ -64,6 +64,7 @@ from labkit.sim.settings import (
     SUBPROTOCOLS,
     VERSION_OF,
     VERSIONS,
+    LoopHealth,
     WsSettings,
     gc_freezer,
     raise_nofile_limit,
@@ -423,6 +424,7 @@ class Csms:
         self.phase = "starting"
         self._stop = asyncio.Event()
         self.stop_reason = ""
+        self.health = LoopHealth()
 
     def next_tx_id(self) -> int:
         return next(self._tx_ids)
@@ -520,6 +522,8 @@ class Csms:
             "elapsed_s": round(time.time() - self.started, 3),
             "finished": finished,
             "stop_reason": self.stop_reason,
+            **self.health.summary(),
+            "csv_write_max_ms": round(self.sink.write_max_s * 1e3, 2),
         }
 
     def stop(self, reason: str) -> None:
@@ -527,8 +531,14 @@ class Csms:
         self._stop.set()
 
     async def _status_loop(self) -> None:
+        warned = False
         while True:
-            self.status_file.write(self.status())
+            try:
+                self.status_file.write(self.status())
+            except Exception as exc:  # noqa: BLE001 - a status problem must not stop the run
+                if not warned:
+                    print(f"labkit: status file not written: {type(exc).__name__}: {exc}", file=sys.stderr)
+                    warned = True
             await asyncio.sleep(self.cfg.status_interval_s)
 
     async def run(self, ready: Any = None) -> int:
@@ -562,6 +572,7 @@ class Csms:
         self.phase = "listening"
         status_task = asyncio.create_task(self._status_loop())
         gc_task = asyncio.create_task(gc_freezer())
+        health_task = asyncio.create_task(self.health.run())
         print(
             f"labkit csms: listening on {self.listen_url} ({', '.join(SUBPROTOCOLS[v] for v in cfg.versions)}; "
             f"heartbeat interval {cfg.heartbeat_interval_s} s; validation {cfg.validation})",
@@ -580,6 +591,8 @@ class Csms:
                 pass
             status_task.cancel()
             gc_task.cancel()
+            health_task.cancel()
+            self.health.close()
             self.phase = "stopped"
             self.status_file.write(self.status(finished=True))
             self.sink.close()

@@ -23,7 +23,15 @@ from urllib.parse import urlsplit
 from labkit.errors import ConfigError
 from labkit.sim.samples import CALL_COLUMNS, EVENT_COLUMNS, CsvSink, StatusFile, fmt_ms
 from labkit.sim.scenarios import DEFAULTS, SCENARIOS, ScenarioParams, expected_calls
-from labkit.sim.settings import VERSIONS, WsSettings, gc_freezer, raise_nofile_limit, run_loop, set_validation
+from labkit.sim.settings import (
+    VERSIONS,
+    LoopHealth,
+    WsSettings,
+    gc_freezer,
+    raise_nofile_limit,
+    run_loop,
+    set_validation,
+)
 from labkit.sim.station import Station
 from labkit.sim.timing import CallRecord
 
@@ -143,6 +151,7 @@ class Fleet:
         self.reconnects = 0
         self.calls_by_action: dict[str, int] = {}
         self._stop_event = asyncio.Event()
+        self.health = LoopHealth()
         self._prefix = (cfg.run_id, cfg.host_label)
 
     # -- samples ---------------------------------------------------------------------------------
@@ -217,6 +226,8 @@ class Fleet:
             "duration_s": cfg.duration_s,
             "finished": finished,
             "stop_reason": self.stop_reason,
+            **self.health.summary(),
+            "csv_write_max_ms": round(max(self.calls.write_max_s, self.events.write_max_s) * 1e3, 2),
         }
 
     # -- run -------------------------------------------------------------------------------------
@@ -227,8 +238,14 @@ class Fleet:
             self._stop_event.set()
 
     async def _status_loop(self) -> None:
+        warned = False
         while True:
-            self.status_file.write(self.status())
+            try:
+                self.status_file.write(self.status())
+            except Exception as exc:  # noqa: BLE001 - a status problem must not stop the run
+                if not warned:
+                    print(f"labkit: status file not written: {type(exc).__name__}: {exc}", file=sys.stderr)
+                    warned = True
             await asyncio.sleep(self.cfg.status_interval_s)
 
     async def run(self) -> int:
@@ -243,6 +260,7 @@ class Fleet:
             self.deadline = time.monotonic() + cfg.duration_s
         status_task = asyncio.create_task(self._status_loop())
         gc_task = asyncio.create_task(gc_freezer())
+        health_task = asyncio.create_task(self.health.run())
         scenario = SCENARIOS[cfg.scenario]
         tasks: list[asyncio.Task] = []
         self.phase = "ramping"
@@ -292,6 +310,8 @@ class Fleet:
             stop_wait.cancel()
             status_task.cancel()
             gc_task.cancel()
+            health_task.cancel()
+            self.health.close()
             if self.stopping and self.stop_reason != "duration":
                 self.phase = "stopped"
             else:

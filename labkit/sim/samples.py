@@ -55,6 +55,7 @@ class CsvSink:
     def __init__(self, path: str | os.PathLike | None, columns: tuple[str, ...]):
         self.columns = columns
         self.rows = 0
+        self.write_max_s = 0.0  # the longest single row write (a blocked disk blocks the event loop)
         self.path = Path(path) if path is not None else None
         self._file: io.TextIOBase | None = None
         self._buf = io.StringIO()
@@ -83,8 +84,12 @@ class CsvSink:
         buf.seek(0)
         buf.truncate()
         self._writer.writerow(values)
+        t = time.perf_counter()
         self._file.write(buf.getvalue())
         self._file.flush()
+        dt = time.perf_counter() - t
+        if dt > self.write_max_s:
+            self.write_max_s = dt
 
     def close(self) -> None:
         if self._file is not None:

@@ -133,7 +133,7 @@ def loop_name() -> str:
     return type(asyncio.get_running_loop()).__module__.split(".")[0]
 
 
-async def gc_freezer(interval_s: float = 10.0) -> None:
+async def gc_freezer(interval_s: float = 2.0) -> None:
     """Keep Python's garbage collector from pausing a big simulator for seconds.
 
     With thousands of connections the heap holds millions of long-lived objects, and every full
@@ -150,3 +150,73 @@ async def gc_freezer(interval_s: float = 10.0) -> None:
         await asyncio.sleep(interval_s)
         gc.collect(1)
         gc.freeze()
+
+
+class LoopHealth:
+    """Event-loop lag and garbage-collector pauses, for the status file (what delays every call).
+
+    ``run()`` sleeps 100 ms at a time and records how late it woke up (the time the loop was busy or the
+    process was not scheduled); a ``gc.callbacks`` hook records every collection's pause.
+    """
+
+    def __init__(self, keep: int = 600):
+        import collections
+        import gc
+
+        self.lag_ms: collections.deque[float] = collections.deque(maxlen=keep)
+        # the GC callback only appends to a plain list; summary() swaps it out (a collection can run,
+        # and call back, in the middle of any allocation, so nothing here iterates what it appends to)
+        self._gc_new: list[tuple[float, int, float]] = []
+        self.gc_ms: collections.deque[tuple[float, int, float]] = collections.deque(maxlen=100_000)
+        self.window_s = keep * 0.1
+        self._gc_t0 = 0.0
+        gc.callbacks.append(self._gc)
+
+    def _gc(self, phase: str, info: dict) -> None:
+        import time
+
+        if phase == "start":
+            self._gc_t0 = time.perf_counter()
+        else:
+            now = time.perf_counter()
+            self._gc_new.append((now, info.get("generation", -1), (now - self._gc_t0) * 1e3))
+
+    async def run(self, period_s: float = 0.1) -> None:
+        import asyncio
+        import time
+
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(period_s)
+            self.lag_ms.append((time.monotonic() - t - period_s) * 1e3)
+
+    def summary(self) -> dict:
+        lags = sorted(self.lag_ms)
+        out: dict = {}
+        if lags:
+            out["loop_lag_ms"] = {
+                "p50": round(lags[len(lags) // 2], 2),
+                "p99": round(lags[int(len(lags) * 0.99)], 2),
+                "max": round(lags[-1], 2),
+                "window_s": round(len(lags) * 0.1, 1),
+            }
+        import time
+
+        fresh, self._gc_new = self._gc_new, []
+        self.gc_ms.extend(fresh)
+        since = time.perf_counter() - self.window_s
+        recent = [(g, ms) for t, g, ms in self.gc_ms if t >= since]
+        if recent:
+            pauses: dict = {}
+            for g, ms in recent:
+                key = f"gen{g}_max"
+                pauses[key] = max(pauses.get(key, 0.0), round(ms, 2))
+            pauses["count"] = len(recent)
+            out["gc_pause_ms"] = pauses
+        return out
+
+    def close(self) -> None:
+        import gc
+
+        if self._gc in gc.callbacks:
+            gc.callbacks.remove(self._gc)

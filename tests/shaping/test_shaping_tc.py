@@ -53,7 +53,7 @@ def test_rate_only(engine):
 
 def test_delay_only():
     assert cmds("delay-only", "eth1", "uplink", "netem") == [
-        "tc qdisc add dev eth1 root handle 10: netem limit 20705 delay 100000us"]
+        "tc qdisc add dev eth1 root handle 10: netem limit 41538 delay 100000us"]
     assert cmds("delay-only", "eth2", "downlink", "netem") == []
     # userspace: the delay is the engine's; tc has nothing to do
     assert cmds("delay-only", "eth1", "uplink", "userspace") == []
@@ -63,14 +63,14 @@ def test_delay_only():
                        "iptables -w -I FORWARD 1 -j LABKIT-SHAPE"]
     assert p.engine_config["queues"] == {"0": {
         "direction": "uplink", "delay_ms": 100.0, "jitter_ms": 0.0, "distribution": "uniform", "reorder": False,
-        "loss_pct": 0.0, "corrupt_pct": 0.0, "duplicate_pct": 0.0, "maxlen": 20705}}
+        "loss_pct": 0.0, "corrupt_pct": 0.0, "duplicate_pct": 0.0, "maxlen": 41538}}
 
 
 def test_rate_and_delay():
     assert cmds("amps", "eth1", "uplink", "netem") == [
         HTB.format(i="eth1"),
         CLASS.format(i="eth1", r=112000, b=3028),
-        "tc qdisc add dev eth1 parent 1:10 handle 10: netem limit 10421 delay 250000us",
+        "tc qdisc add dev eth1 parent 1:10 handle 10: netem limit 20938 delay 250000us",
     ]
     assert cmds("amps", "eth1", "uplink", "userspace") == [
         HTB.format(i="eth1"),
@@ -82,16 +82,16 @@ def test_rate_and_delay():
 
 def test_jitter_keeps_order_unless_asked():
     assert cmds("jitter", "eth1", "uplink", "netem")[-1] == (
-        "tc qdisc add dev eth1 parent 1:10 handle 10: netem limit 189 delay 20000us 5000us distribution normal "
+        "tc qdisc add dev eth1 parent 1:10 handle 10: netem limit 1042 delay 20000us 5000us distribution normal "
         "rate 100gbit")
     assert cmds("jitter", "eth1", "uplink", "netem")[1] == CLASS.format(i="eth1", r=10000000, b=5000)
     assert cmds("jitter-reorder", "eth1", "uplink", "netem") == [
-        "tc qdisc add dev eth1 root handle 10: netem limit 5225 delay 20000us 5000us"]
+        "tc qdisc add dev eth1 root handle 10: netem limit 10577 delay 20000us 5000us"]
 
 
 def test_loss_corrupt_duplicate():
     assert cmds("loss", "eth2", "downlink", "netem")[-1] == (
-        "tc qdisc add dev eth2 parent 1:10 handle 10: netem limit 97 loss random 1% corrupt 0.5% duplicate 2%")
+        "tc qdisc add dev eth2 parent 1:10 handle 10: netem limit 1032 loss random 1% corrupt 0.5% duplicate 2%")
     assert cmds("loss", "eth2", "downlink", "userspace")[-1] == (
         "tc qdisc add dev eth2 parent 1:10 handle 10: pfifo limit 32")
     cfg = tc.engine_config(PROFILES.get("loss"), seed=7, status_file="/s.json")
@@ -103,9 +103,9 @@ def test_both_directions():
     p = tc.plan(PROFILES.get("lte"), uplink_iface="eth1", downlink_iface="eth2", engine="netem")
     assert p.tc == {
         "uplink": [HTB.format(i="eth1"), CLASS.format(i="eth1", r=8000000, b=5000),
-                   "tc qdisc add dev eth1 parent 1:10 handle 10: netem limit 152 delay 25000us"],
+                   "tc qdisc add dev eth1 parent 1:10 handle 10: netem limit 1034 delay 25000us"],
         "downlink": [HTB.format(i="eth2"), CLASS.format(i="eth2", r=20000000, b=12500),
-                     "tc qdisc add dev eth2 parent 1:10 handle 10: netem limit 238 delay 25000us"],
+                     "tc qdisc add dev eth2 parent 1:10 handle 10: netem limit 1083 delay 25000us"],
     }
     assert p.rules == [] and p.engine_config is None
     u = tc.plan(PROFILES.get("lte"), uplink_iface="eth1", downlink_iface="eth2", engine="userspace")
@@ -114,8 +114,8 @@ def test_both_directions():
                        "iptables -w -A LABKIT-SHAPE -i eth2 -o eth1 -j NFQUEUE --queue-num 0",
                        "iptables -w -A LABKIT-SHAPE -i eth1 -o eth2 -j NFQUEUE --queue-num 1",
                        "iptables -w -I FORWARD 1 -j LABKIT-SHAPE"]
-    assert u.engine_config["queues"]["0"]["maxlen"] == 118
-    assert u.engine_config["queues"]["1"]["maxlen"] == 155
+    assert u.engine_config["queues"]["0"]["maxlen"] == 1000
+    assert u.engine_config["queues"]["1"]["maxlen"] == 1000
 
 
 def test_clear():

@@ -1,0 +1,243 @@
+"""`labkit bench` for real on a netns lab: README command 1, interruption (Ctrl-C, SIGKILL) and resume, an
+outage, and errors caught before anything changes. Real sshd, tc, the userspace engine, ping, iperf3 and OCPP.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from labkit import lifecycle
+from tests.conftest import namespaces, needs_root, run_cli
+
+pytestmark = [needs_root, pytest.mark.slow]
+
+# small but complete cells, for everything except README command 1 itself
+SMALL = ["--ping-count", "20", "--ping-interval", "0.05", "--iperf-seconds", "2", "--udp-seconds", "1",
+         "--meter-values", "10", "--meter-interval", "0.05"]
+
+
+def gateway_state(lab: str) -> str:
+    """What the gateway has applied, read from the kernel: qdiscs and netfilter rules."""
+    ns = f"lk-{lab}-gw"
+    out = subprocess.run(["ip", "netns", "exec", ns, "sh", "-c",
+                          "tc qdisc show dev eth1; tc qdisc show dev eth2; iptables-save 2>/dev/null"],
+                         capture_output=True, text=True).stdout
+    return out
+
+
+def assert_unshaped(lab: str) -> None:
+    state = gateway_state(lab)
+    assert "htb" not in state and "NFQUEUE" not in state and "netem" not in state, state
+    assert "labkit-outage" not in state, state
+
+
+def ping_median_ms(lab: str) -> float:
+    handle = lifecycle.open_lab(lab)
+    with handle.remote() as r:
+        out = r.run("evse1", f"ping -n -q -c 10 -i 0.05 {handle.inventory.cpo.addresses['cpo']}").stdout
+    return float(out.strip().splitlines()[-1].split("=")[1].split("/")[1])
+
+
+@pytest.fixture
+def lab_up(home, lab, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("up", "--name", lab, "--backend", "netns", "--evse", "2") == 0
+    return lab
+
+
+def only_run(results: Path) -> Path:
+    runs = [p for p in results.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_readme_command_1(home, tmp_path, monkeypatch, capfd):
+    """`labkit up && labkit bench vsat`, exactly, in a fresh LABKIT_HOME and working directory."""
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert run_cli("up") == 0
+        assert run_cli("bench", "vsat") == 0
+        run = only_run(tmp_path / "results")
+        m = json.loads((run / "manifest.json").read_text())
+        assert m["status"] == "complete" and m["engine"] in ("userspace", "netem") and m["backend"] == "netns"
+        assert m["profiles"]["vsat"] and m["hosts"]["gw"]["kernel"] and m["controller"]["labkit"]
+        assert m["path_check"]["ok"]
+        cell = run / "cells" / "vsat__n1x1__r1"
+        meta = json.loads((cell / "cell.json").read_text())
+        assert meta["status"] == "complete" and meta["applied"]
+        for f in ("ping.csv", "ping/evse1-cpo.txt", "ping/cpo-evse1.json", "iperf/tcp-up.json", "iperf/tcp-down.json",
+                  "iperf/udp-up.json", "iperf/udp-down.json", "ocpp/calls-evse1.csv", "ocpp/events-evse1.csv",
+                  "ocpp/csms.csv", "monitor.csv"):
+            assert (cell / f).exists(), f
+        with open(cell / "ping.csv") as fh:
+            probes = list(csv.DictReader(fh))
+        assert len(probes) == 200
+        added = meta["expected"]["min_added_rtt_ms"]
+        assert all(float(p["rtt_ms"]) >= added for p in probes if p["lost"] == "0")
+        with open(cell / "ocpp" / "calls-evse1.csv") as fh:
+            calls = list(csv.DictReader(fh))
+        assert sum(1 for c in calls if c["action"] == "MeterValues") == 100
+        assert all(float(c["rtt_ms"]) >= added for c in calls if c["outcome"] == "ok")
+        monitor = (cell / "monitor.csv").read_text()
+        assert ",csms," in monitor and ",fleet," in monitor
+        summary = (run / "summary.csv").read_text()
+        assert "ping_rtt,up" in summary and "ocpp_rtt,all" in summary
+        # the link is unshaped again and the report can be made from the directory alone
+        assert_unshaped("lab")
+        assert run_cli("report", str(run)) == 0
+    finally:
+        run_cli("down")
+
+
+def test_errors_before_anything_changes(home, lab_up, tmp_path, capfd):
+    lab = lab_up
+    before = gateway_state(lab)
+    for argv, code, message in [
+        (["bench", "vsta", "--lab", lab], 2, "profile: unknown profile 'vsta'"),
+        (["bench", "vsat", "--lab", lab, "--evse", "1,5"], 2, "--evse: 5 EVSE hosts asked, the lab has 2"),
+        (["bench", "vsat", "--lab", lab, "--evse", "1,x"], 2, "--evse: '1,x' is not a comma-separated list"),
+        (["bench", "vsat", "--lab", lab, "--outage", "soon"], 2, "--outage: 'soon' is not DURATION@AT"),
+        (["bench", "vsat", "--lab", "nolab"], 1, "lab 'nolab' is not up"),
+    ]:
+        assert run_cli(*argv) == code, argv
+        err = capfd.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "results").exists()
+    assert gateway_state(lab) == before
+    # a lab whose hosts do not answer: stop the sshd of one host, then bench refuses before shaping
+    pid = int((home / "labs" / lab / "hosts" / "evse2" / "sshd.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    time.sleep(0.3)
+    assert run_cli("bench", "vsat", "--lab", lab) == 1
+    assert "is not answering" in capfd.readouterr().err
+    assert gateway_state(lab) == before and not (tmp_path / "results").exists()
+
+
+def _start_bench(home: Path, lab: str, cwd: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "labkit", "-q", "bench", "--lab", lab, *extra],
+                            cwd=cwd, env=dict(os.environ, LABKIT_HOME=str(home)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(pred, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _phase_running(results: Path, phase: str) -> bool:
+    for cell in results.glob("*/cells/*/cell.json"):
+        try:
+            meta = json.loads(cell.read_text())
+        except json.JSONDecodeError:
+            continue
+        if meta.get("phases", {}).get(phase, {}).get("status") == "running":
+            return True
+    return False
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
+def test_killed_bench_leaves_an_unshaped_link_and_an_incomplete_run(home, lab_up, tmp_path, how):
+    lab = lab_up
+    base = ping_median_ms(lab)
+    proc = _start_bench(home, lab, tmp_path, "3g", "none", *SMALL, "--meter-values", "150")
+    results = tmp_path / "results"
+    _wait_for(lambda: _phase_running(results, "ocpp"), 120, "the OCPP phase")
+    # wait for some calls (netns: the EVSE's work directory is visible here)
+    calls_on_host = home / "labs" / lab / "hosts" / "evse1" / "work" / "calls.csv"
+    _wait_for(lambda: calls_on_host.exists() and len(calls_on_host.read_text().splitlines()) > 5, 60, "calls")
+    assert "htb" in gateway_state(lab)  # shaped while it runs
+    proc.send_signal(getattr(signal, how))
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    run = only_run(results)
+    _wait_for(lambda: json.loads((run / "manifest.json").read_text())["status"] != "running", 60,
+              "the run to be marked")
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["status"] == "incomplete" and m["reason"]
+    assert m["link_cleared"] is True
+    assert [c["status"] for c in m["cells"]] == ["incomplete", "pending"]
+    cell = run / "cells" / "3g__n1x1__r1"
+    with open(cell / "ping.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 40  # the samples taken are kept
+    calls = (cell / "ocpp" / "calls-evse1.csv").read_text().splitlines()
+    assert len(calls) > 3
+    assert_unshaped(lab)
+    assert ping_median_ms(lab) < base + 1.0
+    # nothing of the run is left running on the hosts
+    handle = lifecycle.open_lab(lab)
+    with handle.remote() as r:
+        for h in handle.inventory.hosts:
+            for name in ("fleet", "csms", "monitor", "iperf3"):
+                assert not r.alive(h, name), (h.name, name)
+    if how == "SIGINT":
+        # and an interrupted run can be finished
+        assert run_cli("bench", "--lab", lab, "--resume", str(run)) == 0
+        m = json.loads((run / "manifest.json").read_text())
+        assert m["status"] == "complete" and m["resumed"]
+        assert [c["status"] for c in m["cells"]] == ["complete", "complete"]
+        assert (run / "cells" / "3g__n1x1__r1.partial-1").is_dir()
+
+
+def test_outage_reconnects_and_queued_messages_wait(home, lab_up, tmp_path):
+    lab = lab_up
+    assert run_cli("bench", "4g", "--lab", lab, "--baselines", "none", "--meter-values", "80",
+                   "--meter-interval", "0.25", "--ws-ping", "2", "--outage", "8s@4s") == 0
+    run = only_run(tmp_path / "results")
+    cell = run / "cells" / "4g__n1x1__r1"
+    meta = json.loads((cell / "cell.json").read_text())
+    assert meta["outage"]["duration_s"] == 8 and meta["outage"]["t_wall_end"] > meta["outage"]["t_wall_start"]
+    with open(cell / "ocpp" / "events-evse1.csv") as fh:
+        events = list(csv.DictReader(fh))
+    kinds = [e["event"] for e in events]
+    assert "disconnected" in kinds and "reconnected" in kinds
+    down = [float(e["downtime_ms"]) for e in events if e["event"] == "reconnected"]
+    assert down and max(down) >= 2000
+    with open(cell / "ocpp" / "calls-evse1.csv") as fh:
+        calls = list(csv.DictReader(fh))
+    meters = [c for c in calls if c["action"] == "MeterValues" and c["outcome"] == "ok"]
+    assert len({c["t_mono_ns"] for c in meters}) == 80  # no transaction message lost
+    assert any(c["queued_ms"] not in ("", "0", "0.0") for c in calls)  # some waited for the link
+    assert_unshaped(lab)
+
+
+@pytest.mark.timeout(2400)
+def test_reduced_thesis_plan_fills_every_table_and_compares(home, lab_name, tmp_path, monkeypatch, capfd):
+    """The dissertation's matrix (tables 9 to 17) at reduced sample sizes: 6 profiles x 1/10/25/50 chargers."""
+    monkeypatch.chdir(tmp_path)
+    name = lab_name
+    try:
+        assert run_cli("up", "--name", name, "--backend", "netns", "--evse", "50") == 0
+        assert run_cli("bench", "--lab", name, "--plan", "thesis", "--family", "slow", *SMALL,
+                       "--meter-values", "5") == 0
+        run = only_run(tmp_path / "results")
+        m = json.loads((run / "manifest.json").read_text())
+        assert len(m["cells"]) == 24 and all(c["status"] == "complete" for c in m["cells"])
+        t0 = time.monotonic()
+        assert run_cli("report", str(run)) == 0
+        assert run_cli("compare", str(run), "thesis-2021") == 0
+        elapsed = time.monotonic() - t0
+        out = capfd.readouterr().out
+        assert "thesis" in out.lower()
+        summary = (run / "summary.csv").read_text()
+        for profile in ("none", "slow-amps", "slow-gprs", "slow-3g", "slow-4g", "slow-vsat"):
+            assert f"{profile},1,1,1,1,ping_rtt,up" in summary
+            assert f"{profile},1,1,1,1,tcp_goodput,up" in summary
+            for n in (1, 10, 25, 50):
+                assert f"{profile}__n{n}x1__r1,{profile},{n},1,{n},1,ocpp_rtt,all" in summary
+        print(f"report + compare on the reduced thesis plan: {elapsed:.1f} s")
+    finally:
+        run_cli("down", "--lab", name)
+    assert not {n for n in namespaces() if n.startswith(f"lk-{name}-")}
