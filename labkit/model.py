@@ -70,13 +70,17 @@ class Networks(BaseModel):
         return self
 
 
+#: Ubuntu LTS boxes that carry each provider (bento publishes no libvirt boxes).
+DEFAULT_BOXES = {"virtualbox": "bento/ubuntu-24.04", "libvirt": "generic/ubuntu2404"}
+
+
 class VagrantOptions(BaseModel):
     """Settings only the vagrant backend reads."""
 
     model_config = ConfigDict(extra="forbid")
 
     provider: Literal["auto", "virtualbox", "libvirt"] = "auto"
-    box: str = "bento/ubuntu-24.04"
+    box: str | None = Field(default=None, description="Vagrant box; default per provider (DEFAULT_BOXES)")
     box_version: str | None = None
     memory: dict[Literal["cpo", "gateway", "evse"], int] = Field(
         default_factory=lambda: {"cpo": 1024, "gateway": 512, "evse": 512})
@@ -86,6 +90,10 @@ class VagrantOptions(BaseModel):
     libvirt: dict[str, Any] = Field(default_factory=dict)
     boot_timeout: int = Field(default=600, ge=30, le=7200,
                               description="seconds Vagrant waits for each VM to boot and answer SSH")
+
+    def box_for(self, provider: str) -> str:
+        """The box to use with ``provider``: the one asked for, else the provider's default Ubuntu LTS box."""
+        return self.box or DEFAULT_BOXES.get(provider, DEFAULT_BOXES["virtualbox"])
 
     @field_validator("memory")
     @classmethod

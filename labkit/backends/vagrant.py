@@ -408,12 +408,13 @@ class VagrantBackend:
                                "vagrant-libvirt) or use --backend netns")
         provider = self.resolve_provider(lab)
         spec = lab.spec.vagrant
-        boxes = [b for b in _box_list() if b[0] == spec.box and b[1] == provider]
+        box = spec.box_for(provider)
+        boxes = [b for b in _box_list() if b[0] == box and b[1] == provider]
         if spec.box_version:
             boxes = [b for b in boxes if b[2] == spec.box_version]
         if not boxes:
-            want = spec.box + (f" version {spec.box_version}" if spec.box_version else "")
-            raise BackendError(f"box {want} for provider {provider} is not installed: `vagrant box add {spec.box} "
+            want = box + (f" version {spec.box_version}" if spec.box_version else "")
+            raise BackendError(f"box {want} for provider {provider} is not installed: `vagrant box add {box} "
                                f"--provider {provider}` (needs internet), or `labkit box build` for labkit's "
                                "local test box")
         if provider == "libvirt":
@@ -458,7 +459,7 @@ class VagrantBackend:
     def _up(self, lab: Lab, labdir: LabDir, provider: str, vdir: Path, timer: _Timer,
             timings: dict[str, float], t_start: float, progress: Progress) -> Inventory:
         spec = lab.spec.vagrant
-        details: dict[str, Any] = {"provider": provider, "box": spec.box, "box_version": spec.box_version,
+        details: dict[str, Any] = {"provider": provider, "box": spec.box_for(provider), "box_version": spec.box_version,
                                    "vagrant_dir": str(vdir), "install": "wheelhouse"}
         labdir.record("vagrant_project", dir=str(vdir), provider=provider)
         vdir.mkdir(parents=True, exist_ok=True)
@@ -480,7 +481,7 @@ class VagrantBackend:
                 dom = vagrantfile.domain_name(lab.name, h.name)
                 labdir.record("libvirt_domain", name=dom, volume=f"{dom}.img", pool=POOL)
             with timer("box_volume"):
-                preload_box_volume(spec.box, spec.box_version, progress)
+                preload_box_volume(spec.box_for(provider), spec.box_version, progress)
         else:
             for h in lab.hosts:
                 labdir.record("virtualbox_vm", name=vagrantfile.domain_name(lab.name, h.name))
