@@ -85,8 +85,9 @@ def up(spec: LabSpec, *, progress: ProgressFn = _quiet, check_path: bool = True)
             try:
                 backend.down(labdir)
                 labdir.clear_runtime()
-            except Exception:  # noqa: BLE001 - the original error matters more; down can be rerun
-                pass
+            except BaseException as exc:  # noqa: BLE001 - the original error matters more
+                # the journal stays, so `labkit down` can finish the job
+                progress(f"could not remove everything ({exc}); run: labkit down --lab {spec.name}", 0, None)
             raise
         timings["total"] = time.monotonic() - t0
         labdir.write_json("up.json", {"timings_s": timings, "time": time.time()})
