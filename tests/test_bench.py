@@ -70,7 +70,7 @@ def test_readme_command_1(home, tmp_path, monkeypatch, capfd):
         m = json.loads((run / "manifest.json").read_text())
         assert m["status"] == "complete" and m["engine"] in ("userspace", "netem") and m["backend"] == "netns"
         assert m["profiles"]["vsat"] and m["hosts"]["gw"]["kernel"] and m["controller"]["labkit"]
-        assert m["path_check"]["ok"]
+        assert m["path_check"]["ok"] and m["command"] == ["labkit", "bench", "vsat"]
         cell = run / "cells" / "vsat__n1x1__r1"
         meta = json.loads((cell / "cell.json").read_text())
         assert meta["status"] == "complete" and meta["applied"]

@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
             os.environ[key] = value
     try:
         try:
-            rv = cli.main(args=argv, prog_name="labkit", standalone_mode=False)
+            args = list(sys.argv[1:] if argv is None else argv)
+            rv = cli.main(args=args, prog_name="labkit", standalone_mode=False, obj={"argv": ["labkit", *args]})
             # with standalone_mode=False click returns the code of a click.exceptions.Exit
             return rv if isinstance(rv, int) else 0
         except LabkitError as exc:

@@ -74,7 +74,7 @@ def bench(ctx, profiles, lab_name, plan_name, family, evse_counts, stations_per_
     if outage:
         plan.outage = Outage.parse(outage)
     with Reporter("bench", quiet=ctx.obj["quiet"]) as rep:
-        run = run_bench(lab_name, plan, results_root=Path(results_root), argv=["labkit"] + sys.argv[1:],
+        run = run_bench(lab_name, plan, results_root=Path(results_root), argv=ctx.obj.get("argv") or ["labkit", *sys.argv[1:]],
                         progress=rep.update, label=label, resume=Path(resume) if resume else None, log=rep.log)
     m = run.manifest()
     done = sum(1 for c in m["cells"] if c["status"] == "complete")
