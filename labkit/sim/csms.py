@@ -530,17 +530,6 @@ class Csms:
         self.stop_reason = reason
         self._stop.set()
 
-    async def _status_loop(self) -> None:
-        warned = False
-        while True:
-            try:
-                self.status_file.write(self.status())
-            except Exception as exc:  # noqa: BLE001 - a status problem must not stop the run
-                if not warned:
-                    print(f"labkit: status file not written: {type(exc).__name__}: {exc}", file=sys.stderr)
-                    warned = True
-            await asyncio.sleep(self.cfg.status_interval_s)
-
     async def run(self, ready: Any = None) -> int:
         cfg = self.cfg
         loop = asyncio.get_running_loop()
@@ -570,7 +559,7 @@ class Csms:
         shown = f"[{host}]" if ":" in host else host
         self.listen_url = f"ws://{shown}:{port}/"
         self.phase = "listening"
-        status_task = asyncio.create_task(self._status_loop())
+        status_task = asyncio.create_task(self.status_file.keep_writing(self.status, self.cfg.status_interval_s))
         gc_task = asyncio.create_task(gc_freezer())
         health_task = asyncio.create_task(self.health.run())
         print(

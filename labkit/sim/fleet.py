@@ -237,17 +237,6 @@ class Fleet:
             self.stop_reason = reason
             self._stop_event.set()
 
-    async def _status_loop(self) -> None:
-        warned = False
-        while True:
-            try:
-                self.status_file.write(self.status())
-            except Exception as exc:  # noqa: BLE001 - a status problem must not stop the run
-                if not warned:
-                    print(f"labkit: status file not written: {type(exc).__name__}: {exc}", file=sys.stderr)
-                    warned = True
-            await asyncio.sleep(self.cfg.status_interval_s)
-
     async def run(self) -> int:
         cfg = self.cfg
         loop = asyncio.get_running_loop()
@@ -258,7 +247,7 @@ class Fleet:
                 pass
         if cfg.duration_s is not None:
             self.deadline = time.monotonic() + cfg.duration_s
-        status_task = asyncio.create_task(self._status_loop())
+        status_task = asyncio.create_task(self.status_file.keep_writing(self.status, self.cfg.status_interval_s))
         gc_task = asyncio.create_task(gc_freezer())
         health_task = asyncio.create_task(self.health.run())
         scenario = SCENARIOS[cfg.scenario]

@@ -7,12 +7,14 @@ row it finished. Opening an existing file appends (no second header) and first e
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import os
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +134,18 @@ class StatusFile:
             json.dump(doc, fh, indent=1, sort_keys=True)
             fh.write("\n")
         os.replace(tmp, self.path)
+
+    async def keep_writing(self, status: Callable[[], dict[str, Any]], interval_s: float) -> None:
+        """Rewrite the file every ``interval_s`` until cancelled; a failure is reported once, never fatal."""
+        warned = False
+        while True:
+            try:
+                self.write(status())
+            except Exception as exc:  # noqa: BLE001 - a status problem must not stop the run
+                if not warned:
+                    print(f"labkit: status file not written: {type(exc).__name__}: {exc}", file=sys.stderr)
+                    warned = True
+            await asyncio.sleep(interval_s)
 
 
 def fmt_ms(ns: int | None) -> str:
