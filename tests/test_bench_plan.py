@@ -105,3 +105,12 @@ def test_summary_rows_count_failures(tmp_path):
     assert rows[("udp_loss", "down")]["median"] == 1.5
     assert rows[("ocpp_rtt", "all")]["n"] == 2 and rows[("ocpp_rtt", "all")]["lost"] == 2
     assert rows[("ocpp_rtt", "Heartbeat")]["median"] == 601.5
+
+
+def test_tcp_test_length_follows_the_path():
+    from labkit.bench.plan import tcp_timing
+
+    assert tcp_timing(Plan(profiles=["x"]), 0) == (10.0, 2.0)
+    assert tcp_timing(Plan(profiles=["x"]), 600) == (20.0, 7.0)
+    assert tcp_timing(Plan(profiles=["x"]), 2000) == (20.0, 8.0)
+    assert tcp_timing(Plan(profiles=["x"], iperf_seconds=3, iperf_omit_s=1), 600) == (3, 1)

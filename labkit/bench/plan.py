@@ -7,6 +7,7 @@ cell of that profile); ``baselines="every"`` takes them in every cell.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -70,8 +71,8 @@ class Plan:
     ping_count: int = 100
     ping_interval_s: float = 0.2
     # iperf3
-    iperf_seconds: float = 10.0
-    iperf_omit_s: float = 2.0
+    iperf_seconds: float | None = None  # None: tcp_timing() picks it from the path's RTT
+    iperf_omit_s: float | None = None
     udp_seconds: float = 5.0
     # OCPP scenario sizes (thesis-2021: the dissertation sent 1000 MeterValues 100 ms apart)
     meter_values: int = 100
@@ -109,6 +110,19 @@ class Plan:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
+def tcp_timing(plan: Plan, added_rtt_ms: float) -> tuple[float, float]:
+    """(test seconds, seconds omitted at the start) for iperf3 TCP on a path with this added RTT.
+
+    TCP needs about ten round trips of slow start before its rate means anything, and a long path needs a
+    longer test for its sawtooth to average out: 10 s (2 s omitted) on short paths, 20 s (up to 8 s omitted)
+    from 200 ms up. Values given in the plan win.
+    """
+    rtt_s = (added_rtt_ms + 1) / 1000.0
+    omit = plan.iperf_omit_s if plan.iperf_omit_s is not None else float(min(8, max(2, math.ceil(10 * rtt_s))))
+    seconds = plan.iperf_seconds if plan.iperf_seconds is not None else (20.0 if rtt_s >= 0.2 else 10.0)
+    return seconds, omit
+
+
 def parse_counts(text: str, flag: str = "--evse") -> list[int]:
     try:
         counts = [int(x) for x in str(text).split(",") if x.strip()]
@@ -140,7 +154,8 @@ def validate(plan: Plan, *, lab_evse: int, known_profiles: list[str]) -> None:
         (plan.ocpp in OCPP_VERSIONS, "--ocpp", ", ".join(OCPP_VERSIONS), plan.ocpp),
         (0 <= plan.ping_count <= 100000, "--ping-count", "0-100000", plan.ping_count),
         (0.002 <= plan.ping_interval_s <= 60, "--ping-interval", "0.002-60 s", plan.ping_interval_s),
-        (0 <= plan.iperf_seconds <= 3600, "--iperf-seconds", "0-3600", plan.iperf_seconds),
+        (plan.iperf_seconds is None or 0 <= plan.iperf_seconds <= 3600, "--iperf-seconds", "0-3600",
+         plan.iperf_seconds),
         (0 <= plan.meter_values <= 1000000, "--meter-values", "0-1000000", plan.meter_values),
         (0 <= plan.meter_interval_s <= 3600, "--meter-interval", "0-3600 s", plan.meter_interval_s),
         (plan.baselines in ("first", "every", "none"), "--baselines", "first, every, none", plan.baselines),

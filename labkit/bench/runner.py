@@ -22,7 +22,7 @@ from labkit import __version__, pathcheck
 from labkit.bench import link, probes
 from labkit.bench.guard import Guard
 from labkit.bench.ocpp import OcppPhase
-from labkit.bench.plan import Cell, Plan, validate
+from labkit.bench.plan import Cell, Plan, tcp_timing, validate
 from labkit.bench.provenance import controller_facts, hosts_facts
 from labkit.bench.results import FORMAT, RunDir, iso, write_json
 from labkit.bench.summary import write_summary
@@ -45,7 +45,8 @@ def _estimate_s(plan: Plan, cell: Cell, added_rtt_ms: float) -> float:
     t = 5.0
     if cell.baselines:
         t += plan.ping_count * plan.ping_interval_s + rtt + 2
-        t += 2 * (plan.iperf_seconds + plan.iperf_omit_s + 3 * rtt + 1) + 2 * (plan.udp_seconds + 1)
+        seconds, omit = tcp_timing(plan, added_rtt_ms)
+        t += 2 * (seconds + omit + 3 * rtt + 1) + 2 * (plan.udp_seconds + 1)
     if plan.ocpp_phase:
         if plan.scenario == "thesis-2021":
             t += 8 + 6 * rtt + plan.meter_values * (plan.meter_interval_s + rtt)
@@ -202,19 +203,21 @@ class Bench:
                     r, cell_dir, evses[0], inv.cpo, plan.ping_count, plan.ping_interval_s, wait_s), cell_dir)
                 if rows:
                     probes.write_ping_csv(cell_dir / "ping.csv", rows)
-            if cell.baselines and (plan.iperf_seconds or plan.udp_seconds):
+            tcp_seconds, tcp_omit = tcp_timing(plan, expected.get("added_rtt_ms") or 0)
+            if cell.baselines and (tcp_seconds or plan.udp_seconds):
                 up = expected.get("uplink_rate_bps") or 0
                 down = expected.get("downlink_rate_bps") or 0
                 # UDP at half the bottleneck (or 10 Mbit/s unshaped): loss and jitter, not queue overflow
                 udp_up = int(min(up / 2, 10e6)) if up else 10_000_000
                 udp_down = int(min(down / 2, 10e6)) if down else 10_000_000
                 raw = self._phase(meta, "iperf", lambda: probes.run_iperf(
-                    r, cell_dir, evses[0], inv.cpo, seconds=plan.iperf_seconds, omit=plan.iperf_omit_s,
+                    r, cell_dir, evses[0], inv.cpo, seconds=tcp_seconds, omit=tcp_omit,
                     udp_seconds=plan.udp_seconds, udp_rate_up_bps=max(udp_up, 8000),
                     udp_rate_down_bps=max(udp_down, 8000)), cell_dir)
                 if raw:
                     meta["iperf"] = {k: probes.iperf_figures(v) for k, v in raw.items()}
                     meta["udp_rate_bps"] = {"up": max(udp_up, 8000), "down": max(udp_down, 8000)}
+                    meta["tcp_test_s"] = {"seconds": tcp_seconds, "omit": tcp_omit}
             if plan.ocpp_phase:
                 phase = OcppPhase(r, inv, plan, cell, cell_dir, run.run_id, self.progress,
                                   gateway_procs=link.engine_processes(inv))
