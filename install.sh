@@ -26,8 +26,11 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 packages=(python3 python3-venv python3-pip iproute2 iputils-ping iperf3 openssh-server openssh-client
           iptables tcpdump procps psmisc util-linux kmod ca-certificates)
+# Node.js + npm for the interop tests. Some machines already carry a Node.js from elsewhere (NodeSource's
+# nodejs bundles npm, and Debian's npm package conflicts with it): only ask apt when a command is missing.
 if [ "$dev" = 1 ]; then
-  packages+=(nodejs npm)
+  command -v node >/dev/null || packages+=(nodejs)
+  command -v npm >/dev/null || packages+=(npm)
 fi
 echo "install.sh: apt packages: ${packages[*]}"
 apt-get update -qq
