@@ -44,6 +44,24 @@ def clear(remote: Remote, inventory: Inventory, labdir: LabDir) -> dict[str, Any
     return shaping.clear(remote, inventory, labdir=labdir)
 
 
+def end_state(remote: Remote, inventory: Inventory) -> dict[str, Any]:
+    """What the link did during a cell: the read-back (with the engine's own counters: drops, lateness)
+    and the gateway's qdisc statistics (sent, dropped, overlimits, backlog) per data interface."""
+    import json
+
+    from labkit import shaping
+
+    gw = inventory.gateway
+    stats = {}
+    for iface in sorted(gw.ifaces.values()):
+        out = remote.run(gw, f"tc -s -j qdisc show dev {iface}", sudo=True, check=False).stdout
+        try:
+            stats[iface] = json.loads(out or "[]")
+        except json.JSONDecodeError:
+            stats[iface] = {"raw": out}
+    return {"read_back": shaping.read_back(remote, inventory), "tc_stats": stats}
+
+
 def engine_processes(inventory: Inventory) -> dict[str, str]:
     """Pid files of the shaping engine's processes on the gateway (for the monitor)."""
     from labkit import shaping

@@ -230,6 +230,10 @@ class Bench:
                 meta["ocpp"] = self._phase(meta, "ocpp", phase.run, cell_dir)
                 if phase.outage_log:
                     meta["outage"] = phase.outage_log
+            try:
+                meta["link_end"] = link.end_state(r, inv)
+            except LabkitError as exc:
+                meta["link_end"] = {"error": str(exc)}
             failed = [n for n, p in meta["phases"].items() if p["status"] == "failed"]
             status = "failed" if failed else "complete"
         finally:
