@@ -44,13 +44,21 @@ def check_host(remote: Remote, host: HostConn) -> dict[str, str]:
 #: window of 1.5 MB, above Linux's default 6 MB max only just; 32 MB leaves room for slow-start overshoot.
 TCP_MEM = {"net.ipv4.tcp_rmem": "4096 131072 33554432", "net.ipv4.tcp_wmem": "4096 16384 33554432"}
 
+#: TCP congestion control on the endpoints. A namespace inherits the machine's choice, and machines differ
+#: (some hosts run BBR, which paces below a shaped link's rate on long paths: 85% of 3 Mbit/s at 600 ms RTT,
+#: measured here). A charger's modem stack and a stock Linux/Ubuntu VM run CUBIC, so the lab pins it; the
+#: value applied is read back and recorded in the run's provenance.
+CONGESTION_CONTROL = "cubic"
+TCP_CC = {"net.ipv4.tcp_congestion_control": CONGESTION_CONTROL}
+
 
 def tune(remote: Remote, inventory: Inventory) -> dict[str, dict[str, str]]:
     """Raise the TCP buffer limits on the CPO and EVSE hosts so a long, fast path is limited by the link,
-    not by the window; return what each host reports back."""
+    not by the window, and pin their congestion control (TCP_CC); return what each host reports back."""
     hosts = [h for h in inventory.hosts if h.role in ("cpo", "evse")]
-    script = "; ".join(f"sysctl -q -w {k}='{v}'" for k, v in TCP_MEM.items()) + "; " + \
-        "; ".join(f"echo {k}=$(sysctl -n {k})" for k in TCP_MEM)
+    settings = {**TCP_MEM, **TCP_CC}
+    script = "; ".join(f"sysctl -q -w {k}='{v}'" for k, v in settings.items()) + "; " + \
+        "; ".join(f"echo {k}=$(sysctl -n {k})" for k in settings)
     res = remote.run_many(hosts, script, sudo=True)
     out = {}
     for name, r in res.items():

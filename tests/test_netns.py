@@ -72,6 +72,8 @@ def test_up_status_ssh_down(home, lab, capfd):
             "cpo": "0", "gw": "1", "evse1": "0", "evse2": "0", "evse3": "0"}
         # endpoints get TCP buffers for long fat paths, inside their own namespace only
         assert remote.run("evse1", "sysctl -n net.ipv4.tcp_rmem").stdout.split()[-1] == "33554432"
+        # ... and CUBIC, whatever this machine runs (the bench's TCP figures depend on it)
+        assert remote.run("cpo", "sysctl -n net.ipv4.tcp_congestion_control").stdout.strip() == "cubic"
         assert Path("/proc/sys/net/ipv4/tcp_wmem").read_text() == root_wmem
         # EVSE -> CPO over the data network works and crosses one router (TTL 63)
         ping = remote.run("evse2", f"ping -n -c 1 -W 2 {inv.cpo.addresses['cpo']}").stdout

@@ -31,6 +31,7 @@ from labkit.errors import BackendError, ConfigError
 from labkit.inventory import HostConn, Inventory
 from labkit.labdir import LabDir, list_labs
 from labkit.model import Host, Lab
+from labkit.provision import CONGESTION_CONTROL
 
 SSHD = "/usr/sbin/sshd"
 MGMT_POOL = ipaddress.IPv4Network("10.250.0.0/16")
@@ -136,6 +137,7 @@ class NetnsBackend:
         labdir.write_json("netns.json", {"mgmt": str(mgmt), "mgmt_addresses": {k: str(v) for k, v in mgmt_addr.items()}})
         sshkeys.write_known_hosts(labdir, {str(mgmt_addr[n]): keys.host_public[n] for n in mgmt_addr})
 
+        _allow_congestion_control(labdir, CONGESTION_CONTROL)
         progress("namespaces and links", 1, total_steps)
         sw = switch_ns(lab.name)
         names = [sw] + [ns_name(lab.name, h.name) for h in lab.hosts]
@@ -267,8 +269,45 @@ class NetnsBackend:
                 errors.append(f"{n}: {proc.stderr.strip()}")
             done += 1
             progress("deleting namespaces", done, total)
+        for e in reversed([e for e in journal if e["kind"] == "sysctl"]):
+            _restore_sysctl(e)
         if errors:
             raise BackendError(f"could not delete namespace {errors[0]}")
+
+
+_CC = Path("/proc/sys/net/ipv4")
+
+
+def _allow_congestion_control(labdir: LabDir, name: str) -> None:
+    """Let the lab's namespaces choose congestion control ``name``.
+
+    Outside the machine's own namespace, Linux only lets a namespace pick an algorithm listed in
+    ``tcp_allowed_congestion_control`` (EPERM otherwise), and some machines list only their default (BBR
+    here). Add ``name`` when the kernel has it; journal the value before so ``down`` puts it back."""
+    allowed_file = _CC / "tcp_allowed_congestion_control"
+    try:
+        before = allowed_file.read_text().strip()
+        if name in before.split():
+            return
+        if name not in (_CC / "tcp_available_congestion_control").read_text().split():
+            subprocess.run(["modprobe", f"tcp_{name}"], capture_output=True, check=False)
+            if name not in (_CC / "tcp_available_congestion_control").read_text().split():
+                return  # the kernel lacks it: provisioning reads back what the hosts really run
+        after = f"{before} {name}".strip()
+        labdir.record("sysctl", path=str(allowed_file), before=before, after=after)
+        allowed_file.write_text(after + "\n")
+    except OSError:
+        return
+
+
+def _restore_sysctl(entry: dict) -> None:
+    """Put back a machine-wide value ``up`` changed, unless someone changed it again since."""
+    path = Path(entry["path"])
+    try:
+        if path.read_text().strip() == entry["after"]:
+            path.write_text(entry["before"] + "\n")
+    except OSError:
+        pass
 
 
 def _data_links(h: Host) -> list[tuple[str, str]]:

@@ -25,6 +25,7 @@ HOST_SCRIPT = (
     'echo "cpus=$(nproc)"; echo "mem_bytes=$(awk \'/MemTotal/{print $2*1024}\' /proc/meminfo)"; '
     'echo "iperf3=$(iperf3 --version 2>/dev/null | head -n1)"; echo "tc=$(tc -V 2>/dev/null | head -n1)"; '
     'echo "ping=$(ping -V 2>/dev/null | head -n1)"; '
+    'echo "tcp_congestion_control=$(sysctl -n net.ipv4.tcp_congestion_control 2>/dev/null)"; '
     'echo "netem=$( (modinfo sch_netem >/dev/null 2>&1 || grep -q sch_netem /proc/modules 2>/dev/null) && echo module || '
     '(zcat /proc/config.gz 2>/dev/null | grep -q "^CONFIG_NET_SCH_NETEM=y" && echo builtin) || echo absent)"; '
 )

@@ -90,7 +90,7 @@ class Topo:
         # what the lab's provisioning must also set on the CPO and EVSE hosts.
         for n in (ns["evse1"], ns["cpo"]):
             sh(f"ip netns exec {n} sysctl -qw net.ipv4.tcp_rmem='4096 131072 33554432' "
-               f"net.ipv4.tcp_wmem='4096 16384 33554432'")
+               f"net.ipv4.tcp_wmem='4096 16384 33554432' net.ipv4.tcp_congestion_control=cubic")
         self.workdir.mkdir(parents=True, exist_ok=True)
         hosts = []
         for name, role in (("cpo", "cpo"), ("gw", "gateway"), ("evse1", "evse")):
