@@ -58,6 +58,10 @@ def cell_rows(cell_dir: Path) -> list[dict[str, Any]]:
             rows.append({**base, "measure": "tcp_goodput", "direction": direction, "n": 1, "lost": 0,
                          **_stats([data["goodput_bps"]]), "unit": "bps",
                          "expected": expected.get(f"{direction}link_rate_bps", "")})
+            if data.get("steady_bps") is not None:
+                rows.append({**base, "measure": "tcp_goodput_steady", "direction": direction, "n": 1, "lost": 0,
+                             **_stats([data["steady_bps"]]), "unit": "bps",
+                             "expected": expected.get(f"{direction}link_rate_bps", "")})
         else:
             rows.append({**base, "measure": "udp_loss", "direction": direction, "n": data.get("packets", ""),
                          "lost": data.get("lost_packets", ""), **_stats([data["loss_pct"]]), "unit": "pct",
