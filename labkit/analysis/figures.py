@@ -491,15 +491,22 @@ def fig_compare_ratio(tbl: pd.DataFrame, order: list[str], la: str, lb: str, nam
         ratio = (sub["median_b"] / sub["median_a"]).to_numpy(dtype=float)
         x = np.arange(len(profiles)) - 0.4 + w * (j + 0.5)
         if moderate:
-            ax.bar(x, 100 * (ratio - 1.0), w * 0.9, color=colors[n], label=str(n))
+            bars = ax.bar(x, 100 * (ratio - 1.0), w * 0.9, color=colors[n], label=str(n))
+            labels = [f"{100 * (r - 1):+.1f} %" if np.isfinite(r) else "" for r in ratio]
         else:
-            ax.bar(x, ratio - 1.0, w * 0.9, bottom=1.0, color=colors[n], label=str(n))
+            bars = ax.bar(x, ratio - 1.0, w * 0.9, bottom=1.0, color=colors[n], label=str(n))
+            labels = [f"{r:.3g}×" if np.isfinite(r) else "" for r in ratio]
+        # the value on every bar: a ratio near 1 is otherwise a bar too short to see
+        ax.bar_label(bars, labels=labels, fontsize=8, padding=2)
     if moderate:
         ax.axhline(0.0, color="black", lw=0.8)
+        ax.margins(y=0.15)
         ax.set_ylabel(f"median RTT of {lb} against {la} (% change)")
     else:
         ax.axhline(1.0, color="black", lw=0.8)
         ax.set_yscale("log")
+        span = float(np.nanmax(np.abs(np.log10(ratios)))) * 1.25 + 0.05  # symmetric about 1×, labels fit
+        ax.set_ylim(10 ** -span, 10 ** span)
         ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, p: f"{v:g}×"))
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, p: ""))
