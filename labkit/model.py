@@ -53,7 +53,7 @@ class Networks(BaseModel):
         try:
             return ipaddress.IPv4Network(str(value), strict=True)
         except ValueError as exc:
-            raise ValueError(f"{value!r} is not an IPv4 network in CIDR form such as 192.168.10.0/24 ({exc})")
+            raise ValueError(f"{value!r} is not an IPv4 network in CIDR form such as 192.168.10.0/24 ({exc})") from None
 
     @model_validator(mode="after")
     def _no_overlap(self) -> Networks:

@@ -89,7 +89,8 @@ def test_summary_rows_count_failures(tmp_path):
         "id": "vsat__n1x1__r1", "profile": "vsat", "evse_hosts": 1, "stations_per_host": 1, "repeat": 1,
         "expected": {"added_rtt_ms": 600.0, "uplink_rate_bps": 1e6},
         "iperf": {"tcp-up": {"protocol": "TCP", "goodput_bps": 950000.0},
-                  "udp-down": {"protocol": "UDP", "loss_pct": 1.5, "jitter_ms": 2.0, "packets": 200, "lost_packets": 3}}}))
+                  "udp-down": {"protocol": "UDP", "loss_pct": 1.5, "jitter_ms": 2.0, "packets": 200,
+                               "lost_packets": 3}}}))
     probes.write_ping_csv(cell / "ping.csv", probes.parse_ping(PING_OUTPUT, 5, "evse1", "cpo", "up"))
     (cell / "ocpp" / "calls-evse1.csv").write_text(
         "run_id,host,station_id,ocpp_version,action,t_wall,t_mono_ns,rtt_ms,outcome,error_code,req_bytes,resp_bytes\n"

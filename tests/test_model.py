@@ -57,7 +57,8 @@ def test_lab_file_and_flag_override(tmp_path):
 
 @pytest.mark.parametrize("text, expected", [
     ("evse: [1, 2\n", "lab.yaml:2: YAML:"),
-    ("name: x\nevse: 3\nbogus: 1\n", "lab.yaml:3: bogus: unknown field (allowed: name, backend, evse, networks, vagrant)"),
+    ("name: x\nevse: 3\nbogus: 1\n",
+     "lab.yaml:3: bogus: unknown field (allowed: name, backend, evse, networks, vagrant)"),
     ("name: x\nnetworks:\n  cpo: 192.168.20.0/24\n", "lab.yaml:2: networks: networks.cpo 192.168.20.0/24 overlaps"),
     ("evse: 0\n", "lab.yaml:1: evse: must be from 1 to 1000 (got 0)"),
     ("- a\n- b\n", "lab.yaml:1: (top level): a lab file must be a mapping"),

@@ -116,7 +116,8 @@ def test_wrong_host_key_is_refused(home, lab):
     # give the CPO's address the gateway's key
     cpo_addr = handle.inventory.cpo.ssh_host
     gw_key = next(line.split(" ", 1)[1] for line in lines if line.startswith(handle.inventory.gateway.ssh_host + " "))
-    kh.write_text("\n".join(f"{cpo_addr} {gw_key}" if line.startswith(cpo_addr + " ") else line for line in lines) + "\n")
+    kh.write_text("\n".join(f"{cpo_addr} {gw_key}" if line.startswith(cpo_addr + " ") else line
+                            for line in lines) + "\n")
     from labkit.errors import RemoteError
 
     with handle.remote() as remote, pytest.raises(RemoteError, match="host key"):

@@ -63,7 +63,8 @@ def _die_with_parent(parent: int = os.getpid()) -> None:
 def _ip(args: list[str], *, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(["ip", *args], input=input, capture_output=True, text=True, preexec_fn=_die_with_parent)
     if check and proc.returncode != 0:
-        raise BackendError(f"ip {' '.join(args[:6])}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'failed'}")
+        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"
+        raise BackendError(f"ip {' '.join(args[:6])}: {last}")
     return proc
 
 
@@ -134,7 +135,8 @@ class NetnsBackend:
         labdir.record("backend", name=self.name, lab=lab.name)
         keys = sshkeys.lab_keys(labdir, [h.name for h in lab.hosts])
         mgmt_addr = {h.name: mgmt[2 + i] for i, h in enumerate(lab.hosts)}
-        labdir.write_json("netns.json", {"mgmt": str(mgmt), "mgmt_addresses": {k: str(v) for k, v in mgmt_addr.items()}})
+        labdir.write_json("netns.json", {"mgmt": str(mgmt),
+                                         "mgmt_addresses": {k: str(v) for k, v in mgmt_addr.items()}})
         sshkeys.write_known_hosts(labdir, {str(mgmt_addr[n]): keys.host_public[n] for n in mgmt_addr})
 
         _allow_congestion_control(labdir, CONGESTION_CONTROL)
@@ -207,7 +209,9 @@ class NetnsBackend:
         for name, p in procs:
             out, err = p.communicate(timeout=30)
             if p.returncode != 0:
-                raise BackendError(f"{name}: sshd did not start: {(err or out).strip().splitlines()[-1] if (err or out).strip() else 'exit ' + str(p.returncode)}")
+                text = (err or out).strip()
+                why = text.splitlines()[-1] if text else f"exit {p.returncode}"
+                raise BackendError(f"{name}: sshd did not start: {why}")
 
         venv_labkit = str(Path(sys.executable).with_name("labkit"))
         hosts = []

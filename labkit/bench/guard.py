@@ -78,7 +78,8 @@ def _clean_up(lab: str, run_dir: Path) -> None:
         if cell.get("status") == "running":
             cell["status"] = "incomplete"
             _save_samples(lab, run_dir / cell.get("dir", f"cells/{cell['id']}"))
-    manifest.update(status="incomplete", reason=reason, ended=iso(), link_cleared=cleared, cells=manifest.get("cells", []))
+    manifest.update(status="incomplete", reason=reason, ended=iso(), link_cleared=cleared,
+                    cells=manifest.get("cells", []))
     run.write_manifest(manifest)
     try:
         write_summary(run_dir)

@@ -151,7 +151,8 @@ class OcppPhase:
                 elapsed = time.monotonic() - t0
                 if p.outage:
                     self._outage_step(elapsed)
-                for h, st in zip(self.evses, pool.map(lambda h: self._status(h, "fleet-status.json"), self.evses)):
+                statuses = pool.map(lambda h: self._status(h, "fleet-status.json"), self.evses)
+                for h, st in zip(self.evses, statuses, strict=True):
                     if st:
                         statuses[h.name] = st
                 done = [s for s in statuses.values() if s.get("finished")]

@@ -127,7 +127,8 @@ def parse_counts(text: str, flag: str = "--evse") -> list[int]:
     try:
         counts = [int(x) for x in str(text).split(",") if x.strip()]
     except ValueError:
-        raise ConfigError(f"{flag}: {text!r} is not a comma-separated list of whole numbers such as 1,10,25,50") from None
+        raise ConfigError(f"{flag}: {text!r} is not a comma-separated list of whole numbers such as 1,10,25,50") \
+            from None
     if not counts or any(c < 1 for c in counts):
         raise ConfigError(f"{flag}: every count must be 1 or more (got {text!r})")
     if len(set(counts)) != len(counts):

@@ -105,7 +105,8 @@ def run_iperf(remote: Remote, cell_dir: Path, evse: HostConn, cpo: HostConn, *, 
     remote.start(cpo, "iperf3", f"iperf3 -s -p {IPERF_PORT}")
     results: dict[str, Any] = {}
     try:
-        remote.run(cpo, f"for i in $(seq 100); do ss -ltn | grep -q ':{IPERF_PORT} ' && exit 0; sleep 0.05; done; exit 1")
+        remote.run(cpo, f"for i in $(seq 100); do ss -ltn | grep -q ':{IPERF_PORT} ' && exit 0; sleep 0.05; done; "
+                        "exit 1")
         tests = []
         if seconds > 0:
             tests += [("tcp-up", dict(seconds=seconds, omit=omit, reverse=False)),

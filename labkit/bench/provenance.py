@@ -26,7 +26,8 @@ HOST_SCRIPT = (
     'echo "iperf3=$(iperf3 --version 2>/dev/null | head -n1)"; echo "tc=$(tc -V 2>/dev/null | head -n1)"; '
     'echo "ping=$(ping -V 2>/dev/null | head -n1)"; '
     'echo "tcp_congestion_control=$(sysctl -n net.ipv4.tcp_congestion_control 2>/dev/null)"; '
-    'echo "netem=$( (modinfo sch_netem >/dev/null 2>&1 || grep -q sch_netem /proc/modules 2>/dev/null) && echo module || '
+    'echo "netem=$( (modinfo sch_netem >/dev/null 2>&1 || grep -q sch_netem /proc/modules 2>/dev/null) '
+    '&& echo module || '
     '(zcat /proc/config.gz 2>/dev/null | grep -q "^CONFIG_NET_SCH_NETEM=y" && echo builtin) || echo absent)"; '
 )
 
@@ -45,14 +46,15 @@ def host_facts(remote: Remote, host: HostConn) -> dict[str, Any]:
 
 def hosts_facts(remote: Remote, hosts: list[HostConn]) -> dict[str, dict[str, Any]]:
     with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
-        return dict(zip([h.name for h in hosts], pool.map(lambda h: host_facts(remote, h), hosts)))
+        return dict(zip([h.name for h in hosts], pool.map(lambda h: host_facts(remote, h), hosts), strict=True))
 
 
 def controller_facts() -> dict[str, Any]:
     proc = subprocess.run(["sh", "-c", HOST_SCRIPT], capture_output=True, text=True)
     facts: dict[str, Any] = _parse(proc.stdout)
-    out = subprocess.run([sys.executable, "-c", PY_VERSIONS + "for name in ('fabric', 'paramiko', 'pandas', 'seaborn'):\n"
-                          "    try: print(name + '=' + m.version(name))\n    except Exception: print(name + '=missing')\n"],
+    script = (PY_VERSIONS + "for name in ('fabric', 'paramiko', 'pandas', 'seaborn'):\n"
+              "    try: print(name + '=' + m.version(name))\n    except Exception: print(name + '=missing')\n")
+    out = subprocess.run([sys.executable, "-c", script],
                          capture_output=True, text=True).stdout
     facts.update(_parse(out))
     facts["hostname"] = platform.node()

@@ -97,7 +97,8 @@ class Bench:
                     if run.cell_complete(cell.id):
                         continue
                     left = max(0.0, total_est - (time.monotonic() - t0))
-                    self.cell_prefix = f"[{i + 1}/{len(cells)}] {cell.profile} n={cell.stations} ~{left / 60:.0f} min left"
+                    self.cell_prefix = (f"[{i + 1}/{len(cells)}] {cell.profile} n={cell.stations} "
+                                        f"~{left / 60:.0f} min left")
                     self._run_cell(run, cell)
                 status = "complete"
             except KeyboardInterrupt:
@@ -245,7 +246,7 @@ class Bench:
 
     def _pcap_start(self) -> None:
         gw = self.inv.gateway
-        for net, iface in sorted(gw.ifaces.items()):
+        for iface in sorted(gw.ifaces.values()):
             self.remote.start(gw, f"pcap-{iface}", f"tcpdump -n -U -s 256 -i {iface} -w {gw.workdir}/{iface}.pcap",
                               sudo=True)
 

@@ -25,7 +25,8 @@ from labkit.errors import ConfigError
 @click.option("--seed", type=int, help="Random seed [default: 2021].")
 @click.option("--ping-count", type=int, help="Pings each way [default: 100].")
 @click.option("--ping-interval", type=float, help="Seconds between pings [default: 0.2].")
-@click.option("--iperf-seconds", type=float, help="iperf3 TCP test length per direction, s [default: 10; 20 on paths of 200 ms or more].")
+@click.option("--iperf-seconds", type=float,
+              help="iperf3 TCP test length per direction, s [default: 10; 20 on paths of 200 ms or more].")
 @click.option("--udp-seconds", type=float, help="iperf3 UDP test length per direction, s [default: 5].")
 @click.option("--meter-values", type=int, help="thesis-2021: MeterValues per station [default: 100; thesis plan 1000].")
 @click.option("--meter-interval", type=float, help="Seconds between MeterValues [default: 0.1].")
@@ -74,7 +75,8 @@ def bench(ctx, profiles, lab_name, plan_name, family, evse_counts, stations_per_
     if outage:
         plan.outage = Outage.parse(outage)
     with Reporter("bench", quiet=ctx.obj["quiet"]) as rep:
-        run = run_bench(lab_name, plan, results_root=Path(results_root), argv=ctx.obj.get("argv") or ["labkit", *sys.argv[1:]],
+        argv = ctx.obj.get("argv") or ["labkit", *sys.argv[1:]]
+        run = run_bench(lab_name, plan, results_root=Path(results_root), argv=argv,
                         progress=rep.update, label=label, resume=Path(resume) if resume else None, log=rep.log)
     m = run.manifest()
     done = sum(1 for c in m["cells"] if c["status"] == "complete")
