@@ -151,8 +151,8 @@ class OcppPhase:
                 elapsed = time.monotonic() - t0
                 if p.outage:
                     self._outage_step(elapsed)
-                statuses = pool.map(lambda h: self._status(h, "fleet-status.json"), self.evses)
-                for h, st in zip(self.evses, statuses, strict=True):
+                latest = pool.map(lambda h: self._status(h, "fleet-status.json"), self.evses)
+                for h, st in zip(self.evses, latest, strict=True):
                     if st:
                         statuses[h.name] = st
                 done = [s for s in statuses.values() if s.get("finished")]
