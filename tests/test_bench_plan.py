@@ -115,3 +115,7 @@ def test_tcp_test_length_follows_the_path():
     assert tcp_timing(Plan(profiles=["x"]), 600) == (20.0, 7.0)
     assert tcp_timing(Plan(profiles=["x"]), 2000) == (20.0, 8.0)
     assert tcp_timing(Plan(profiles=["x"], iperf_seconds=3, iperf_omit_s=1), 600) == (3, 1)
+    # slow links: 30 s, whatever the RTT
+    assert tcp_timing(Plan(profiles=["x"]), 600, 26_800) == (30.0, 7.0)
+    assert tcp_timing(Plan(profiles=["x"]), 0, 499_999) == (30.0, 2.0)
+    assert tcp_timing(Plan(profiles=["x"]), 0, 500_000) == (10.0, 2.0)

@@ -263,7 +263,7 @@ def fig_overhead(tbl: pd.DataFrame, order: list[str], out: Path, fmt: str = "png
         sub = sub.reindex(index=profiles, columns=actions)
         sns.heatmap(sub, ax=ax, annot=True, fmt=".1f", cmap="rocket_r", norm=norm,
                     cbar=k == len(pick) - 1,
-                    cbar_kws={"label": "OCPP RTT − ping RTT (ms, medians; log colour scale)"},
+                    cbar_kws={"label": "medians, ms (log colour scale)"},
                     annot_kws={"fontsize": 7.5}, linewidths=0.5, linecolor="white")
         ax.set_yticklabels(ax.get_yticklabels(), rotation=0)
         ax.grid(False)

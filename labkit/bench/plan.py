@@ -110,16 +110,25 @@ class Plan:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def tcp_timing(plan: Plan, added_rtt_ms: float) -> tuple[float, float]:
-    """(test seconds, seconds omitted at the start) for iperf3 TCP on a path with this added RTT.
+#: below this rate (bit/s) a TCP test runs 30 s: few packets a second, and a loss costs seconds
+SLOW_LINK_BPS = 500_000
+
+
+def tcp_timing(plan: Plan, added_rtt_ms: float, min_rate_bps: float | None = None) -> tuple[float, float]:
+    """(test seconds, seconds omitted at the start) for iperf3 TCP on a path with this added RTT and this
+    slowest rate (None: not rate-limited).
 
     TCP needs about ten round trips of slow start before its rate means anything, and a long path needs a
     longer test for its sawtooth to average out: 10 s (2 s omitted) on short paths, 20 s (up to 8 s omitted)
-    from 200 ms up. Values given in the plan win.
+    from 200 ms up, 30 s on links below 500 kbit/s (as benchmarks/shaping_fidelity.py). Values given in the
+    plan win.
     """
     rtt_s = (added_rtt_ms + 1) / 1000.0
     omit = plan.iperf_omit_s if plan.iperf_omit_s is not None else float(min(8, max(2, math.ceil(10 * rtt_s))))
-    seconds = plan.iperf_seconds if plan.iperf_seconds is not None else (20.0 if rtt_s >= 0.2 else 10.0)
+    default = 20.0 if rtt_s >= 0.2 else 10.0
+    if min_rate_bps and min_rate_bps < SLOW_LINK_BPS:
+        default = 30.0
+    seconds = plan.iperf_seconds if plan.iperf_seconds is not None else default
     return seconds, omit
 
 

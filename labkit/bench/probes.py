@@ -91,6 +91,8 @@ def iperf_client(dst: str, *, seconds: float, omit: float, reverse: bool, udp_ra
         cmd += f" -O {omit:g}"
     if reverse:
         cmd += " -R"
+    else:
+        cmd += " --get-server-output"  # the receiver's own per-second intervals (steady_goodput; server -J)
     if udp_rate_bps is not None:
         # a large socket buffer: losses in the receiver's buffer under load are not the link's
         cmd += f" -u -b {int(udp_rate_bps)} -l {udp_len} -w 4M"
@@ -102,7 +104,7 @@ def run_iperf(remote: Remote, cell_dir: Path, evse: HostConn, cpo: HostConn, *, 
     """TCP up/down and UDP up/down between one EVSE (client) and the CPO (server); raw JSON kept."""
     out_dir = cell_dir / "iperf"
     out_dir.mkdir(parents=True, exist_ok=True)
-    remote.start(cpo, "iperf3", f"iperf3 -s -p {IPERF_PORT}")
+    remote.start(cpo, "iperf3", f"iperf3 -s -J -p {IPERF_PORT}")
     results: dict[str, Any] = {}
     try:
         remote.run(cpo, f"for i in $(seq 100); do ss -ltn | grep -q ':{IPERF_PORT} ' && exit 0; sleep 0.05; done; "
@@ -150,13 +152,18 @@ def steady_goodput(result: dict[str, Any]) -> float | None:
     a long path, a loss in slow start leaves data parked behind the hole in the receiver's kernel; when the
     retransmission lands inside the window, that data is read at once and counted, and the figure can exceed
     what the link can carry (101 % of a 20 Mbit/s VSAT downlink, seen here). The median slope between
-    interval ends at least half the window apart (Theil-Sen) is insensitive to such a burst at either edge;
-    on slow links it carries the receiver's read quantisation (128 KB reads: about 3 % at 3 Mbit/s)."""
+    interval ends at least half the window apart (Theil-Sen) is insensitive to such a burst at either edge.
+    A stall in the middle of the window (a retransmission timeout) lowers both figures, as it should."""
+    # the receiving side's intervals: the client's own when it receives (-R), else the server's
+    # (--get-server-output); a sender's intervals count writes into its socket buffer, not goodput
+    test = result.get("start", {}).get("test_start", {})
+    side = result if test.get("reverse") else result.get("server_output_json") or {}
+    duration = float(test.get("duration") or 0) or float("inf")
     points, total = [], 0.0
-    for iv in result.get("intervals", []):
+    for iv in side.get("intervals", []):
         s = iv.get("sum", {})
-        if s.get("omitted"):
-            continue
+        if s.get("omitted") or float(s.get("end", 0.0)) > duration + 0.5:
+            continue  # slow start, or the receiver draining the queue after the sender stopped
         if not points:
             points.append((float(s.get("start", 0.0)), 0.0))
         total += float(s.get("bytes", 0))

@@ -204,7 +204,8 @@ class Bench:
                     r, cell_dir, evses[0], inv.cpo, plan.ping_count, plan.ping_interval_s, wait_s), cell_dir)
                 if rows:
                     probes.write_ping_csv(cell_dir / "ping.csv", rows)
-            tcp_seconds, tcp_omit = tcp_timing(plan, expected.get("added_rtt_ms") or 0)
+            rates = [v for v in (expected.get("uplink_rate_bps"), expected.get("downlink_rate_bps")) if v]
+            tcp_seconds, tcp_omit = tcp_timing(plan, expected.get("added_rtt_ms") or 0, min(rates, default=None))
             if cell.baselines and (tcp_seconds or plan.udp_seconds):
                 up = expected.get("uplink_rate_bps") or 0
                 down = expected.get("downlink_rate_bps") or 0
