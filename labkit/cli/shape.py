@@ -15,9 +15,13 @@ PROFILES_OPT = click.option("--profiles", "profiles_files", multiple=True, type=
 
 
 def _load(profiles_files: tuple[str, ...]):
-    from labkit.profiles import load_profiles
+    """The shipped profiles, then $LABKIT_PROFILES (as every other command reads them), then --profiles."""
+    import os
 
-    return load_profiles(list(profiles_files))
+    from labkit.profiles import PROFILES_ENV, load_profiles
+
+    extras = [p for p in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if p]
+    return load_profiles(extras + list(profiles_files))
 
 
 def _fmt_dir(d) -> str:

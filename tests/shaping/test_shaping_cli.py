@@ -20,6 +20,17 @@ def test_profiles_show(capsys):
     assert "netem limit 20938 delay 250000us" in out
 
 
+def test_profiles_commands_read_labkit_profiles_like_every_other_command(capsys, tmp_path, monkeypatch):
+    extra = tmp_path / "mine.yaml"
+    extra.write_text("profiles:\n  mine:\n    description: test\n    family: custom\n    source: [test]\n"
+                     "    uplink: {rate: 1 Mbit/s}\n    downlink: {rate: 2 Mbit/s}\n")
+    monkeypatch.setenv("LABKIT_PROFILES", str(extra))
+    assert main(["profiles", "show", "mine"]) == 0
+    assert "1 Mbit/s (1000000 bit/s)" in capsys.readouterr().out
+    assert main(["profiles"]) == 0
+    assert "mine" in capsys.readouterr().out
+
+
 def test_profiles_show_json(capsys):
     import json
 
