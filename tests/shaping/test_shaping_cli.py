@@ -17,7 +17,7 @@ def test_profiles_show(capsys):
     out = capsys.readouterr().out
     assert "uplink (EVSE -> CPO)" in out and "downlink (CPO -> EVSE):\n    unshaped" in out
     assert "112 kbit/s (112000 bit/s)" in out
-    assert "netem limit 20938 delay 250000us" in out
+    assert "netem limit 20925 delay 250000us" in out
 
 
 def test_profiles_commands_read_labkit_profiles_like_every_other_command(capsys, tmp_path, monkeypatch):

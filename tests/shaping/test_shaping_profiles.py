@@ -72,7 +72,11 @@ def test_default_queue_is_one_bdp():
     ps = load_profiles()
     v = ps.get("slow-vsat").uplink
     assert v.queue_pkts == 1652  # 40 Mbit/s x 500 ms / 1514-byte frames
-    assert ps.get("slow-amps").uplink.queue_pkts == 32  # the floor
+    assert ps.get("3g").uplink.queue_pkts == 32  # the floor (1 Mbit/s: 2 s would be 166)
+    # slow links: 2 s of frames, at least 8, instead of 32 packets (32 would be 14 s at 26.8 kbit/s)
+    assert ps.get("slow-amps").uplink.queue_pkts == 19  # 112 kbit/s x 2 s / 1514-byte frames
+    assert ps.get("gprs").uplink.queue_pkts == 8
+    assert ps.get("gprs").downlink.queue_pkts == 9
 
 
 @pytest.mark.parametrize("body,line,field,message", [

@@ -70,12 +70,13 @@ def test_rate_and_delay():
     assert cmds("amps", "eth1", "uplink", "netem") == [
         HTB.format(i="eth1"),
         CLASS.format(i="eth1", r=112000, b=3028),
-        "tc qdisc add dev eth1 parent 1:10 handle 10: netem limit 20938 delay 250000us",
+        "tc qdisc add dev eth1 parent 1:10 handle 10: netem limit 20925 delay 250000us",
     ]
+    # 112 kbit/s: the queue floor is 2 s of frames (19), not 32 packets
     assert cmds("amps", "eth1", "uplink", "userspace") == [
         HTB.format(i="eth1"),
         CLASS.format(i="eth1", r=112000, b=3028),
-        "tc qdisc add dev eth1 parent 1:10 handle 10: pfifo limit 32",
+        "tc qdisc add dev eth1 parent 1:10 handle 10: pfifo limit 19",
     ]
     assert cmds("amps", "eth2", "downlink", "netem") == []
 
