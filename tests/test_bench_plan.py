@@ -112,10 +112,11 @@ def test_tcp_test_length_follows_the_path():
     from labkit.bench.plan import tcp_timing
 
     assert tcp_timing(Plan(profiles=["x"]), 0) == (10.0, 2.0)
-    assert tcp_timing(Plan(profiles=["x"]), 600) == (20.0, 7.0)
-    assert tcp_timing(Plan(profiles=["x"]), 2000) == (20.0, 8.0)
+    assert tcp_timing(Plan(profiles=["x"]), 50) == (10.0, 2.0)
+    assert tcp_timing(Plan(profiles=["x"]), 600) == (20.0, 13.0)
+    assert tcp_timing(Plan(profiles=["x"]), 2000) == (20.0, 15.0)
     assert tcp_timing(Plan(profiles=["x"], iperf_seconds=3, iperf_omit_s=1), 600) == (3, 1)
     # slow links: 30 s, whatever the RTT
-    assert tcp_timing(Plan(profiles=["x"]), 600, 26_800) == (30.0, 7.0)
+    assert tcp_timing(Plan(profiles=["x"]), 600, 26_800) == (30.0, 13.0)
     assert tcp_timing(Plan(profiles=["x"]), 0, 499_999) == (30.0, 2.0)
     assert tcp_timing(Plan(profiles=["x"]), 0, 500_000) == (10.0, 2.0)
