@@ -40,6 +40,14 @@ MIN_QUEUE_SLOW = 8
 NORMAL_SPAN = 4.0
 
 
+def _parsed(parse: Any, v: Any) -> Any:
+    """``parse(v)``, with a unit error turned into the ValueError pydantic reports against the field."""
+    try:
+        return parse(v)
+    except UnitError as exc:
+        raise ValueError(str(exc)) from None
+
+
 class DirectionSpec(BaseModel):
     """One direction as written in profiles.yaml."""
 
@@ -59,28 +67,17 @@ class DirectionSpec(BaseModel):
     @field_validator("rate", mode="before")
     @classmethod
     def _rate(cls, v: Any) -> Any:
-        if v is None:
-            return None
-        try:
-            return parse_rate(v)
-        except UnitError as exc:
-            raise ValueError(str(exc)) from None
+        return None if v is None else _parsed(parse_rate, v)
 
     @field_validator("delay", "jitter", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> Any:
-        try:
-            return parse_duration_ms(v)
-        except UnitError as exc:
-            raise ValueError(str(exc)) from None
+        return _parsed(parse_duration_ms, v)
 
     @field_validator("loss", "corrupt", "duplicate", mode="before")
     @classmethod
     def _percent(cls, v: Any) -> Any:
-        try:
-            return parse_percent(v)
-        except UnitError as exc:
-            raise ValueError(str(exc)) from None
+        return _parsed(parse_percent, v)
 
     @field_validator("distribution", mode="before")
     @classmethod

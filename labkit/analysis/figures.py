@@ -156,6 +156,22 @@ def _box_stats(values: np.ndarray) -> dict:
     return {"med": med, "q1": q1, "q3": q3, "whislo": p5, "whishi": p95, "fliers": []}
 
 
+def _grouped_boxes(ax, values: list, j: int, k: int, color) -> None:
+    """Box j of k at each x position (one per profile; ``values[i]`` the samples at x = i, or None):
+    quartiles, whiskers p5-p95, no outliers, drawn from precomputed percentiles with ``Axes.bxp``."""
+    width = 0.8 / k
+    stats, pos = [], []
+    for i, v in enumerate(values):
+        if v is not None and len(v):
+            stats.append(_box_stats(v))
+            pos.append(i - 0.4 + width * (j + 0.5))
+    if stats:
+        ax.bxp(stats, positions=pos, widths=width * 0.85, showfliers=False, patch_artist=True,
+               boxprops={"facecolor": color, "edgecolor": "#333333", "linewidth": 0.7},
+               medianprops={"color": "black", "linewidth": 1.1}, whiskerprops={"linewidth": 0.7},
+               capprops={"linewidth": 0.7}, manage_ticks=False)
+
+
 def fig_ocpp_box(ok: pd.DataFrame, order: list[str], out: Path, fmt: str = "png") -> str | None:
     """OCPP RTT distributions per profile (box per fleet size N), log scale. Percentiles are computed here
     and drawn with ``Axes.bxp`` (no per-point work in the plotting library)."""
@@ -169,19 +185,8 @@ def fig_ocpp_box(ok: pd.DataFrame, order: list[str], out: Path, fmt: str = "png"
     groups = {k: g.to_numpy(dtype=float) for k, g in ok.groupby(["profile", "stations"])["rtt_ms"]}
     fig, ax = plt.subplots(figsize=(min(16, max(7, 0.4 * len(profiles) * max(2, len(ns)) + 3.0)), 4.6),
                            layout="constrained")
-    width = 0.8 / len(ns)
     for j, n in enumerate(ns):
-        stats, pos = [], []
-        for i, p in enumerate(profiles):
-            v = groups.get((p, n))
-            if v is not None and len(v):
-                stats.append(_box_stats(v))
-                pos.append(i - 0.4 + width * (j + 0.5))
-        if stats:
-            ax.bxp(stats, positions=pos, widths=width * 0.85, showfliers=False, patch_artist=True,
-                   boxprops={"facecolor": colors[n], "edgecolor": "#333333", "linewidth": 0.7},
-                   medianprops={"color": "black", "linewidth": 1.1}, whiskerprops={"linewidth": 0.7},
-                   capprops={"linewidth": 0.7}, manage_ticks=False)
+        _grouped_boxes(ax, [groups.get((p, n)) for p in profiles], j, len(ns), colors[n])
     _log_ms(ax)
     ax.set_xlim(-0.6, len(profiles) - 0.4)
     ax.set_ylabel("OCPP round-trip time (ms, log scale)")
@@ -534,22 +539,12 @@ def fig_compare_box(runs: list, labels: list[str], order: list[str], out: Path, 
     rows = len(ns)
     fig, axes = plt.subplots(rows, 1, figsize=(max(7, 0.55 * len(profiles) * len(runs) + 3.0), 2.9 * rows + 0.6),
                              squeeze=False, sharex=True, layout="constrained")
-    w = 0.8 / len(runs)
     for ax, n in zip(axes[:, 0], ns, strict=False):
         for j, o in enumerate(oks):
             if not len(o):
                 continue
             groups = {p: g.to_numpy(dtype=float) for p, g in o[o["stations"] == n].groupby("profile")["rtt_ms"]}
-            stats, pos = [], []
-            for i, p in enumerate(profiles):
-                v = groups.get(p)
-                if v is not None and len(v):
-                    stats.append(_box_stats(v))
-                    pos.append(i - 0.4 + w * (j + 0.5))
-            if stats:
-                ax.bxp(stats, positions=pos, widths=w * 0.85, showfliers=False, patch_artist=True,
-                       boxprops={"facecolor": pal[j], "edgecolor": "#333333", "linewidth": 0.7},
-                       medianprops={"color": "black", "linewidth": 1.1}, manage_ticks=False)
+            _grouped_boxes(ax, [groups.get(p) for p in profiles], j, len(runs), pal[j])
         _log_ms(ax)
         ax.set_title(f"N = {n}")
         ax.set_ylabel("OCPP RTT (ms, log)")
