@@ -29,6 +29,7 @@ GW_EVSE_ADDR = "192.168.20.1"
 EVSE_ADDR = "192.168.20.11"
 
 REPO = Path(__file__).resolve().parents[2]
+ALLOWED_CC = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control")
 
 
 def sh(cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -56,6 +57,7 @@ class Topo:
     workdir: Path
     labkit: str
     inventory: Inventory = field(init=False)
+    _cc_restore: tuple[str, str] | None = field(default=None, init=False, repr=False)
 
     @property
     def ns(self) -> dict[str, str]:
@@ -86,6 +88,7 @@ class Topo:
         sh(f"ip -n {ns['evse1']} route add 192.168.10.0/24 via {GW_EVSE_ADDR}")
         sh(f"ip -n {ns['cpo']} route add 192.168.20.0/24 via {GW_CPO_ADDR}")
         sh(f"ip netns exec {ns['gw']} sysctl -qw net.ipv4.ip_forward=1")
+        self._allow_cubic()
         # Endpoint TCP buffers large enough for the longest, fastest profiles (BDP of 100 Mbit/s x 600 ms):
         # what the lab's provisioning must also set on the CPO and EVSE hosts.
         for n in (ns["evse1"], ns["cpo"]):
@@ -105,7 +108,27 @@ class Topo:
                                    details={"namespaces": self.ns})
         return self
 
+    def _allow_cubic(self) -> None:
+        """Let the namespaces choose CUBIC, as the netns backend does (``_allow_congestion_control``).
+
+        A namespace may only pick an algorithm listed in the machine's ``tcp_allowed_congestion_control``;
+        a fresh machine may list only its default (EPERM otherwise). The value before is kept and put back
+        by ``down`` unless someone changed it again since."""
+        before = ALLOWED_CC.read_text().strip()
+        if "cubic" in before.split():
+            return
+        if "cubic" not in (ALLOWED_CC.parent / "tcp_available_congestion_control").read_text().split():
+            sh("modprobe tcp_cubic", check=False)
+        after = f"{before} cubic".strip()
+        ALLOWED_CC.write_text(after + "\n")
+        self._cc_restore = (before, after)
+
     def down(self) -> None:
+        if self._cc_restore is not None:
+            before, after = self._cc_restore
+            self._cc_restore = None
+            if ALLOWED_CC.read_text().strip() == after:
+                ALLOWED_CC.write_text(before + "\n")
         for n in self.ns.values():
             r = sh(f"ip netns pids {n}", check=False)
             for pid in r.stdout.split():
