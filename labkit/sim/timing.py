@@ -8,11 +8,15 @@ error, made worse by a shared timer). The hooks used here sit inside the lock:
 
 * ``_send()`` stamps the monotonic clock (``time.monotonic_ns``) and the wall clock just before the CALL
   frame goes to the WebSocket: the lock is already held, so lock waiting is never in the RTT;
-* ``route_message()`` stamps the monotonic clock as soon as the reply frame is parsed, before it is handed
-  to the waiting task (so event-loop wake-up of that task is not in the RTT either).
+* the receive loop (``start()``) stamps the monotonic clock as soon as the WebSocket hands a frame over,
+  before the frame is parsed; ``route_message()`` gives that stamp to the call whose reply it is (one
+  CALL is outstanding per connection), before the reply goes to the waiting task (so event-loop wake-up
+  of that task is not in the RTT either).
 
-The RTT of a call is the difference of these two stamps. Request validation (before the lock) and
-response validation (after the reply) are outside it; the CSMS's own handling is inside it.
+The RTT of a call is the difference of these two stamps: the same boundaries as the CSMS's handling time
+(frame handed over by the WebSocket, frame handed to it). Request validation (before the lock), JSON
+parsing of the reply and response validation (after the reply) are outside it; the CSMS's own handling,
+including its parsing and validation, is inside it.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ class TimedMixin:
         self._skip_validation = skip_validation
         self.late_responses = 0
         self.bad_frames = 0
+        self._frame_ns = 0
 
     async def timed_call(self, payload: Any, rec: CallRecord) -> Any:
         """``call()`` with ``rec`` filled in; never raises for OCPP outcomes (see ``rec.outcome``)."""
@@ -126,7 +131,17 @@ class TimedMixin:
                 return
         await self._connection.send(message)
 
+    async def start(self) -> None:
+        """The library's receive loop, stamping each frame as the WebSocket hands it over."""
+        recv = self._connection.recv
+        while True:
+            message = await recv()
+            self._frame_ns = _monotonic_ns()
+            await self.route_message(message)
+
     async def route_message(self, raw_msg: str | bytes) -> None:
+        t = self._frame_ns or _monotonic_ns()  # called from elsewhere than start(): stamp now
+        self._frame_ns = 0
         try:
             msg = unpack(raw_msg)
         except OCPPError:
@@ -135,7 +150,6 @@ class TimedMixin:
         if msg.message_type_id == MessageType.Call:
             await self._answer_call(msg)
             return
-        t = _monotonic_ns()
         rec = self._pending.get(msg.unique_id)
         if rec is None or rec.t_resp_ns is not None or rec.t_send_ns is None:
             self.late_responses += 1  # a reply after its timeout, or to nothing we sent
