@@ -52,7 +52,7 @@ from urllib.parse import unquote
 
 from ocpp.charge_point import remove_nones
 from ocpp.exceptions import OCPPError
-from ocpp.messages import Call, CallError, CallResult, MessageType
+from ocpp.messages import Call, CallError, CallResult, MessageType, _DecimalEncoder
 from ocpp.routing import on
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -76,6 +76,8 @@ from labkit.sim.timing import QUIET
 from labkit.sim.validation import validate_payload
 
 _mono = time.monotonic_ns
+#: ``ocpp.messages.Call.to_json``'s encoding (compact, decimals as the library writes them), built once
+_encode = _DecimalEncoder(separators=(",", ":")).encode
 
 
 def _now() -> str:
@@ -261,6 +263,8 @@ class CsmsMixin:
 
         The library inspects the handler's signature and converts every payload key with regular
         expressions on every call; here both are cached (``fastkeys``). Handlers are plain functions.
+        The answer is encoded once, with the library's encoder settings, and an answer whose exact text
+        was already validated for the same action (most are constant, ``{}``) is not validated again.
         """
         handlers = self.route_map[msg.action]
         validate = not handlers.get("_skip_schema_validation", False)
@@ -273,10 +277,18 @@ class CsmsMixin:
         except Exception:  # noqa: BLE001 - as the library: a failing handler answers InternalError
             await self._send(msg.create_call_error(None).to_json())
             return
-        result = msg.create_call_result(to_camel(remove_nones(serialize(response))))
+        payload = to_camel(remove_nones(serialize(response)))
+        body = _encode(payload)
         if validate:
-            await validate_payload(result, self._ocpp_version)
-        await self._send(result.to_json())
+            # the same answer text for the same action was valid before: the schema's verdict cannot differ
+            key = (msg.action, body)
+            valid = self.server.valid_results[self._ocpp_version]
+            if key not in valid:
+                await validate_payload(msg.create_call_result(payload), self._ocpp_version)
+                if len(valid) >= 4096:
+                    valid.clear()
+                valid[key] = True
+        await self._send(f"[3,{_encode(msg.unique_id)},{body}]")
 
     # helpers for handlers ---------------------------------------------------------------------
     def _id_status(self, tag: str | None) -> str:
@@ -412,6 +424,7 @@ class Csms:
         self.status_file = StatusFile(cfg.status)
         self.classes = {v: _csms_class(v) for v in cfg.versions}
         self.known_actions = {v: {a.value for a in version_module(v).enums.Action} for v in cfg.versions}
+        self.valid_results: dict[str, dict[tuple[str, str], bool]] = {v: {} for v in cfg.versions}
         self._tx_ids = itertools.count(1)
         self.connections = 0
         self.connections_peak = 0
