@@ -47,6 +47,33 @@ def wait_listening(proc: subprocess.Popen, timeout: float = 10.0) -> str:
     return line
 
 
+def ws_floor(p, args: argparse.Namespace, out: Path) -> list[float]:
+    """A bare WebSocket echo over the same path and pacing, frames the size of the MeterValues calls (ms)."""
+    rows = [r for r in read_rows(out / "calls.csv") if r["outcome"] == "ok" and r["action"] == "MeterValues"]
+    req = int(statistics.median(int(r["req_bytes"]) for r in rows))
+    resp = int(statistics.median(int(r["resp_bytes"]) for r in rows))
+    script = str(Path(__file__).resolve().with_name("ws_floor.py"))
+    server = subprocess.Popen(
+        p.cmd(p.cpo, sys.executable, script, "server", p.cpo_addr, "9001", str(resp), args.loop),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        if "listening" not in server.stdout.readline():
+            raise SystemExit("ws_floor server did not start")
+        client = subprocess.run(
+            p.cmd(p.evse, sys.executable, script, "client", f"ws://{p.cpo_addr}:9001/", str(args.meter_values),
+                  args.meter_interval, str(req), args.loop),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        server.terminate()
+        server.wait(10)
+    return [int(x) / 1e6 for x in client.stdout.split()][3:]
+
+
 def run(args: argparse.Namespace, out: Path) -> dict:
     with path3("o") as p:
         if args.nice or args.cpus:
@@ -135,6 +162,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         finally:
             csms.terminate()
             csms.wait(10)
+        floor = ws_floor(p, args, out) if args.floor else []
     rtts = [float(r["rtt_ms"]) for r in read_rows(out / "calls.csv") if r["outcome"] == "ok"]
     warm = rtts[3:]  # the first calls load the schema validators
     pings = [float(m) for m in re.findall(r"time=([\d.]+) ms", ping_out)]
@@ -143,6 +171,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         "ocpp": warm,
         "ping": pings,
         "handle": handle,
+        "floor": floor,
         "elapsed": elapsed,
         "errors": sum(1 for r in read_rows(out / "calls.csv") if r["outcome"] != "ok"),
     }
@@ -165,6 +194,11 @@ def main() -> None:
         type=int,
         default=0,
         help="run csms, fleet and ping at this nice value (e.g. -10: less preemption by other tenants)",
+    )
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="then time a bare WebSocket echo (ws_floor.py) the same way: what the transport costs without OCPP",
     )
     ap.add_argument(
         "--meter-interval",
@@ -198,6 +232,16 @@ def main() -> None:
             f"  overhead ms (OCPP pXX - ping p50)   p50 {pct(o, 0.5) - pm:.3f}  p99 {pct(o, 0.99) - pm:.3f}"
             f"   [targets: p50 <= 0.5, p99 <= 2]"
         )
+        if r["floor"]:
+            f = r["floor"]
+            print(
+                f"  bare WebSocket echo RTT ms (same path, pacing and frame sizes; no OCPP)   p50 {pct(f, 0.5):.3f}  "
+                f"p99 {pct(f, 0.99):.3f}"
+            )
+            print(
+                f"  transport floor (echo p50 - ping p50) {pct(f, 0.5) - pm:.3f} ms; labkit's OCPP layers on top "
+                f"(OCPP p50 - echo p50) {pct(o, 0.5) - pct(f, 0.5):.3f} ms"
+            )
 
 
 if __name__ == "__main__":
