@@ -22,6 +22,9 @@ from labkit.inventory import HostConn, Inventory
 from labkit.remote import Remote
 
 CSMS_PORT = 9000
+#: how long the CSMS may take to listen while its process is alive (a crash ends the wait at once): its
+#: imports and schema compilation took over 20 s in a software-emulated (TCG) VM on a loaded machine
+CSMS_READY_TIMEOUT_S = 180
 OUTAGE_RULE = "-m comment --comment labkit-outage -j DROP"
 
 
@@ -83,7 +86,10 @@ class OcppPhase:
         try:
             self.progress("ocpp: starting the CSMS", 0, None)
             r.start(cpo, "csms", self.csms_command(cpo), sudo=True, nofile=1048576)
-            self._wait_status(cpo, "csms-status.json", lambda s: s.get("phase") == "listening", "csms", 20)
+            t_csms = time.monotonic()
+            self._wait_status(cpo, "csms-status.json", lambda s: s.get("phase") == "listening", "csms",
+                              CSMS_READY_TIMEOUT_S)
+            summary["csms_ready_s"] = round(time.monotonic() - t_csms, 2)
             self._start_monitors(hosts)
             self.progress("ocpp: starting the fleets", 0, len(self.evses))
             r.start_many(self.evses, "fleet", self.fleet_command, sudo=True, nofile=1048576)
