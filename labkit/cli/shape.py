@@ -202,11 +202,13 @@ def _describe(state: dict, prof, cleared: bool) -> str:
                      f"report {eng.get('status_age_s', '?')} s old)")
         for q in st.get("queues", []):
             lat = q.get("lateness", {})
+            pk = q.get("pickup", {})
             k = q.get("kernel", {})
             lines.append(f"    {q['direction']:8} queue {q['queue']}: seen {q['seen']}, lost {q['dropped_loss']}, "
                          f"released {q['released']}, pending {q['pending']}, kernel drops "
                          f"{k.get('dropped_queue_full', '?')}+{k.get('dropped_socket_full', '?')}; lateness "
-                         f"median {lat.get('median_ms')} ms, p99 {lat.get('p99_ms')} ms, max {lat.get('max_ms')} ms")
+                         f"median {lat.get('median_ms')} ms, p99 {lat.get('p99_ms')} ms, max {lat.get('max_ms')} ms; "
+                         f"pickup median {pk.get('median_ms')} ms, p99 {pk.get('p99_ms')} ms")
     if eng.get("warning"):
         lines.append(f"  WARNING: {eng['warning']}")
     return "\n".join(lines)

@@ -2,10 +2,12 @@
 
 One ``NfqSocket`` serves every direction's queue. The *reader* (main thread) receives each packet, decides
 its fate with the profile's probabilities (a seeded generator) and gives it a due time of arrival + delay +
-jitter; unless reordering is allowed, a packet is never due before the one ahead of it (as netem does when
-it has a rate). The *releaser* thread sleeps until the earliest due time and then accepts every due packet
-of a queue with one batch verdict. A *status* thread writes what the engine did (packets seen, dropped,
-released, lateness of releases) to a JSON file every second.
+jitter, where arrival is the kernel's timestamp of the packet (NFQA_TIMESTAMP), so that the time the engine
+takes to wake and read the packet (its *pickup*) is part of the delay and not added to it; unless reordering
+is allowed, a packet is never due before the one ahead of it (as netem does when it has a rate). The
+*releaser* thread sleeps until the earliest due time and then accepts every due packet of a queue with one
+batch verdict. A *status* thread writes what the engine did (packets seen, dropped, released, pickup, lateness
+of releases) to a JSON file every second.
 
 Rates are not handled here: the kernel's HTB does that after the packet is released.
 """
@@ -32,7 +34,10 @@ NORMAL_SPAN = 4.0  # netem's normal table is cut at +-4 sigma
 ACCEPT, CORRUPT, DUPLICATE = 0, 1, 2
 #: release a packet when its due time is this close (ns): waking costs about as much
 EARLY_NS = 20_000
+#: a kernel timestamp older than this (ns) is not trusted (a step of the wall clock); the read time is used
+MAX_PICKUP_NS = 1_000_000_000
 PR_SET_TIMERSLACK = 29
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 
 
 def _realtime(priority: int) -> str:
@@ -115,6 +120,8 @@ class Queue:
     released: int = 0
     max_pending: int = 0
     lateness: Lateness = field(default_factory=Lateness)
+    pickup: Lateness = field(default_factory=Lateness)  # kernel timestamp -> read by the engine
+    unstamped: int = 0  # packets timed from the engine's read (no usable kernel timestamp)
     heap_lock: threading.Lock = field(default_factory=threading.Lock)  # reorder mode: the heap is shared
 
     @property
@@ -136,7 +143,7 @@ class Queue:
         return {"queue": self.num, "direction": self.direction, "seen": self.seen, "dropped_loss": self.lost,
                 "corrupted": self.corrupted, "duplicated": self.duplicated, "released": self.released,
                 "pending": len(self.pending), "max_pending": self.max_pending, "maxlen": self.maxlen,
-                "lateness": self.lateness.summary()}
+                "lateness": self.lateness.summary(), "pickup": self.pickup.summary(), "unstamped": self.unstamped}
 
 
 class _Stop(Exception):
@@ -150,6 +157,11 @@ class Engine:
         self.config = config
         self.rng = random.Random(config.get("seed", 1))
         self.status_file: str | None = config.get("status_file")
+        #: "kernel": a packet's delay runs from the kernel's timestamp; "read": from when the engine read it
+        #: (the behaviour before; kept to measure the difference, benchmarks/engine_pickup.py)
+        self.arrival = config.get("arrival", "kernel")
+        if self.arrival not in ("kernel", "read"):
+            raise ValueError(f"arrival: {self.arrival!r} (allowed: kernel, read)")
         self.queues: dict[int, Queue] = {}
         for num, q in config["queues"].items():
             queue = Queue(num=int(num), direction=q["direction"], delay_ns=int(round(q["delay_ms"] * 1e6)),
@@ -161,6 +173,7 @@ class Engine:
             self.queues[queue.num] = queue
         self.sock: NfqSocket | None = None
         self.raw: socket.socket | None = None
+        self.stamper: socket.socket | None = None
         self.wake = threading.Event()
         self.status_now = threading.Event()
         self.running = False
@@ -177,6 +190,10 @@ class Engine:
             self.sock.bind(q.num, copy_mode=q.copy_mode, maxlen=q.maxlen)
         if any(q.duplicate for q in self.queues.values()):
             self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        # The kernel stamps received packets only while some socket asks for receive timestamps (ping does,
+        # iperf3 and the simulators do not): this one asks for as long as the engine runs.
+        self.stamper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.stamper.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT; write the final status. Exceptions propagate after the status is written."""
@@ -214,6 +231,8 @@ class Engine:
             finally:
                 if self.sock is not None:
                     self.sock.close()  # the kernel drops whatever is still queued: fail-closed
+                if self.stamper is not None:
+                    self.stamper.close()
 
     # -- reader ----------------------------------------------------------------------------------------------
     def _reader(self) -> None:
@@ -222,9 +241,12 @@ class Engine:
         rng = self.rng
         queues = self.queues
         mono = time.monotonic_ns
+        real = time.time_ns
+        use_stamp = self.arrival == "kernel"
         while True:
             packets = sock.receive()
             now = mono()
+            now_real = real()
             for p in packets:
                 q = queues.get(p.queue)
                 if q is None:
@@ -232,6 +254,13 @@ class Engine:
                         sock.verdict(p.queue, p.id, NF_ACCEPT)
                     continue
                 q.seen += 1
+                age = now_real - p.tstamp_ns if p.tstamp_ns else -1
+                if 0 <= age < MAX_PICKUP_NS:
+                    q.pickup.add(age)
+                    arrival = now - age if use_stamp else now
+                else:
+                    q.unstamped += 1
+                    arrival = now
                 if q.loss and rng.random() < q.loss:
                     q.lost += 1
                     with self._lock:
@@ -246,13 +275,13 @@ class Engine:
                     data[i] ^= 1 << rng.randrange(8)
                     payload = bytes(data)
                     q.corrupted += 1
-                self._schedule(q, now, p.id, kind, payload)
+                self._schedule(q, arrival, p.id, kind, payload)
                 if q.duplicate and p.payload and rng.random() < q.duplicate:
                     q.duplicated += 1
-                    self._schedule(q, now, -1, DUPLICATE, p.payload)
+                    self._schedule(q, arrival, -1, DUPLICATE, p.payload)
 
-    def _schedule(self, q: Queue, now: int, pid: int, kind: int, payload: bytes | None) -> None:
-        due = now + q.sample_delay_ns(self.rng)
+    def _schedule(self, q: Queue, arrival: int, pid: int, kind: int, payload: bytes | None) -> None:
+        due = arrival + q.sample_delay_ns(self.rng)
         was_empty = not q.pending
         if q.reorder:
             q.seq += 1
@@ -350,7 +379,7 @@ class Engine:
             queues.append(s)
         return {"engine": "userspace", "pid": os.getpid(), "state": self.state, "error": self.error,
                 "profile": self.config.get("profile"), "seed": self.config.get("seed"), "sched": self.sched,
-                "started": self.started_wall, "updated": time.time(), "queues": queues}
+                "arrival": self.arrival, "started": self.started_wall, "updated": time.time(), "queues": queues}
 
     def write_status(self) -> None:
         if not self.status_file:

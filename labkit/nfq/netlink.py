@@ -36,6 +36,7 @@ NFQA_CFG_F_GSO = 4
 
 NFQA_PACKET_HDR = 1
 NFQA_VERDICT_HDR = 2
+NFQA_TIMESTAMP = 4  # struct nfqnl_msg_packet_timestamp: sec, usec (big-endian u64), CLOCK_REALTIME
 NFQA_PAYLOAD = 10
 NFQA_CAP_LEN = 13
 
@@ -56,6 +57,7 @@ NETLINK_NO_ENOBUFS = 5
 _NLMSGHDR = struct.Struct("=IHHII")
 _NFGENMSG = struct.Struct("=BBH")  # family, version, res_id (big-endian: packed by hand)
 _NLA = struct.Struct("=HH")
+_TSTAMP = struct.Struct("!QQ")
 _HDR_LEN = _NLMSGHDR.size + _NFGENMSG.size  # 20
 
 
@@ -78,6 +80,7 @@ class Packet:
     id: int
     length: int  # length of the packet in the kernel (bytes, network layer)
     payload: bytes | None  # the packet itself when the queue copies packets
+    tstamp_ns: int = 0  # the kernel's timestamp of the packet (CLOCK_REALTIME, us resolution); 0 if none
 
 
 class NfqSocket:
@@ -183,6 +186,7 @@ def parse_packets(data: memoryview | bytes) -> list[Packet]:
             pid = -1
             plen = -1
             payload = None
+            tstamp = 0
             aoff = off + _HDR_LEN
             end = off + length
             while aoff + 4 <= end:
@@ -196,11 +200,14 @@ def parse_packets(data: memoryview | bytes) -> list[Packet]:
                     payload = bytes(data[aoff + 4:aoff + alen])
                 elif atype == NFQA_CAP_LEN:
                     (plen,) = struct.unpack_from("!I", data, aoff + 4)
+                elif atype == NFQA_TIMESTAMP and alen >= 20:
+                    sec, usec = _TSTAMP.unpack_from(data, aoff + 4)
+                    tstamp = sec * 1_000_000_000 + usec * 1000
                 aoff += _align(alen)
             if plen < 0:
                 plen = len(payload) if payload is not None else 0
             if pid >= 0:
-                out.append(Packet(queue, pid, plen, payload))
+                out.append(Packet(queue, pid, plen, payload, tstamp))
         off += _align(length)
     return out
 

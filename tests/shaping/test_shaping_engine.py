@@ -7,8 +7,10 @@ from labkit.nfq import netlink
 from labkit.nfq.engine import Engine, Lateness, Queue
 
 
-def _packet_msg(queue: int, pid: int, payload: bytes | None = None) -> bytes:
+def _packet_msg(queue: int, pid: int, payload: bytes | None = None, tstamp: tuple[int, int] | None = None) -> bytes:
     attrs = netlink._attr(netlink.NFQA_PACKET_HDR, struct.pack("!IHB", pid, 0x0800, 2) + b"\0")
+    if tstamp is not None:
+        attrs += netlink._attr(netlink.NFQA_TIMESTAMP, struct.pack("!QQ", *tstamp))
     if payload is not None:
         attrs += netlink._attr(netlink.NFQA_PAYLOAD, payload)
     body = struct.pack("=BB", 2, 0) + struct.pack("!H", queue) + attrs
@@ -21,6 +23,11 @@ def test_parse_packets_meta_and_payload():
     pkts = netlink.parse_packets(data)
     assert [(p.queue, p.id, p.payload) for p in pkts] == [(1, 42, None), (0, 43, b"\x45" + b"\0" * 27)]
     assert pkts[1].length == 28
+
+
+def test_parse_kernel_timestamp():
+    pkts = netlink.parse_packets(_packet_msg(0, 5, tstamp=(1_796_000_000, 123_456)) + _packet_msg(0, 6))
+    assert [(p.id, p.tstamp_ns) for p in pkts] == [(5, 1_796_000_000_123_456_000), (6, 0)]
 
 
 def test_parse_ignores_truncated_and_foreign_messages():

@@ -115,6 +115,8 @@ def test_apply_show_clear(topo, remote, tmp_path):
     assert shown["engine_process"]["alive"] and [x["direction"] for x in q] == ["uplink"]
     assert q[0]["seen"] >= 20 and q[0]["released"] >= 20
     assert q[0]["lateness"]["median_ms"] < 1.0
+    # the delay runs from the kernel's timestamp of each packet, not from when the engine read it
+    assert q[0]["pickup"]["n"] >= 20 and q[0]["unstamped"] == 0
     assert kinds(shown, "uplink") == ["htb", "pfifo"]
     assert kinds(shown, "downlink") == []
     # a new profile replaces the old one whole
@@ -167,6 +169,9 @@ def test_jitter_keeps_order_and_bounds(topo, remote):
     # machine stretches to tens of ms now and then (docs/profiles.md), so the bound is on the 99th percentile
     assert min(delays) >= 10.0 and p99(delays) < 40.0, (min(delays), p99(delays), max(delays))
     assert statistics.pstdev(delays) > 1.0
+    # no ping here: the engine itself has the kernel stamp every packet, so each delay starts on arrival
+    st = shaping.show(remote, topo.inventory)["engine_process"]["status"]["queues"][0]
+    assert st["unstamped"] == 0 and st["pickup"]["n"] >= 400, (st["unstamped"], st["pickup"])
 
 
 def test_jitter_may_reorder_when_asked(topo, remote):
