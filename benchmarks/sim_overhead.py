@@ -47,27 +47,28 @@ def wait_listening(proc: subprocess.Popen, timeout: float = 10.0) -> str:
     return line
 
 
-def ws_floor(p, args: argparse.Namespace, out: Path) -> list[float]:
-    """A bare WebSocket echo over the same path and pacing, frames the size of the MeterValues calls (ms)."""
+def ws_floor(p, args: argparse.Namespace, out: Path, kind: str = "ws") -> list[float]:
+    """A bare echo over the same path and pacing, frames the size of the MeterValues calls (ms).
+
+    kind "ws": a WebSocket echo (websockets); "tcp": a plain TCP echo (asyncio streams), no WebSocket."""
     rows = [r for r in read_rows(out / "calls.csv") if r["outcome"] == "ok" and r["action"] == "MeterValues"]
     req = int(statistics.median(int(r["req_bytes"]) for r in rows))
     resp = int(statistics.median(int(r["resp_bytes"]) for r in rows))
     script = str(Path(__file__).resolve().with_name("ws_floor.py"))
-    server = subprocess.Popen(
-        p.cmd(p.cpo, sys.executable, script, "server", p.cpo_addr, "9001", str(resp), args.loop),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    if kind == "tcp":
+        server_argv = ["tcp-server", p.cpo_addr, "9002", str(resp), str(req), args.loop]
+        client_argv = ["tcp-client", f"{p.cpo_addr}:9002", str(args.meter_values), args.meter_interval, str(req),
+                       str(resp), args.loop]
+    else:
+        server_argv = ["server", p.cpo_addr, "9001", str(resp), args.loop]
+        client_argv = ["client", f"ws://{p.cpo_addr}:9001/", str(args.meter_values), args.meter_interval, str(req),
+                       args.loop]
+    server = subprocess.Popen(p.cmd(p.cpo, sys.executable, script, *server_argv), stdout=subprocess.PIPE, text=True)
     try:
         if "listening" not in server.stdout.readline():
-            raise SystemExit("ws_floor server did not start")
-        client = subprocess.run(
-            p.cmd(p.evse, sys.executable, script, "client", f"ws://{p.cpo_addr}:9001/", str(args.meter_values),
-                  args.meter_interval, str(req), args.loop),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+            raise SystemExit(f"ws_floor {kind} server did not start")
+        client = subprocess.run(p.cmd(p.evse, sys.executable, script, *client_argv), capture_output=True, text=True,
+                                check=True)
     finally:
         server.terminate()
         server.wait(10)
@@ -163,6 +164,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
             csms.terminate()
             csms.wait(10)
         floor = ws_floor(p, args, out) if args.floor else []
+        tcp_floor = ws_floor(p, args, out, "tcp") if args.floor else []
     rtts = [float(r["rtt_ms"]) for r in read_rows(out / "calls.csv") if r["outcome"] == "ok"]
     warm = rtts[3:]  # the first calls load the schema validators
     pings = [float(m) for m in re.findall(r"time=([\d.]+) ms", ping_out)]
@@ -172,6 +174,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         "ping": pings,
         "handle": handle,
         "floor": floor,
+        "tcp_floor": tcp_floor,
         "elapsed": elapsed,
         "errors": sum(1 for r in read_rows(out / "calls.csv") if r["outcome"] != "ok"),
     }
@@ -198,7 +201,8 @@ def main() -> None:
     ap.add_argument(
         "--floor",
         action="store_true",
-        help="then time a bare WebSocket echo (ws_floor.py) the same way: what the transport costs without OCPP",
+        help="then time a bare WebSocket echo and a bare TCP echo (ws_floor.py) the same way: what the transport "
+        "costs without OCPP",
     )
     ap.add_argument(
         "--meter-interval",
@@ -238,9 +242,13 @@ def main() -> None:
                 f"  bare WebSocket echo RTT ms (same path, pacing and frame sizes; no OCPP)   p50 {pct(f, 0.5):.3f}  "
                 f"p99 {pct(f, 0.99):.3f}"
             )
+            t = r["tcp_floor"]
+            print(f"  bare TCP echo RTT ms (same path, pacing and sizes; no WebSocket)   p50 {pct(t, 0.5):.3f}  "
+                  f"p99 {pct(t, 0.99):.3f}")
             print(
-                f"  transport floor (echo p50 - ping p50) {pct(f, 0.5) - pm:.3f} ms; labkit's OCPP layers on top "
-                f"(OCPP p50 - echo p50) {pct(o, 0.5) - pct(f, 0.5):.3f} ms"
+                f"  transport floor (echo p50 - ping p50) {pct(f, 0.5) - pm:.3f} ms, of which Python and the event "
+                f"loop over TCP {pct(t, 0.5) - pm:.3f} ms and WebSocket framing {pct(f, 0.5) - pct(t, 0.5):.3f} ms; "
+                f"labkit's OCPP layers on top (OCPP p50 - echo p50) {pct(o, 0.5) - pct(f, 0.5):.3f} ms"
             )
 
 
