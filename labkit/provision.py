@@ -23,12 +23,16 @@ NEEDS = {
 
 
 def check_host(remote: Remote, host: HostConn) -> dict[str, str]:
-    """Versions of labkit and the tools this host's role needs; raise naming what is missing."""
+    """Versions of labkit and the tools this host's role needs; raise naming what is missing.
+
+    On the endpoints (CPO, EVSE) the same SSH command also applies the TCP settings (``tune_script``) and
+    reads them back, so that a lab of many hosts pays for one round of SSH commands, not two."""
     tools = NEEDS.get(host.role, [])
     script = " ; ".join(
         [f"mkdir -p {shlex.quote(host.workdir)}",
          f"echo labkit=$({shlex.quote(host.labkit)} --version 2>/dev/null | head -n1)"]
         + [f"echo {t}=$(command -v {t} || true)" for t in tools]
+        + ([tune_script()] if host.role in TUNED_ROLES else [])
     )
     out = remote.run(host, script, sudo=True).stdout
     found = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
@@ -52,23 +56,24 @@ CONGESTION_CONTROL = "cubic"
 TCP_CC = {"net.ipv4.tcp_congestion_control": CONGESTION_CONTROL}
 
 
-def tune(remote: Remote, inventory: Inventory) -> dict[str, dict[str, str]]:
-    """Raise the TCP buffer limits on the CPO and EVSE hosts so a long, fast path is limited by the link,
-    not by the window, and pin their congestion control (TCP_CC); return what each host reports back."""
-    hosts = [h for h in inventory.hosts if h.role in ("cpo", "evse")]
+#: the roles whose TCP settings labkit sets: the endpoints of every measured connection
+TUNED_ROLES = ("cpo", "evse")
+
+
+def tune_script() -> str:
+    """Shell that raises the TCP buffer limits so a long, fast path is limited by the link, not by the window,
+    pins the congestion control (TCP_CC), and prints what the host reports back (``key=value`` lines)."""
     settings = {**TCP_MEM, **TCP_CC}
-    script = "; ".join(f"sysctl -q -w {k}='{v}'" for k, v in settings.items()) + "; " + \
+    return "; ".join(f"sysctl -q -w {k}='{v}'" for k, v in settings.items()) + "; " + \
         "; ".join(f"echo {k}=$(sysctl -n {k})" for k in settings)
-    res = remote.run_many(hosts, script, sudo=True)
-    out = {}
-    for name, r in res.items():
-        out[name] = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
-    return out
 
 
 def provision(remote: Remote, inventory: Inventory,
               progress: Callable[[str, int, int | None], None] | None = None) -> dict[str, dict[str, str]]:
-    """Check (and where needed install) labkit and tools on every host, in parallel."""
+    """Check (and where needed install) labkit and tools on every host, in parallel; tune the endpoints' TCP.
+
+    Returns per host what it reported: labkit's version, the tools' paths and, on the endpoints, the TCP
+    settings as read back."""
     from concurrent.futures import ThreadPoolExecutor
 
     hosts = inventory.hosts
@@ -100,7 +105,4 @@ def provision(remote: Remote, inventory: Inventory,
         wheelhouse.install(remote, missing_labkit, progress=progress)
         for h in missing_labkit:
             results[h.name] = check_host(remote, h)
-    tuned = tune(remote, inventory)
-    for name, values in tuned.items():
-        results[name] = {**results.get(name, {}), **values}
     return results

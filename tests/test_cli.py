@@ -78,3 +78,16 @@ def test_help_lists_the_verbs(capsys):
     out = capsys.readouterr().out
     for verb in ("up", "down", "status", "ssh"):
         assert f"  {verb} " in out
+
+
+def test_version_fast_path_says_what_click_says(capsys):
+    """`labkit --version` (what provisioning runs on every host) answers before the CLI is imported, with the
+    same text as the CLI's own --version."""
+    from labkit.cli import main as cli_main
+
+    assert cli_main(["--version"]) == 0
+    via_click = capsys.readouterr().out
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "labkit", "--version"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout == via_click and via_click.startswith("labkit, version ")
+    assert " click" not in proc.stderr and "labkit.cli" not in proc.stderr  # -X importtime lists every import
