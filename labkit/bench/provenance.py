@@ -20,6 +20,9 @@ PY_VERSIONS = ("import sys, importlib.metadata as m\n"
                "    except Exception as e: print(name + '=missing')\n")
 
 HOST_SCRIPT = (
+    # an unprivileged SSH user's PATH (vagrant's on a VM) lacks the sbin directories: tc, sysctl and modinfo
+    # live there, and without them the manifest said "" and netem "absent" on VMs that have it
+    'PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"; export PATH; '
     'echo "kernel=$(uname -r)"; echo "machine=$(uname -m)"; '
     '( . /etc/os-release 2>/dev/null; echo "os=$PRETTY_NAME" ); '
     'echo "cpus=$(nproc)"; echo "mem_bytes=$(awk \'/MemTotal/{print $2*1024}\' /proc/meminfo)"; '
