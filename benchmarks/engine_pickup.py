@@ -98,9 +98,10 @@ def main() -> None:
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("engine_pickup.py: needs root (namespaces, iptables, NFQUEUE)")
-    with path3("p") as p, tempfile.TemporaryDirectory(prefix="engine-pickup-") as tmp:
+    tag = "p"
+    with path3(tag) as p, tempfile.TemporaryDirectory(prefix="engine-pickup-") as tmp:
         base = statistics.median(ping(p, a.count, a.interval))
-        e_up, e_cpo = "smep1", "smcp1"  # the gateway's interfaces towards the EVSE and the CPO (sim_netns)
+        e_up, e_cpo = f"sme{tag}1", f"smc{tag}1"  # the gateway's interfaces towards the EVSE and the CPO
         sh("ip", "netns", "exec", p.gw, "iptables", "-w", "-A", "FORWARD", "-i", e_up, "-o", e_cpo,
            "-j", "NFQUEUE", "--queue-num", "0")
         sh("ip", "netns", "exec", p.gw, "iptables", "-w", "-A", "FORWARD", "-i", e_cpo, "-o", e_up,
