@@ -8,7 +8,9 @@ hosts. For every EVSE host and the CPO this module checks, over SSH:
 2. a probe with TTL 1 towards the peer expires at the gateway (the first hop *is* the gateway);
 3. the peer's reply arrives with its TTL lowered by exactly one (the way back crosses the gateway too).
 
-Any failure raises ``PathError``: labkit refuses to measure a path it cannot vouch for.
+Any failure raises ``PathError``: labkit refuses to measure a path it cannot vouch for. A lost probe proves
+nothing either way (a loaded machine or the gateway's ICMP rate limit can drop one), so each probe is tried up
+to ``ATTEMPTS`` times, about a second apart, before it counts as unanswered; the attempts are recorded.
 """
 
 from __future__ import annotations
@@ -32,10 +34,29 @@ def _route(remote: Remote, src: HostConn, dst_addr: str) -> dict[str, Any]:
     return routes[0] if routes else {}
 
 
+#: tries per probe; the pause between tries (1.1 s) outlasts the gateway's per-destination ICMP rate limit
+ATTEMPTS = 3
+
+
+def _retry(cmd: str, answered: str) -> str:
+    """Shell that runs ``cmd`` up to ATTEMPTS times, until its output matches the grep pattern ``answered``;
+    prints every try's output, each followed by a line ``@@try N@@``."""
+    return (f"for n in $(seq 1 {ATTEMPTS}); do out=$({cmd} 2>&1); echo \"$out\"; echo \"@@try $n@@\"; "
+            f"echo \"$out\" | grep -qiE '{answered}' && break; sleep 1.1; done")
+
+
 def _probe_script(dst: str, ttl_probe: bool) -> str:
     # a TTL-1 probe (must expire at the gateway), then a normal ping (read the reply TTL)
-    normal = f"ping -n -c 1 -W 2 {dst} 2>&1"
-    return f"ping -n -c 1 -W 2 -t 1 {dst} 2>&1; echo '@@labkit@@'; {normal}" if ttl_probe else normal
+    normal = _retry(f"ping -n -c 1 -W 2 {dst}", "ttl=[0-9]+")
+    if not ttl_probe:
+        return normal
+    return _retry(f"ping -n -c 1 -W 2 -t 1 {dst}", "time to live exceeded|ttl exceeded") + \
+        f"; echo '@@labkit@@'; {normal}"
+
+
+def _tries(out: str) -> int:
+    found = re.findall(r"@@try (\d+)@@", out)
+    return int(found[-1]) if found else 0
 
 
 def check_pair(remote: Remote, src: HostConn, dst: HostConn, src_net: str, dst_net: str,
@@ -60,15 +81,19 @@ def check_pair(remote: Remote, src: HostConn, dst: HostConn, src_net: str, dst_n
         expired = parts[0]
         m = re.search(r"From (\S+?):? .*(?:Time to live exceeded|ttl exceeded)", expired, re.I)
         if not m or m.group(1) != gw_addr:
-            last = expired.strip().splitlines()[-1] if expired.strip() else "no answer"
+            lines = [ln for ln in expired.strip().splitlines() if ln and not ln.startswith("@@")]
+            what = f"expired at {m.group(1)}" if m else f"no answer to {_tries(expired)} tries"
             raise PathError(f"refusing to measure: a TTL-1 probe from {src.name} to {dst_addr} did not expire at "
-                            f"the gateway {gw_addr} ({last})")
+                            f"the gateway {gw_addr} ({what}; {lines[-1] if lines else 'no output'})")
         evidence["ttl1_expired_at"] = m.group(1)
+        evidence["ttl1_tries"] = _tries(expired)
     reply = parts[-1]
     ttl_m = re.search(r"ttl=(\d+)", reply)
     if not ttl_m:
-        raise PathError(f"refusing to measure: {src.name} got no reply from {dst.name} ({dst_addr})")
+        raise PathError(f"refusing to measure: {src.name} got no reply from {dst.name} ({dst_addr}) "
+                        f"to {_tries(reply)} pings")
     evidence["reply_ttl"] = int(ttl_m.group(1))
+    evidence["reply_tries"] = _tries(reply)
     return evidence
 
 

@@ -137,6 +137,27 @@ def test_path_check_refuses_a_management_shortcut(home, lab):
             pathcheck.check(remote, inv)
 
 
+def test_path_check_retries_a_lost_probe_and_refuses_a_silent_gateway(home, lab):
+    """Real probes through a real gateway whose netfilter drops the ICMP it would send back."""
+    handle = lifecycle.up(load_spec(overrides={"name": lab, "backend": "netns"}), check_path=False)
+    inv = handle.inventory
+    evse, cpo, gw = inv.evses[0], inv.cpo, inv.gateway
+    first_only = "-m statistic --mode nth --every 1000 --packet 0 -j DROP"
+    with handle.remote() as remote:
+        ev = pathcheck.check_pair(remote, evse, cpo, "evse", "cpo", gw)
+        assert (ev["ttl1_tries"], ev["reply_tries"], ev["ttl1_expired_at"]) == (1, 1, gw.addresses["evse"])
+        # the gateway loses its first "time exceeded" and the first echo reply it forwards: tried again, not fatal
+        remote.run(gw, f"iptables -I OUTPUT -p icmp --icmp-type time-exceeded {first_only}", sudo=True)
+        remote.run(gw, f"iptables -I FORWARD -p icmp --icmp-type echo-reply {first_only}", sudo=True)
+        ev = pathcheck.check_pair(remote, evse, cpo, "evse", "cpo", gw)
+        assert (ev["ttl1_tries"], ev["reply_tries"], ev["ttl1_expired_at"]) == (2, 2, gw.addresses["evse"])
+        # a gateway that never answers the TTL-1 probe: refused after every try, saying so
+        remote.run(gw, "iptables -I OUTPUT -p icmp --icmp-type time-exceeded -j DROP", sudo=True)
+        with pytest.raises(pathcheck.PathError, match=rf"did not expire at the gateway .*no answer to "
+                                                      rf"{pathcheck.ATTEMPTS} tries"):
+            pathcheck.check_pair(remote, evse, cpo, "evse", "cpo", gw)
+
+
 def test_two_labs_coexist(home, lab):
     other = lab[:-1] + ("x" if lab[-1] != "x" else "y")
     try:
