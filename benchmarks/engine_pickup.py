@@ -5,9 +5,11 @@ The engine learns of a packet when it reads it from NFQUEUE, some time after the
 *pickup*: waking the engine's thread and the netlink read). With ``arrival: read`` the configured delay
 starts at that read, so the pickup is added to every packet's delay in each direction; with ``arrival:
 kernel`` (the default) it starts at the kernel's timestamp of the packet and the pickup is part of the delay.
-This script measures both on the same path, alternating, and prints the median and p90 excess of ping's
-RTT over base + 2 x delay, with the engine's own pickup figures, and how late a timed wait of the kind the
-releaser uses wakes on this host (what is left of the excess).
+The release is late too: a timed sleep wakes 0.2 ms late on this VM, so the releaser wakes ``spin_us``
+early and yields the CPU in a loop to the due time while few packets are pending. This script measures three
+variants on the same path, alternating: ``read`` (no spin), ``kernel`` (no spin) and ``kernel+spin`` (the
+default), and prints the median and p90 excess of ping's RTT over base + 2 x delay, with the engine's own
+pickup figures, and how late a plain timed wait wakes on this host.
 
 The path is three namespaces (EVSE host, gateway, CPO host; benchmarks/sim_netns.py), every packet in both
 directions through one NFQUEUE each and the real ``labkit shaper run``; no rate limit (HTB is not involved).
@@ -48,12 +50,17 @@ def pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def run_engine(p, workdir: Path, arrival: str, delay_ms: float, count: int, interval: float) -> dict:
-    status = workdir / f"status-{arrival}.json"
+#: name -> engine settings (spin_us absent: the engine's default)
+VARIANTS = {"read": {"arrival": "read", "spin_us": 0}, "kernel": {"arrival": "kernel", "spin_us": 0},
+            "kernel+spin": {"arrival": "kernel"}}
+
+
+def run_engine(p, workdir: Path, variant: str, delay_ms: float, count: int, interval: float) -> dict:
+    status = workdir / f"status-{variant}.json"
     status.unlink(missing_ok=True)
-    cfg = workdir / f"shaper-{arrival}.json"
+    cfg = workdir / f"shaper-{variant}.json"
     cfg.write_text(json.dumps({
-        "profile": f"bench-{delay_ms}ms", "seed": 1, "status_file": str(status), "arrival": arrival,
+        "profile": f"bench-{delay_ms}ms", "seed": 1, "status_file": str(status), **VARIANTS[variant],
         "queues": {"0": {"direction": "uplink", "delay_ms": delay_ms, "maxlen": 1024},
                    "1": {"direction": "downlink", "delay_ms": delay_ms, "maxlen": 1024}}}))
     proc = subprocess.Popen(p.cmd(p.gw, LABKIT, "shaper", "run", "--config", str(cfg)),
@@ -70,8 +77,9 @@ def run_engine(p, workdir: Path, arrival: str, delay_ms: float, count: int, inte
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
     st = json.loads(status.read_text())
-    assert st["arrival"] == arrival, st
-    return {"rtts": rtts, "queues": {q["direction"]: q for q in st["queues"]}}
+    assert st["arrival"] == VARIANTS[variant]["arrival"], st
+    return {"rtts": rtts, "queues": {q["direction"]: q for q in st["queues"]}, "spins": st.get("spins", 0),
+            "spin_us": st.get("spin_us", 0)}
 
 
 def wait_overshoot(n: int = 200, wait_s: float = 0.015) -> list[float]:
@@ -94,8 +102,12 @@ def main() -> None:
     ap.add_argument("--delay-ms", type=float, default=15.0, help="delay per direction (ms)")
     ap.add_argument("--count", type=int, default=200, help="pings per measurement")
     ap.add_argument("--interval", type=float, default=0.05, help="seconds between pings")
-    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of read / kernel")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of the variants")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     a = ap.parse_args()
+    variants = a.variants.split(",")
+    if unknown := [v for v in variants if v not in VARIANTS]:
+        ap.error(f"--variants: unknown {', '.join(unknown)} (allowed: {', '.join(VARIANTS)})")
     if os.geteuid() != 0:
         raise SystemExit("engine_pickup.py: needs root (namespaces, iptables, NFQUEUE)")
     tag = "p"
@@ -109,22 +121,23 @@ def main() -> None:
         expected = base + 2 * a.delay_ms
         print(f"base RTT median {base:.3f} ms; delay {a.delay_ms} ms each way; expected RTT {expected:.3f} ms; "
               f"{a.count} pings every {a.interval} s; load {os.getloadavg()[0]:.2f}")
-        rows: dict[str, list] = {"read": [], "kernel": []}
+        rows: dict[str, list] = {v: [] for v in variants}
         for r in range(a.rounds):
-            for arrival in ("read", "kernel"):
+            for arrival in variants:
                 res = run_engine(p, Path(tmp), arrival, a.delay_ms, a.count, a.interval)
                 excess = [x - expected for x in res["rtts"]]
                 pk = [res["queues"][d]["pickup"]["median_ms"] for d in ("uplink", "downlink")]
                 rows[arrival].append((statistics.median(excess), pct(excess, 0.9), min(res["rtts"]), pk))
-                print(f"  round {r + 1} {arrival:6}: excess p50 {statistics.median(excess):+.3f} ms, "
+                print(f"  round {r + 1} {arrival:11}: excess p50 {statistics.median(excess):+.3f} ms, "
                       f"p90 {pct(excess, 0.9):+.3f} ms, min RTT {min(res['rtts']):.3f} ms, n {len(res['rtts'])}; "
-                      f"pickup p50 up/down {pk[0]}/{pk[1]} ms; load {os.getloadavg()[0]:.2f}")
+                      f"pickup p50 up/down {pk[0]}/{pk[1]} ms; spin {res['spin_us']:.0f} us, {res['spins']} spins; "
+                      f"load {os.getloadavg()[0]:.2f}")
         ov = wait_overshoot()
         print(f"timed wait (Event.wait 15 ms) wakes late by p50 {statistics.median(ov):.0f} us, "
               f"p90 {pct(ov, 0.9):.0f} us")
         print("summary (median over rounds):")
         for arrival, rs in rows.items():
-            print(f"  arrival {arrival:6}: excess p50 {statistics.median(x[0] for x in rs):+.3f} ms, "
+            print(f"  {arrival:11}: excess p50 {statistics.median(x[0] for x in rs):+.3f} ms, "
                   f"p90 {statistics.median(x[1] for x in rs):+.3f} ms, lowest RTT {min(x[2] for x in rs):.3f} ms "
                   f"(never below {2 * a.delay_ms:.3f})")
 

@@ -199,7 +199,8 @@ def _describe(state: dict, prof, cleared: bool) -> str:
     if st:
         alive = "alive" if eng.get("alive") else ("exited" if st.get("state") == "stopped" else "DEAD")
         lines.append(f"  userspace engine pid {eng.get('pid')} ({alive}, state {st.get('state')}, "
-                     f"report {eng.get('status_age_s', '?')} s old)")
+                     f"delays from {st.get('arrival', '?')} arrival, spin {st.get('spin_us', '?')} us "
+                     f"({st.get('spins', '?')} spins), report {eng.get('status_age_s', '?')} s old)")
         for q in st.get("queues", []):
             lat = q.get("lateness", {})
             pk = q.get("pickup", {})

@@ -3,6 +3,8 @@
 import random
 import struct
 
+import pytest
+
 from labkit.nfq import netlink
 from labkit.nfq.engine import Engine, Lateness, Queue
 
@@ -91,3 +93,14 @@ def test_config_copy_modes():
     assert eng.queues[0].copy_mode == netlink.COPY_META
     assert eng.queues[1].copy_mode == netlink.COPY_PACKET
     assert eng.queues[1].duplicate == 0.01
+
+
+def test_config_spin_and_arrival():
+    q = {"0": {"direction": "uplink", "delay_ms": 1}}
+    assert Engine({"queues": q}).spin_ns == 300_000  # the default: wake 300 us early while few packets wait
+    assert Engine({"queues": q, "spin_us": 0}).spin_ns == 0
+    for bad in (-1, 6000, "300", True):
+        with pytest.raises(ValueError, match=r"spin_us: .* \(allowed: 0 to 5000"):
+            Engine({"queues": q, "spin_us": bad})
+    with pytest.raises(ValueError, match="arrival: 'soon' .allowed: kernel, read"):
+        Engine({"queues": q, "arrival": "soon"})

@@ -117,6 +117,9 @@ def test_apply_show_clear(topo, remote, tmp_path):
     assert q[0]["lateness"]["median_ms"] < 1.0
     # the delay runs from the kernel's timestamp of each packet, not from when the engine read it
     assert q[0]["pickup"]["n"] >= 20 and q[0]["unstamped"] == 0
+    # a lone ping is released by the spin, not by a late timed wake (benchmarks/engine_pickup.py)
+    st = shown["engine_process"]["status"]
+    assert st["spin_us"] == 300 and st["spins"] >= 20
     assert kinds(shown, "uplink") == ["htb", "pfifo"]
     assert kinds(shown, "downlink") == []
     # a new profile replaces the old one whole
