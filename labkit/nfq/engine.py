@@ -6,9 +6,11 @@ jitter, where arrival is the kernel's timestamp of the packet (NFQA_TIMESTAMP), 
 takes to wake and read the packet (its *pickup*) is part of the delay and not added to it; unless reordering
 is allowed, a packet is never due before the one ahead of it (as netem does when it has a rate). The
 *releaser* thread sleeps until the earliest due time and then accepts every due packet of a queue with one
-batch verdict. A timed sleep wakes late on a virtual machine (0.2 ms here: the idle vCPU has to be
-woken), so while few packets are in the delay line the releaser wakes ``spin_us`` early and yields the CPU
-in a loop until the packet is due; with many in flight the wakes are shared by batches and it only sleeps.
+batch verdict; no packet is released before its due time. A timed sleep wakes late on a virtual machine
+(0.2 ms here: the idle vCPU has to be woken), so when the releaser has been idle for a while (sparse
+traffic: pings, OCPP calls) it wakes ``spin_us`` early and yields the CPU in a loop until the packet is due.
+Dense traffic (a transfer) keeps it busy anyway and is released by plain timed sleeps, so that the spin
+never costs more than about a tenth of a CPU.
 A *status* thread writes what the engine did (packets seen, dropped, released, pickup, lateness
 of releases) to a JSON file every second.
 
@@ -35,12 +37,11 @@ from labkit.nfq.netlink import COPY_META, COPY_PACKET, NF_ACCEPT, NF_DROP, NfqSo
 
 NORMAL_SPAN = 4.0  # netem's normal table is cut at +-4 sigma
 ACCEPT, CORRUPT, DUPLICATE = 0, 1, 2
-#: release a packet when its due time is this close (ns): waking costs about as much
-EARLY_NS = 20_000
-#: default: wake this long (us) before a due time and yield-spin the rest, while few packets are pending
+#: default: wake this long (us) before a due time and yield-spin the rest, after an idle spell
 SPIN_US = 300
-#: spin only while at most this many packets are in the delay lines (a lone ping, OCPP's request and reply)
-SPIN_MAX_PENDING = 16
+#: spin only when the releaser has been idle for this many times spin_us since its last release, which
+#: caps the CPU the spin takes at about 1 / (1 + SPIN_IDLE_FACTOR) of one core
+SPIN_IDLE_FACTOR = 10
 #: a kernel timestamp older than this (ns) is not trusted (a step of the wall clock); the read time is used
 MAX_PICKUP_NS = 1_000_000_000
 PR_SET_TIMERSLACK = 29
@@ -169,12 +170,13 @@ class Engine:
         self.arrival = config.get("arrival", "kernel")
         if self.arrival not in ("kernel", "read"):
             raise ValueError(f"arrival: {self.arrival!r} (allowed: kernel, read)")
-        #: wake this early (ns) and spin to the due time while at most SPIN_MAX_PENDING packets wait (0: never)
+        #: wake this early (ns) and spin to the due time after an idle spell (0: never)
         spin_us = config.get("spin_us", SPIN_US)
         if not isinstance(spin_us, (int, float)) or isinstance(spin_us, bool) or not 0 <= spin_us <= 5000:
             raise ValueError(f"spin_us: {spin_us!r} (allowed: 0 to 5000 microseconds)")
         self.spin_ns = int(spin_us * 1000)
         self.spins = 0
+        self.last_release = 0  # monotonic ns of the releaser's last release
         self.queues: dict[int, Queue] = {}
         for num, q in config["queues"].items():
             queue = Queue(num=int(num), direction=q["direction"], delay_ns=int(round(q["delay_ms"] * 1e6)),
@@ -321,8 +323,8 @@ class Engine:
             now = mono()
             earliest = None
             for q in queues:
-                if q.pending:
-                    self._release_due(q, now + EARLY_NS)
+                if q.pending and self._release_due(q, now):
+                    self.last_release = mono()
                 if q.pending:
                     head = q.pending[0][0]
                     if earliest is None or head < earliest:
@@ -330,39 +332,43 @@ class Engine:
             if earliest is None:
                 self.wake.wait(0.5)
                 continue
-            due = earliest - EARLY_NS
+            due = earliest
             wait_ns = due - mono()
             if wait_ns <= 0:
                 continue
-            if not self.spin_ns or sum(len(q.pending) for q in queues) > SPIN_MAX_PENDING:
+            if not self.spin_ns or due - self.last_release < SPIN_IDLE_FACTOR * self.spin_ns:
                 self.wake.wait(wait_ns / 1e9)
                 continue
-            # sleep to spin_ns before the due time, then give the CPU away in a loop (time.sleep(0) drops the
-            # GIL, so the reader keeps reading) until it is due or a new packet needs a new plan
+            # sleep to spin_ns before the due time, then yield in a loop (time.sleep(0) drops the GIL, so the
+            # reader keeps reading) until it is due or a new packet needs a new plan
             if wait_ns > self.spin_ns and self.wake.wait((wait_ns - self.spin_ns) / 1e9):
                 continue
             self.spins += 1
             while mono() < due and not self.wake.is_set():
                 time.sleep(0)
 
-    def _release_due(self, q: Queue, horizon: int) -> None:
+    def _release_due(self, q: Queue, horizon: int) -> int:
+        """Release every packet of ``q`` due at or before ``horizon`` (monotonic ns); return how many."""
         sock = self.sock
         assert sock is not None
         pending = q.pending
         lat = q.lateness
         mono = time.monotonic_ns
+        n = 0
         if q.reorder:
             while True:
                 with q.heap_lock:
                     if not pending or pending[0][0] > horizon:
-                        return
+                        return n
                     due, _seq, pid, kind, payload = heapq.heappop(pending)
                 lat.add(mono() - due)
                 self._send_one(q, pid, kind, payload)
+                n += 1
         last = -1
         while pending and pending[0][0] <= horizon:
             due, pid, kind, payload = pending.popleft()
             lat.add(mono() - due)
+            n += 1
             if kind == ACCEPT:
                 last = pid
                 q.released += 1
@@ -375,6 +381,7 @@ class Engine:
         if last >= 0:
             with self._lock:
                 sock.verdict_batch(q.num, last, NF_ACCEPT)
+        return n
 
     def _send_one(self, q: Queue, pid: int, kind: int, payload: bytes | None) -> None:
         assert self.sock is not None
