@@ -5,8 +5,9 @@ The engine learns of a packet when it reads it from NFQUEUE, some time after the
 *pickup*: waking the engine's thread and the netlink read). With ``arrival: read`` the configured delay
 starts at that read, so the pickup is added to every packet's delay in each direction; with ``arrival:
 kernel`` (the default) it starts at the kernel's timestamp of the packet and the pickup is part of the delay.
-The release is late too: a timed sleep wakes 0.2 ms late on this VM, so the releaser wakes ``spin_us``
-early and yields the CPU in a loop to the due time while few packets are pending. This script measures three
+The release is late too: a timed sleep wakes 0.2 ms late on this VM, so after an idle spell (sparse
+traffic, such as these pings) the releaser wakes ``spin_us`` early and yields the CPU in a loop to the due
+time. This script measures three
 variants on the same path, alternating: ``read`` (no spin), ``kernel`` (no spin) and ``kernel+spin`` (the
 default), and prints the median and p90 excess of ping's RTT over base + 2 x delay, with the engine's own
 pickup figures, and how late a plain timed wait wakes on this host.

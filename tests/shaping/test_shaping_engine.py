@@ -97,7 +97,7 @@ def test_config_copy_modes():
 
 def test_config_spin_and_arrival():
     q = {"0": {"direction": "uplink", "delay_ms": 1}}
-    assert Engine({"queues": q}).spin_ns == 300_000  # the default: wake 300 us early while few packets wait
+    assert Engine({"queues": q}).spin_ns == 300_000  # the default: after an idle spell, wake 300 us early
     assert Engine({"queues": q, "spin_us": 0}).spin_ns == 0
     for bad in (-1, 6000, "300", True):
         with pytest.raises(ValueError, match=r"spin_us: .* \(allowed: 0 to 5000"):
