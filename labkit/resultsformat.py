@@ -1,0 +1,112 @@
+"""The results format, defined once: the name of the format and the columns of every CSV a run writes.
+
+The writers (``labkit.sim.samples`` for the fleet and the CSMS, ``labkit.bench.probes`` for ping and the
+echo probe, ``labkit.monitor``, ``labkit.bench.results`` for the manifest) and the reader
+(``labkit.analysis.load``) all import this module, so a column added here reaches both sides at once.
+docs/results.md explains every column. Standard library only: the simulators import it on lab hosts.
+
+Each table lists its columns in file order, which of them are numbers, which a row cannot do without, and
+which are new in this version of the format (absent from files of an older version; readers fill them
+with empty values).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: the format this labkit writes; the readers also read the older ones in ``READS``
+FORMAT = "labkit-results/2"
+READS = ("labkit-results/1", "labkit-results/2")
+
+
+@dataclass(frozen=True)
+class Table:
+    """One CSV file kind: its columns in order, the numeric ones, the required ones, the ones new in /2."""
+
+    name: str
+    columns: tuple[str, ...]
+    numeric: frozenset[str]
+    required: tuple[str, ...]
+    added: frozenset[str] = field(default_factory=frozenset)
+
+    def kinds(self) -> dict[str, str]:
+        """column -> "num" or "str" (what the reader parses it as)."""
+        return {c: ("num" if c in self.numeric else "str") for c in self.columns}
+
+
+#: ping.csv: one row per ICMP probe (iputils ping), lost probes included
+PING = Table(
+    "ping",
+    ("src", "dst", "direction", "seq", "t_wall", "rtt_ms", "lost", "ttl"),
+    numeric=frozenset({"seq", "t_wall", "rtt_ms", "lost", "ttl"}),
+    required=("direction", "lost"),
+)
+
+#: echo.csv: one row per probe of labkit's own UDP echo (microsecond timestamps), lost probes included
+ECHO = Table(
+    "echo",
+    ("src", "dst", "direction", "seq", "t_wall", "rtt_ms", "lost"),
+    numeric=frozenset({"seq", "t_wall", "rtt_ms", "lost"}),
+    required=("direction", "lost"),
+    added=frozenset({"src", "dst", "direction", "seq", "t_wall", "rtt_ms", "lost"}),
+)
+
+#: ocpp/calls-<host>.csv: one row per call attempt, written by ``labkit fleet``
+CALLS = Table(
+    "calls",
+    ("run_id", "host", "station_id", "ocpp_version", "action", "t_wall", "t_mono_ns", "rtt_ms", "outcome",
+     "error_code", "req_bytes", "resp_bytes", "queued_ms", "attempt", "message_id", "connection", "tx_key"),
+    numeric=frozenset({"t_wall", "t_mono_ns", "rtt_ms", "req_bytes", "resp_bytes", "queued_ms", "attempt",
+                       "connection"}),
+    required=("action", "outcome", "t_wall"),
+    added=frozenset({"message_id", "connection", "tx_key"}),
+)
+
+#: ocpp/events-<host>.csv: connection events of the fleet's stations
+EVENTS = Table(
+    "events",
+    ("run_id", "host", "station_id", "t_wall", "event", "detail", "downtime_ms", "connection"),
+    numeric=frozenset({"t_wall", "downtime_ms", "connection"}),
+    required=("event", "t_wall"),
+    added=frozenset({"connection"}),
+)
+
+#: ocpp/csms.csv: one row per frame the CSMS received (and handshakes it refused), written by ``labkit csms``
+CSMS = Table(
+    "csms",
+    ("t_wall", "station_id", "ocpp_version", "action", "handle_ms", "outcome", "error_code", "req_bytes",
+     "resp_bytes", "message_id", "connection", "tx_key", "attempt"),
+    numeric=frozenset({"t_wall", "handle_ms", "req_bytes", "resp_bytes", "connection", "attempt"}),
+    required=("t_wall", "action"),
+    added=frozenset({"message_id", "connection", "tx_key", "attempt"}),
+)
+
+#: monitor.csv (and monitors/<host>.csv): CPU and memory, once a second
+MONITOR = Table(
+    "monitor",
+    ("t_wall", "host", "role", "process", "pid", "cpu_pct", "rss_bytes", "host_cpu_pct", "host_mem_used_bytes"),
+    numeric=frozenset({"t_wall", "pid", "cpu_pct", "rss_bytes", "host_cpu_pct", "host_mem_used_bytes"}),
+    required=("t_wall", "host", "process"),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (PING, ECHO, CALLS, EVENTS, CSMS, MONITOR)}
+
+#: the transaction messages of each OCPP version: what OCPP delivers at least once (queued while offline,
+#: retried after a lost answer); ``tx_key`` identifies one such message across its attempts
+TX_ACTIONS = {
+    "1.6": frozenset({"StartTransaction", "StopTransaction", "MeterValues"}),
+    "2.0.1": frozenset({"TransactionEvent"}),
+    "2.1": frozenset({"TransactionEvent"}),
+}
+
+
+def tx_key(station_id: str, action: str, payload_json: str) -> str:
+    """The key of one transaction message: the same for every attempt of it, on the fleet and the CSMS.
+
+    ``payload_json`` is the payload as compact JSON (``separators=(",", ":")``, keys in the order sent),
+    which is what the ocpp library puts on the wire; a retry carries the same payload under a new message
+    id, so the key, unlike the id, survives a retry."""
+    import hashlib
+
+    h = hashlib.blake2b(f"{station_id}\x1f{action}\x1f{payload_json}".encode(), digest_size=8)
+    return h.hexdigest()
