@@ -1,24 +1,34 @@
-"""Network baselines over SSH: ping both ways and iperf3 (TCP both ways, UDP for loss and jitter).
+"""Network baselines over SSH: ping and labkit's own echo probe both ways, iperf3 (TCP both ways, UDP for loss
+and jitter).
 
-Raw outputs are kept verbatim (ping text, iperf3 JSON); ping is parsed per probe (lost probes included, as
-rows with ``lost=1``) and summarised with pingparsing.
+Raw outputs are kept verbatim (ping text, the echo probe's CSV, iperf3 JSON); ping and echo are parsed per
+probe (lost probes included, as rows with ``lost=1``) and summarised from those rows
+(``labkit.echo.summarize``). The echo probe (labkit/echo.py) has microsecond resolution where ping prints
+whole milliseconds (RTTs of 100 ms and more); ping stays as the independent cross-check.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import shlex
 from pathlib import Path
 from typing import Any
 
+from labkit.echo import summarize
+from labkit.errors import RemoteError
 from labkit.inventory import HostConn
 from labkit.remote import Remote
+from labkit.resultsformat import ECHO
 
 PING_LINE = re.compile(r"^\[(?P<t>\d+\.\d+)\]\s+\d+ bytes from [^:]+: icmp_seq=(?P<seq>\d+) ttl=(?P<ttl>\d+) "
                        r"time=(?P<rtt>[\d.]+) ms(?P<dup> \(DUP!\))?")
 PING_COLUMNS = ["src", "dst", "direction", "seq", "t_wall", "rtt_ms", "lost", "ttl"]
+PING_HEAD = re.compile(r"^PING (?P<dst>\S+)")
+PING_STATS = re.compile(r"^rtt min/avg/max/mdev = (?P<min>[\d.]+)/(?P<avg>[\d.]+)/(?P<max>[\d.]+)/(?P<mdev>[\d.]+) ms")
+PING_SENT = re.compile(r"^(?P<sent>\d+) packets transmitted")
 IPERF_PORT = 5201
 
 
@@ -47,14 +57,30 @@ def parse_ping(text: str, count: int, src: str, dst: str, direction: str) -> lis
     return rows
 
 
-def summarize_ping(text: str) -> dict[str, Any]:
-    import pingparsing
+def summarize_ping(text: str, count: int | None = None) -> dict[str, Any]:
+    """ping/<src>-<dst>.json: a summary computed from the parsed rows (``labkit.echo.summarize``).
 
-    try:
-        stats = pingparsing.PingParsing().parse(text)
-        return stats.as_dict()
-    except Exception as exc:  # noqa: BLE001 - a summary is a convenience; the raw text is kept
-        return {"error": f"pingparsing could not parse the output: {exc}"}
+    The keys are those pingparsing wrote before (``packet_transmit``, ``packet_receive``, ``packet_loss_count``,
+    ``packet_loss_rate`` in %, ``rtt_min/avg/max/mdev`` in ms, ``packet_duplicate_count`` and ``_rate``,
+    ``destination``) plus ``rtt_median`` and ``rtt_p90``. The RTT figures come from the per-reply times (whole
+    milliseconds from 100 ms up) and leave duplicates out; ping's own statistics line (computed by ping from
+    microseconds, duplicates in) is kept as ``ping_reported``. ``count``: the probes asked for; without it,
+    what ping says it transmitted (else the highest sequence number seen)."""
+    lines = [ln.strip() for ln in text.splitlines()]
+    if count is None:
+        sent = next((int(m.group("sent")) for ln in lines if (m := PING_SENT.match(ln))), None)
+        seqs = [int(x) for x in re.findall(r"icmp_seq=(\d+)", text)]
+        count = sent if sent is not None else max(seqs, default=0)
+    rows = parse_ping(text, count, "", "", "")
+    out = summarize(rows)
+    head = next((m.group("dst") for ln in lines if (m := PING_HEAD.match(ln))), None)
+    dups = sum(1 for ln in lines if PING_LINE.match(ln) and ln.endswith("(DUP!)"))
+    got = out["packet_receive"]
+    out.update(destination=head, packet_duplicate_count=dups,
+               packet_duplicate_rate=100.0 * dups / got if got else None,
+               ping_reported=next(({k: float(v) for k, v in m.groupdict().items()}
+                                   for ln in lines if (m := PING_STATS.match(ln))), None))
+    return out
 
 
 def run_pings(remote: Remote, cell_dir: Path, evse: HostConn, cpo: HostConn, count: int, interval_s: float,
@@ -70,7 +96,7 @@ def run_pings(remote: Remote, cell_dir: Path, evse: HostConn, cpo: HostConn, cou
         text = res[name].stdout
         stem = f"{src.name}-{dst.name}"
         (cell_dir / "ping" / f"{stem}.txt").write_text(text)
-        (cell_dir / "ping" / f"{stem}.json").write_text(json.dumps(summarize_ping(text), indent=2))
+        (cell_dir / "ping" / f"{stem}.json").write_text(json.dumps(summarize_ping(text, count), indent=2))
         rows += parse_ping(text, count, src.name, dst.name, direction)
     return rows
 
@@ -82,6 +108,105 @@ def write_ping_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         if new:
             w.writeheader()
         w.writerows(rows)
+
+
+def echo_command(labkit: str, dst_addr: str, count: int, interval_s: float, wait_s: float, *, src: str, dst: str,
+                 direction: str) -> str:
+    """The shell command that runs ``labkit echo`` on a host (every argument quoted)."""
+    q = shlex.quote
+    return (f"{q(labkit)} echo {q(dst_addr)} --count {int(count)} --interval {interval_s:g} --wait {wait_s:g} "
+            f"--direction {q(direction)} --src {q(src)} --dst {q(dst)}")
+
+
+def parse_echo(text: str, count: int, src: str, dst: str, direction: str) -> list[dict[str, Any]]:
+    """One row per probe 1..count from ``labkit echo``'s CSV (numbers as numbers; a probe missing from the
+    output, as when the prober was cut short, is a lost row). Raises ValueError when ``text`` is not the
+    probe's CSV."""
+    reader = csv.DictReader(io.StringIO(text))
+    if tuple(reader.fieldnames or ()) != ECHO.columns:
+        raise ValueError(f"not labkit echo output (header {reader.fieldnames})")
+    got: dict[int, dict[str, Any]] = {}
+    for r in reader:
+        try:
+            seq = int(r["seq"])
+            lost = int(r["lost"])
+            rtt = float(r["rtt_ms"]) if r["rtt_ms"] else ""
+            t = float(r["t_wall"]) if r["t_wall"] else ""
+        except (TypeError, ValueError):
+            continue  # a torn last line
+        if lost not in (0, 1) or (lost == 0 and rtt == ""):
+            continue
+        got.setdefault(seq, {"t_wall": t, "rtt_ms": rtt if not lost else "", "lost": lost})
+    rows = []
+    for seq in range(1, count + 1):
+        r = got.get(seq, {"t_wall": "", "rtt_ms": "", "lost": 1})
+        rows.append({"src": src, "dst": dst, "direction": direction, "seq": seq, **r})
+    return rows
+
+
+def run_echo(remote: Remote, cell_dir: Path, evse: HostConn, cpo: HostConn, count: int, interval_s: float,
+             wait_s: float) -> list[dict[str, Any]]:
+    """``labkit echo`` EVSE -> CPO (up) and CPO -> EVSE (down) at the same time, over SSH.
+
+    Keeps each direction's raw CSV (echo/<src>-<dst>.csv), the prober's stderr (echo/<src>-<dst>.log) and a
+    summary (echo/<src>-<dst>.json: ``labkit.echo.summarize`` of the rows, with the prober's own report under
+    ``probe``); returns one row per probe and direction, lost ones included. Raises RemoteError, after
+    keeping what came back, when the prober did not run on a host (no CSV: a bad command, no ICMP socket)."""
+    pairs = {evse.name: (evse, cpo, cpo.addresses["cpo"], "up"), cpo.name: (cpo, evse, evse.addresses["evse"], "down")}
+    timeout = count * interval_s + wait_s + 60
+    res = remote.run_many([evse, cpo], lambda h: echo_command(h.labkit, pairs[h.name][2], count, interval_s, wait_s,
+                                                               src=h.name, dst=pairs[h.name][1].name,
+                                                               direction=pairs[h.name][3]),
+                          check=False, timeout=timeout)
+    out_dir = cell_dir / "echo"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    failed: list[str] = []
+    for name, (src, dst, _addr, direction) in pairs.items():
+        r = res[name]
+        stem = f"{src.name}-{dst.name}"
+        (out_dir / f"{stem}.csv").write_text(r.stdout)
+        (out_dir / f"{stem}.log").write_text(r.stderr)
+        report = None
+        for line in reversed(r.stderr.splitlines()):
+            if line.startswith("labkit echo: {"):
+                try:
+                    report = json.loads(line.split(": ", 1)[1])
+                except json.JSONDecodeError:
+                    pass
+                break
+        try:
+            got = parse_echo(r.stdout, count, src.name, dst.name, direction)
+        except ValueError:
+            tail = (r.stderr.strip() or r.stdout.strip() or "no output").splitlines()[-1]
+            failed.append(f"{src.name}: labkit echo failed (exit {r.exited}): {tail}")
+            (out_dir / f"{stem}.json").write_text(json.dumps({"error": failed[-1], "exit": r.exited}, indent=2))
+            continue
+        summary = summarize(got)
+        summary.update(destination=_addr, exit=r.exited, probe=report,
+                       packet_duplicate_count=(report or {}).get("packet_duplicate_count"))
+        (out_dir / f"{stem}.json").write_text(json.dumps(summary, indent=2))
+        rows += got
+    if failed:
+        raise RemoteError("; ".join(failed))
+    return rows
+
+
+def write_echo_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """cells/<id>/echo.csv (resultsformat.ECHO's columns), appended to; ``rtt_ms`` with 3 decimals, ``t_wall``
+    with 6."""
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(ECHO.columns), extrasaction="ignore")
+        if new:
+            w.writeheader()
+        for r in rows:
+            out = dict(r)
+            if out.get("rtt_ms") not in ("", None):
+                out["rtt_ms"] = f"{float(out['rtt_ms']):.3f}"
+            if out.get("t_wall") not in ("", None):
+                out["t_wall"] = f"{float(out['t_wall']):.6f}"
+            w.writerow(out)
 
 
 def iperf_client(dst: str, *, seconds: float, omit: float, reverse: bool, udp_rate_bps: int | None = None,
