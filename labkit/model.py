@@ -9,7 +9,6 @@ flags); ``Lab`` is the resolved model with every address assigned.
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -17,11 +16,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from labkit.errors import ConfigError
+from labkit.names import NAME_RE, NAME_RULE
 from labkit.yamlfile import load_yaml, validate
 
-#: Lab names end up in namespace and interface names (15 characters at most on Linux).
-NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,10}[a-z0-9])?$")
-NAME_RULE = "1-12 characters: lowercase letters, digits and '-', starting with a letter, not ending with '-'"
 
 BACKENDS = ("auto", "netns", "vagrant")
 ROLES = ("cpo", "gateway", "evse")
