@@ -57,7 +57,7 @@ def test_netns_without_root_is_refused():
     from pathlib import Path
 
     home = Path(tempfile.mkdtemp(prefix="labkit-nobody-", dir="/tmp"))
-    os.chmod(home, 0o777)
+    os.chown(home, 65534, 65534)  # nobody's own LABKIT_HOME (a home others can write to is refused first)
     before_ns = namespaces()
     try:
         proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
