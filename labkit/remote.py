@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
-from fabric import Connection
+from fabric import Config, Connection
+from invoke.exceptions import CommandTimedOut
 
 from labkit.errors import RemoteError
 from labkit.inventory import HostConn, Inventory
@@ -37,11 +38,19 @@ class RunResult:
         return self.exited == 0
 
 
+def _config() -> Config:
+    """A Fabric configuration that reads no files: no ~/.ssh/config or /etc/ssh/ssh_config (a ``Host *``
+    ProxyJump, User or Port there must not apply to a lab's hosts) and no Fabric/Invoke config files or
+    FABRIC_* environment; everything a lab connection needs is given explicitly."""
+    return Config(lazy=True, ssh_config=paramiko.SSHConfig())
+
+
 def _connection(host: HostConn, connect_timeout: float) -> Connection:
     conn = Connection(
         host=host.ssh_host,
         user=host.user,
         port=host.ssh_port,
+        config=_config(),
         connect_timeout=connect_timeout,
         connect_kwargs={
             "key_filename": [host.key_file] if host.key_file else None,
@@ -109,10 +118,26 @@ class Remote:
             conn.client.get_transport().sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return conn
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            with self._lock:
-                self._conns.pop(h.name, None)
+            self._discard(h.name, conn)
             raise RemoteError(f"{h.name}: cannot reach {h.user}@{h.ssh_host}:{h.ssh_port} over SSH: "
                               f"{_reason(exc)}") from None
+
+    def _discard(self, name: str, conn: Connection | None = None) -> None:
+        """Forget a host's connection and close it (its socket and transport thread), so that a host that keeps
+        failing (a wrong host key, sshd flooded) does not pile up half-open connections."""
+        with self._lock:
+            current = self._conns.get(name)
+            if conn is None or current is conn:
+                self._conns.pop(name, None)
+            conn = conn or current
+        if conn is not None:
+            # Fabric's close() does nothing unless the connection is up; a connection whose host key or
+            # authentication failed still holds paramiko's transport (a socket and a thread): close the client.
+            for close in (conn.close, conn.client.close):
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - closing what failed to open
+                    pass
 
     def wait(self, hosts: Iterable[HostConn] | None = None, timeout: float = 60.0,
              progress: Callable[[int, int], None] | None = None) -> None:
@@ -127,8 +152,7 @@ class Remote:
                 self.connect(h).run("true", hide=True, in_stream=False, timeout=self.connect_timeout)
                 return h.name, None
             except Exception as exc:  # noqa: BLE001 - every failure means "not yet"
-                with self._lock:
-                    self._conns.pop(h.name, None)
+                self._discard(h.name)
                 return h.name, _reason(exc)
 
         with ThreadPoolExecutor(max_workers=min(self.max_parallel, max(total, 1))) as pool:
@@ -178,13 +202,10 @@ class Remote:
             res = self.connect(h).run(full, hide=True, warn=True, in_stream=False, timeout=timeout)
             out = RunResult(h.name, command, res.stdout, res.stderr, res.exited, time.monotonic() - t0)
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            with self._lock:
-                self._conns.pop(h.name, None)
+            self._discard(h.name)
             raise RemoteError(f"{h.name}: SSH failed running {command!r}: {_reason(exc)}") from None
-        except Exception as exc:  # invoke's CommandTimedOut and friends
-            if type(exc).__name__ == "CommandTimedOut":
-                raise RemoteError(f"{h.name}: {command!r} did not finish within {timeout} s") from None
-            raise
+        except CommandTimedOut:
+            raise RemoteError(f"{h.name}: {command!r} did not finish within {timeout} s") from None
         self._write_log(out)
         if check and not out.ok:
             detail = (out.stderr.strip() or out.stdout.strip()).splitlines()
