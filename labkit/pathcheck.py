@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from typing import Any
 
 from labkit.errors import LabkitError
@@ -29,7 +30,7 @@ class PathError(LabkitError):
 
 
 def _route(remote: Remote, src: HostConn, dst_addr: str) -> dict[str, Any]:
-    out = remote.run(src, f"ip -j route get {dst_addr}").stdout
+    out = remote.run(src, f"ip -j route get {shlex.quote(dst_addr)}").stdout
     routes = json.loads(out or "[]")
     return routes[0] if routes else {}
 
@@ -47,6 +48,7 @@ def _retry(cmd: str, answered: str) -> str:
 
 def _probe_script(dst: str, ttl_probe: bool) -> str:
     # a TTL-1 probe (must expire at the gateway), then a normal ping (read the reply TTL)
+    dst = shlex.quote(dst)
     normal = _retry(f"ping -n -c 1 -W 2 {dst}", "ttl=[0-9]+")
     if not ttl_probe:
         return normal

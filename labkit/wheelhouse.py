@@ -37,13 +37,15 @@ from labkit import __version__
 from labkit.errors import BackendError
 from labkit.labdir import labkit_home
 
-#: what labkit's host-side commands import (their own dependencies follow)
-HOST_REQUIREMENTS = ("click", "ocpp", "websockets", "psutil", "fastjsonschema")
+#: what labkit's host-side commands import (their own dependencies follow). uvloop travels too: the simulators
+#: run on it wherever it is installed (``--loop auto``), and a VM without it would time OCPP on another event
+#: loop than a namespace host (measured: the bare WebSocket echo on asyncio is slower than on uvloop)
+HOST_REQUIREMENTS = ("click", "ocpp", "websockets", "psutil", "fastjsonschema", "uvloop")
 #: the modules the host-side commands run: imported once after the install, which proves the wheelhouse holds
 #: everything they need and leaves their bytecode compiled (a first start under software emulation otherwise
 #: spends seconds compiling)
 HOST_MODULES = ("labkit.cli.sim", "labkit.cli.shape", "labkit.cli.bench", "labkit.sim.csms", "labkit.sim.fleet",
-                "labkit.nfq.engine", "labkit.monitor")
+                "labkit.nfq.engine", "labkit.monitor", "uvloop")
 #: the oldest Python labkit runs on
 MIN_PYTHON = (3, 11)
 
@@ -331,17 +333,17 @@ def install_host(remote: Any, host: Any, house: Wheelhouse) -> str:
     wheels = f"{root}/wheels"
     stamp = f"{root}/installed.json"
     want = {"digest": house.digest, "requirements": house.requirements}
-    r = remote.run(host, f"cat {stamp} 2>/dev/null || true", check=False)
+    q = shlex.quote
+    r = remote.run(host, f"cat {q(stamp)} 2>/dev/null || true", check=False)
     try:
-        if json.loads(r.stdout or "{}") == want and remote.run(host, f"test -x {venv}/bin/labkit",
+        if json.loads(r.stdout or "{}") == want and remote.run(host, f"test -x {q(venv + '/bin/labkit')}",
                                                                check=False).exited == 0:
             return f"{venv}/bin/labkit"
     except json.JSONDecodeError:
         pass
-    remote.run(host, f"install -d -m 0755 -o $(id -u {host.user}) -g $(id -g {host.user}) {root} && "
-                     f"rm -rf {wheels} {venv} && "
-                     f"install -d -m 0755 -o $(id -u {host.user}) -g $(id -g {host.user}) {wheels}",
-               sudo=True)
+    owner = f"-o $(id -u {q(host.user)}) -g $(id -g {q(host.user)})"
+    remote.run(host, f"install -d -m 0755 {owner} {q(root)} && rm -rf {q(wheels)} {q(venv)} && "
+                     f"install -d -m 0755 {owner} {q(wheels)}", sudo=True)
     from labkit.resources import resource
 
     script = f"{wheels}/install-wheels.py"
@@ -349,12 +351,12 @@ def install_host(remote: Any, host: Any, house: Wheelhouse) -> str:
     for f in house.files:
         remote.put(host, str(f), f"{wheels}/{f.name}")
     cmds = [
-        f"python3 -m venv --without-pip {venv}",
-        f"{venv}/bin/python {script} {wheels}/{house.installer_wheel.name} "
-        + " ".join(f"{wheels}/{f.name}" for f in house.install_wheels),
-        f"{venv}/bin/labkit --version",
-        f"{venv}/bin/python -c " + shlex.quote("import importlib; [importlib.import_module(m) for m in "
-                                               f"{list(HOST_MODULES)!r}]"),
+        f"python3 -m venv --without-pip {q(venv)}",
+        shlex.join([f"{venv}/bin/python", script, f"{wheels}/{house.installer_wheel.name}",
+                    *(f"{wheels}/{f.name}" for f in house.install_wheels)]),
+        f"{q(venv + '/bin/labkit')} --version",
+        f"{q(venv + '/bin/python')} -c " + q("import importlib; [importlib.import_module(m) for m in "
+                                            f"{list(HOST_MODULES)!r}]"),
     ]
     for c in cmds:
         res = remote.run(host, c, check=False, timeout=900)
@@ -362,5 +364,5 @@ def install_host(remote: Any, host: Any, house: Wheelhouse) -> str:
             last = (res.stderr.strip() or res.stdout.strip()).splitlines()
             raise BackendError(f"{host.name}: installing labkit failed at `{c[:80]}`: "
                                f"{last[-1] if last else res.exited}")
-    remote.run(host, f"printf '%s' {shlex.quote(json.dumps(want))} > {stamp}")
+    remote.run(host, f"printf '%s' {q(json.dumps(want))} > {q(stamp)}")
     return f"{venv}/bin/labkit"

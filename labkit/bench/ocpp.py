@@ -52,14 +52,15 @@ class OcppPhase:
     def csms_command(self, cpo: HostConn) -> str:
         wd = cpo.workdir
         hb = max(1, int(round(self.plan.heartbeat_s)))
-        return (f"{shlex.quote(cpo.labkit)} csms --listen {cpo.addresses['cpo']}:{CSMS_PORT} "
-                f"--heartbeat-interval {hb} --out {wd}/csms.csv --status {wd}/csms-status.json")
+        return shlex.join([cpo.labkit, "csms", "--listen", f"{cpo.addresses['cpo']}:{CSMS_PORT}",
+                           "--heartbeat-interval", str(hb), "--out", f"{wd}/csms.csv",
+                           "--status", f"{wd}/csms-status.json"])
 
     def fleet_command(self, evse: HostConn) -> str:
         p, wd = self.plan, evse.workdir
         cpo = self.inventory.cpo
         args = [
-            shlex.quote(evse.labkit), "fleet", "--url", f"ws://{cpo.addresses['cpo']}:{CSMS_PORT}/",
+            evse.labkit, "fleet", "--url", f"ws://{cpo.addresses['cpo']}:{CSMS_PORT}/",
             "--stations", str(self.cell.stations_per_host), "--scenario", p.scenario, "--ocpp", p.ocpp,
             "--id-prefix", f"{evse.name}-cs", "--host-label", evse.name, "--run-id", self.run_id,
             "--seed", str(p.seed * 1000 + evse.index), "--heartbeat", f"{p.heartbeat_s:g}",
@@ -73,15 +74,18 @@ class OcppPhase:
             args += ["--meter-values", str(p.meter_values), "--meter-interval", f"{p.meter_interval_s:g}"]
         else:
             args += ["--duration", f"{p.session_duration_s:g}", "--meter-interval", f"{p.meter_interval_s:g}"]
-        return " ".join(args)
+        return shlex.join(args)
 
     # -- run ----------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         r, cpo, gw = self.remote, self.inventory.cpo, self.inventory.gateway
         hosts = [cpo, gw] + self.evses
-        r.run_many(hosts, lambda h: f"mkdir -p {h.workdir} && rm -f {h.workdir}/calls.csv {h.workdir}/events.csv "
-                                    f"{h.workdir}/csms.csv {h.workdir}/monitor.csv {h.workdir}/*-status.json",
-                   sudo=True)
+        def fresh(h: HostConn) -> str:
+            wd = shlex.quote(h.workdir)
+            files = " ".join(f"{wd}/{f}" for f in ("calls.csv", "events.csv", "csms.csv", "monitor.csv"))
+            return f"mkdir -p {wd} && rm -f {files} {wd}/*-status.json"
+
+        r.run_many(hosts, fresh, sudo=True)
         summary: dict[str, Any] = {"started": time.time()}
         try:
             self.progress("ocpp: starting the CSMS", 0, None)
@@ -106,14 +110,14 @@ class OcppPhase:
     def _start_monitors(self, hosts: list[HostConn]) -> None:
         def cmd(h: HostConn) -> str:
             procs = {"cpo": {"csms": "csms.pid"}, "evse": {"fleet": "fleet.pid"}}.get(h.role, {})
-            args = [shlex.quote(h.labkit), "monitor", "--out", f"{h.workdir}/monitor.csv", "--host", h.name,
+            args = [h.labkit, "monitor", "--out", f"{h.workdir}/monitor.csv", "--host", h.name,
                     "--role", h.role]
             for name, pidfile in procs.items():
                 args += ["--proc", f"{name}={h.workdir}/{pidfile}"]
             if h.role == "gateway":
                 for name, pidfile in self.gateway_procs.items():
                     args += ["--proc", f"{name}={pidfile}"]
-            return " ".join(args)
+            return shlex.join(args)
 
         self.remote.start_many(hosts, "monitor", cmd, sudo=True)
 
