@@ -106,6 +106,11 @@ def test_errors_before_anything_changes(home, lab_up, tmp_path, capfd):
         (["bench", "vsat", "--lab", lab, "--evse", "1,5"], 2, "--evse: 5 EVSE hosts asked, the lab has 2"),
         (["bench", "vsat", "--lab", lab, "--evse", "1,x"], 2, "--evse: '1,x' is not a comma-separated list"),
         (["bench", "vsat", "--lab", lab, "--outage", "soon"], 2, "--outage: 'soon' is not DURATION@AT"),
+        (["bench", "vsat", "--lab", lab, "--scenario", "session", "--duration", "-5"], 2, "--duration: must be more "
+         "than 0"),
+        (["bench", "vsat", "--lab", lab, "--heartbeat", "0"], 2, "--heartbeat: must be more than 0"),
+        (["bench", "vsat", "--lab", lab, "--udp-seconds", "-1"], 2, "--udp-seconds: must be 0-3600 s"),
+        (["bench", "vsat", "--lab", lab, "--iperf-seconds", "nan"], 2, "--iperf-seconds: must be 0-3600"),
         (["bench", "vsat", "--lab", "nolab"], 1, "lab 'nolab' is not up"),
     ]:
         assert run_cli(*argv) == code, argv
@@ -122,9 +127,18 @@ def test_errors_before_anything_changes(home, lab_up, tmp_path, capfd):
     assert gateway_state(lab) == before and not (tmp_path / "results").exists()
 
 
+def _default_signals() -> None:
+    """preexec_fn: the signals this test sends get their default disposition in the bench under test. A
+    non-interactive shell starts background jobs (`pytest ... &`, nohup) with SIGINT ignored, Python keeps an
+    inherited ignore, and the bench would then never see the test's SIGINT (the Unix convention for background
+    jobs, which labkit bench honours: docs/handout.md)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _start_bench(home: Path, lab: str, cwd: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "labkit", "-q", "bench", "--lab", lab, *extra],
-                            cwd=cwd, env=dict(os.environ, LABKIT_HOME=str(home)),
+                            cwd=cwd, env=dict(os.environ, LABKIT_HOME=str(home)), preexec_fn=_default_signals,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -189,6 +203,49 @@ def test_killed_bench_leaves_an_unshaped_link_and_an_incomplete_run(home, lab_up
         assert m["status"] == "complete" and m["resumed"]
         assert [c["status"] for c in m["cells"]] == ["complete", "complete"]
         assert (run / "cells" / "3g__n1x1__r1.partial-1").is_dir()
+
+
+def test_kill_9_of_bench_then_down_still_records_an_interrupted_run(home, lab_up, tmp_path):
+    """`kill -9` of bench followed at once by `labkit down`: the guard found no lab, crashed with a traceback in
+    guard.log, and the manifest said `running` for ever. The run is recorded as interrupted whatever happens to
+    the lab."""
+    lab = lab_up
+    proc = _start_bench(home, lab, tmp_path, "3g", *SMALL, "--meter-values", "200")
+    results = tmp_path / "results"
+    _wait_for(lambda: _phase_running(results, "ocpp"), 120, "the OCPP phase")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert run_cli("down", "--lab", lab) == 0
+    run = only_run(results)
+    _wait_for(lambda: json.loads((run / "manifest.json").read_text())["status"] != "running", 120,
+              "the run to be marked")
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["status"] == "incomplete" and "killed" in m["reason"]
+    assert m["cells"][0]["status"] == "incomplete"
+    _wait_for(lambda: "guard: done" in (run / "guard.log").read_text(), 120, "the guard to finish")
+    log = (run / "guard.log").read_text()
+    assert "Traceback" not in log, log
+    meta = json.loads((run / "cells" / "3g__n1x1__r1" / "cell.json").read_text())
+    assert meta["status"] == "incomplete" and meta["phases"]["ocpp"]["status"] == "interrupted"
+
+
+def test_a_run_with_a_failed_cell_is_never_complete(home, lab_up, tmp_path, capfd):
+    """A phase that fails (here the CSMS cannot listen: the port is taken on the CPO) fails its cell, and the run
+    is then `incomplete` with the reason, and bench exits non-zero."""
+    lab = lab_up
+    handle = lifecycle.open_lab(lab)
+    with handle.remote() as r:
+        r.start("cpo", "blocker", f"iperf3 -s -B {handle.inventory.cpo.addresses['cpo']} -p 9000")
+        try:
+            r.run("cpo", "for i in $(seq 100); do ss -ltn | grep -q ':9000 ' && exit 0; sleep 0.05; done; exit 1")
+            assert run_cli("bench", "none", "--lab", lab, "--baselines", "none", "--meter-values", "3") == 1
+        finally:
+            r.stop("cpo", "blocker")
+    run = only_run(tmp_path / "results")
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["status"] == "incomplete" and m["cells"][0]["status"] == "failed"
+    assert "1 of 1 cells failed" in m["reason"] and "cannot listen" in m["reason"], m["reason"]
+    assert "incomplete" in capfd.readouterr().out
 
 
 def test_outage_reconnects_and_queued_messages_wait(home, lab_up, tmp_path):

@@ -44,21 +44,53 @@ class Guard:
 
 
 def _clean_up(lab: str, run_dir: Path) -> None:
-    from labkit.bench import link
+    """Record the run as interrupted first, whatever happens to the lab; then clean up what can be cleaned.
+
+    The manifest is marked before the lab is touched: the lab may be gone (``labkit down`` right after
+    ``kill -9``), busy, or unreachable, and the run must never claim to be running for ever."""
     from labkit.bench.results import RunDir, iso
     from labkit.bench.summary import write_summary
-    from labkit.lifecycle import open_lab
 
     run = RunDir(run_dir)
     manifest = run.manifest()
     if manifest.get("status") != "running":
         return
     print(f"{iso()} guard: labkit bench (pid {manifest.get('pid')}) ended without cleaning up", file=sys.stderr)
-    reason = "labkit bench was killed or crashed; the guard cleaned up"
-    handle = open_lab(lab)
+    running = [c for c in manifest.get("cells", []) if c.get("status") == "running"]
+    for cell in running:
+        cell["status"] = "incomplete"
+    manifest.update(status="incomplete", reason="labkit bench was killed or crashed", ended=iso(),
+                    link_cleared=False, guard={"started": iso(), "cleaned": False})
+    run.write_manifest(manifest)
+
+    cleared, error = False, ""
+    try:
+        cleared = _clean_lab(lab)
+    except Exception as exc:  # noqa: BLE001 - the lab may be gone; the run is recorded either way
+        error = f"{type(exc).__name__}: {exc}"
+        print(f"guard: could not clean up the lab: {error}", file=sys.stderr)
+    for cell in running:
+        _save_samples(lab, run_dir / cell.get("dir", f"cells/{cell['id']}"))
+    manifest = run.manifest()
+    reason = ("labkit bench was killed or crashed; the guard cleaned up" if cleared else
+              f"labkit bench was killed or crashed; the guard could not clear the link ({error or 'see guard.log'})")
+    manifest.update(reason=reason, link_cleared=cleared, guard={"ended": iso(), "cleaned": cleared, "error": error})
+    run.write_manifest(manifest)
+    try:
+        write_summary(run_dir)
+    except Exception as exc:  # noqa: BLE001
+        print(f"guard: summary failed: {exc}", file=sys.stderr)
+    print(f"{iso()} guard: done (link cleared: {cleared})", file=sys.stderr)
+
+
+def _clean_lab(lab: str) -> bool:
+    """Stop what bench started on the lab's hosts and clear the link; True when the link is clear."""
+    from labkit.bench import link
+    from labkit.lifecycle import open_lab
+
+    handle = open_lab(lab)  # raises when the lab has been taken down meanwhile
     with handle.labdir.lock(wait=60), handle.remote() as remote:
-        hosts = handle.inventory.hosts
-        for h in hosts:
+        for h in handle.inventory.hosts:
             for name in ["fleet", "csms", "monitor", "iperf3"] + [f"pcap-{i}" for i in h.ifaces.values()]:
                 try:
                     remote.stop(h, name, sudo=True, timeout=5)
@@ -70,22 +102,10 @@ def _clean_up(lab: str, run_dir: Path) -> None:
             remote.run(handle.inventory.gateway, f"while iptables -D FORWARD {OUTAGE_RULE} 2>/dev/null; do :; done",
                        sudo=True, check=False)
             link.clear(remote, handle.inventory, handle.labdir)
-            cleared = True
+            return True
         except Exception as exc:  # noqa: BLE001
             print(f"guard: clearing the link failed: {exc}", file=sys.stderr)
-            cleared = False
-    for cell in manifest.get("cells", []):
-        if cell.get("status") == "running":
-            cell["status"] = "incomplete"
-            _save_samples(lab, run_dir / cell.get("dir", f"cells/{cell['id']}"))
-    manifest.update(status="incomplete", reason=reason, ended=iso(), link_cleared=cleared,
-                    cells=manifest.get("cells", []))
-    run.write_manifest(manifest)
-    try:
-        write_summary(run_dir)
-    except Exception as exc:  # noqa: BLE001
-        print(f"guard: summary failed: {exc}", file=sys.stderr)
-    print(f"{iso()} guard: done (link cleared: {cleared})", file=sys.stderr)
+            return False
 
 
 def _save_samples(lab: str, cell_dir: Path) -> None:
@@ -100,9 +120,9 @@ def _save_samples(lab: str, cell_dir: Path) -> None:
         meta = json.loads((cell_dir / "cell.json").read_text())
     except (OSError, ValueError):
         return
-    handle = open_lab(lab)
     try:
         if "ocpp" in meta.get("phases", {}):
+            handle = open_lab(lab)
             names = set(meta.get("evse_host_names", []))
             hosts = [h for h in handle.inventory.hosts if h.role != "evse" or h.name in names]
             with handle.remote() as remote:
@@ -123,7 +143,13 @@ def main() -> int:
     if data.strip() == b"done":
         return 0
     time.sleep(0.2)
-    _clean_up(lab, run_dir)
+    try:
+        _clean_up(lab, run_dir)
+    except Exception:  # noqa: BLE001 - the log is the guard's only voice
+        import traceback
+
+        traceback.print_exc()
+        return 1
     return 0
 
 

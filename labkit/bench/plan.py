@@ -173,12 +173,21 @@ def validate(plan: Plan, *, lab_evse: int, known_profiles: list[str]) -> None:
         (plan.baselines in ("first", "every", "none"), "--baselines", "first, every, none", plan.baselines),
         (plan.ws_ping_interval_s is None or 0 <= plan.ws_ping_interval_s <= 3600, "--ws-ping", "0-3600 s",
          plan.ws_ping_interval_s),
+        (plan.iperf_omit_s is None or 0 <= plan.iperf_omit_s <= 600, "--iperf-omit", "0-600 s", plan.iperf_omit_s),
+        (0 <= plan.udp_seconds <= 3600, "--udp-seconds", "0-3600 s (0: no UDP test)", plan.udp_seconds),
+        (0 < plan.heartbeat_s <= 86400, "--heartbeat", "more than 0 and at most 86400 s", plan.heartbeat_s),
+        (0 < plan.session_duration_s <= 7 * 86400, "--duration", "more than 0 and at most 604800 s (7 days)",
+         plan.session_duration_s),
+        (plan.scenario != "session" or plan.meter_interval_s > 0, "--meter-interval",
+         "more than 0 s with the session scenario", plan.meter_interval_s),
+        (plan.outage is None or 0 <= plan.outage.at_s <= 7 * 86400, "--outage", "AT 0-604800 s",
+         plan.outage.at_s if plan.outage else None),
+        (plan.outage is None or 0 < plan.outage.duration_s <= 86400, "--outage", "DURATION more than 0 and at most "
+         "86400 s", plan.outage.duration_s if plan.outage else None),
     ]
     for ok, flag, allowed, got in checks:
         if not ok:
             raise ConfigError(f"{flag}: must be {allowed} (got {got!r})")
-    if plan.outage and not plan.ocpp_phase:
-        raise ConfigError("--outage: needs the OCPP phase (drop --no-ocpp)")
 
 
 def thesis_plan(family: str = "both") -> list[str]:

@@ -10,6 +10,7 @@ process does the same if bench is killed outright. ``resume`` finishes an interr
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 import time
@@ -100,7 +101,17 @@ class Bench:
                     self.cell_prefix = (f"[{i + 1}/{len(cells)}] {cell.profile} n={cell.stations} "
                                         f"~{left / 60:.0f} min left")
                     self._run_cell(run, cell)
-                status = "complete"
+                failed = [c for c in run.manifest()["cells"] if c["status"] != "complete"]
+                if failed:
+                    # a run with a failed cell is never complete: its cell.json says which phase and why
+                    first = run.cell_meta(failed[0]["id"]) or {}
+                    why = next((f"{name}: {ph.get('error', ph.get('status'))}" for name, ph in
+                                first.get("phases", {}).items() if ph.get("status") != "complete"), "")
+                    status = "incomplete"
+                    reason = (f"{len(failed)} of {len(cells)} cells failed; first {failed[0]['id']}"
+                              + (f" ({why})" if why else ""))
+                else:
+                    status = "complete"
             except KeyboardInterrupt:
                 status, reason = "incomplete", "interrupted (Ctrl-C or SIGTERM)"
                 raise
@@ -248,8 +259,8 @@ class Bench:
     def _pcap_start(self) -> None:
         gw = self.inv.gateway
         for iface in sorted(gw.ifaces.values()):
-            self.remote.start(gw, f"pcap-{iface}", f"tcpdump -n -U -s 256 -i {iface} -w {gw.workdir}/{iface}.pcap",
-                              sudo=True)
+            self.remote.start(gw, f"pcap-{iface}", shlex.join(["tcpdump", "-n", "-U", "-s", "256", "-i", iface,
+                                                                "-w", f"{gw.workdir}/{iface}.pcap"]), sudo=True)
 
     def _pcap_collect(self, cell_dir: Path) -> list[str]:
         gw = self.inv.gateway

@@ -80,7 +80,8 @@ def bench(ctx, profiles, lab_name, plan_name, family, evse_counts, stations_per_
                         progress=rep.update, label=label, resume=Path(resume) if resume else None, log=rep.log)
     m = run.manifest()
     done = sum(1 for c in m["cells"] if c["status"] == "complete")
-    click.echo(f"{run.path}: {m['status']}, {done}/{len(m['cells'])} cells complete (labkit report {run.path})")
+    why = f" ({m['reason']})" if m.get("reason") else ""
+    click.echo(f"{run.path}: {m['status']}, {done}/{len(m['cells'])} cells complete{why} (labkit report {run.path})")
     if m["status"] != "complete" or done != len(m["cells"]):
         raise click.exceptions.Exit(1)
 
