@@ -41,19 +41,24 @@ class LabHandle:
 
 
 def up(spec: LabSpec, *, progress: ProgressFn = _quiet, check_path: bool = True) -> LabHandle:
+    """Bring up the lab ``spec`` describes; a one-line error and nothing left behind when it cannot.
+
+    Everything from the check that no lab of that name exists to the end (or the rollback) runs under the
+    lab's lock, so two ``up`` of one name at once give one lab and one clear refusal ("busy" or "already
+    exists"), and a rollback removes only what this ``up`` journalled."""
     lab = build_lab(spec)
     labdir = LabDir(spec.name)
-    if labdir.journal():
-        raise ConfigError(f"name: a lab named {spec.name!r} already exists at {labdir.path} "
-                          f"(labkit status --lab {spec.name}; labkit down --lab {spec.name})")
     backend = backends.resolve(spec.backend)
     resolved = lab.spec.model_copy(update={"backend": backend.name})
     lab = build_lab(resolved)
-    backend.preflight(lab, labdir)
+
+    _refuse_existing(labdir)
+    backend.preflight(lab, labdir)  # changes nothing: bad input is refused before any directory is made
 
     timings: dict[str, float] = {}
     t0 = time.monotonic()
-    with labdir.lock():
+    with labdir.lock(wait=0):
+        _refuse_existing(labdir)  # again, under the lock: another `up` of this name may have won meanwhile
         labdir.create()
         labdir.write_json("lab.json", lab.to_dict())
         try:
@@ -92,6 +97,12 @@ def up(spec: LabSpec, *, progress: ProgressFn = _quiet, check_path: bool = True)
         timings["total"] = time.monotonic() - t0
         labdir.write_json("up.json", {"timings_s": timings, "time": time.time()})
     return handle
+
+
+def _refuse_existing(labdir: LabDir) -> None:
+    if labdir.journal() or labdir.lab_file.exists():
+        raise ConfigError(f"name: a lab named {labdir.name!r} already exists at {labdir.path} "
+                          f"(labkit status --lab {labdir.name}; labkit down --lab {labdir.name})")
 
 
 def _ssh_timeout(backend: str, hosts: int) -> float:

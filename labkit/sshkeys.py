@@ -61,15 +61,22 @@ def write_known_hosts(labdir: LabDir, entries: dict[str, str]) -> Path:
     return path
 
 
+#: where a host's sshd finds its files: inside the host's private mount namespace labkit mounts a tmpfs here
+#: and copies the host key, the lab's authorized_keys and this config in, so sshd runs with StrictModes on
+#: (every directory up to / root-owned and not writable by others) wherever the lab directory lives
+SSHD_DIR = "/etc/ssh"
+
+
 def write_sshd_config(labdir: LabDir, host: str, listen: str) -> Path:
+    """The sshd_config of one host (kept in ``hosts/<host>/``; paths inside name ``SSHD_DIR``)."""
     hd = labdir.host_dir(host)
     cfg = hd / "sshd_config"
     cfg.write_text(f"""# sshd for lab {labdir.name}, host {host} (written by labkit; removed by labkit down)
 ListenAddress {listen}
 Port 22
-HostKey {hd / 'ssh_host_ed25519_key'}
-PidFile {hd / 'sshd.pid'}
-AuthorizedKeysFile {labdir.keys / 'authorized_keys'}
+HostKey {SSHD_DIR}/ssh_host_ed25519_key
+PidFile none
+AuthorizedKeysFile {SSHD_DIR}/authorized_keys
 PermitRootLogin prohibit-password
 PubkeyAuthentication yes
 PasswordAuthentication no
@@ -78,7 +85,7 @@ UsePAM no
 UseDNS no
 PrintMotd no
 PrintLastLog no
-StrictModes no
+StrictModes yes
 MaxStartups 200:30:400
 MaxSessions 64
 ClientAliveInterval 30

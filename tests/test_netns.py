@@ -29,12 +29,16 @@ def _sshd_pids(labdir: Path) -> list[int]:
 
 
 def _snapshot_outside() -> set[str]:
-    """Files labkit could plausibly leave outside the lab directory."""
+    """Files labkit could plausibly leave outside the lab directory. /run/labkit is the machine's runtime
+    directory (its lock; labkit.machine): what a lab registers there is looked at file by file."""
     seen = set()
     for d in ("/run/netns", "/etc/netns", "/tmp", "/var/run"):
         p = Path(d)
         if p.exists():
-            seen |= {str(x) for x in p.iterdir() if "pytest-of" not in x.name}
+            seen |= {str(x) for x in p.iterdir() if "pytest-of" not in x.name and x.name != "labkit"}
+    settings = Path("/run/labkit/settings")
+    if settings.exists():
+        seen |= {str(x) for x in settings.rglob("*")}
     return seen
 
 

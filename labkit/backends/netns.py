@@ -19,13 +19,14 @@ import ctypes
 import ipaddress
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from labkit import sshkeys
+from labkit import machine, sshkeys
 from labkit.backends.base import HostState, Progress, no_progress
 from labkit.errors import BackendError, ConfigError
 from labkit.inventory import HostConn, Inventory
@@ -104,21 +105,31 @@ class NetnsBackend:
         for tool in ("ping", "iperf3", "tc", "unshare"):
             if shutil.which(tool) is None:
                 raise ConfigError(f"backend: netns needs '{tool}' on this machine (see README: install.sh)")
-        taken = existing_namespaces()
-        clash = sorted(n for n in taken if n.startswith(f"lk-{lab.name}-"))
+        self._check_names_free(lab)
+        if lab.spec.networks.mgmt is not None:
+            conflict = _route_conflict(lab.spec.networks.mgmt, exclude_lab=lab.name)
+            if conflict:
+                raise ConfigError(f"networks.mgmt: {lab.spec.networks.mgmt} overlaps {conflict} on this machine")
+
+    @staticmethod
+    def _check_names_free(lab: Lab) -> None:
+        """Refuse a lab whose namespace or interface names exist already (another lab of that name, maybe in
+        another LABKIT_HOME)."""
+        clash = sorted(n for n in existing_namespaces() if n.startswith(f"lk-{lab.name}-"))
         if clash:
             raise ConfigError(f"name: namespaces of a lab named {lab.name!r} already exist ({clash[0]}, ...); "
                               f"run 'labkit down --lab {lab.name}' or choose another --name")
         if _ip(["link", "show", root_link(lab.name)], check=False).returncode == 0:
             raise ConfigError(f"name: interface {root_link(lab.name)} already exists; "
                               f"run 'labkit down --lab {lab.name}' or choose another --name")
+
+    def mgmt_network(self, lab: Lab) -> ipaddress.IPv4Network:
+        """The lab's management subnet: the one asked for, or the first free one (call under the machine lock,
+        and create its route before releasing it)."""
         if lab.spec.networks.mgmt is not None:
             conflict = _route_conflict(lab.spec.networks.mgmt, exclude_lab=lab.name)
             if conflict:
                 raise ConfigError(f"networks.mgmt: {lab.spec.networks.mgmt} overlaps {conflict} on this machine")
-
-    def mgmt_network(self, lab: Lab) -> ipaddress.IPv4Network:
-        if lab.spec.networks.mgmt is not None:
             return lab.spec.networks.mgmt
         need = lab.spec.evse + 3
         prefix = MGMT_PREFIX if need < 2 ** (32 - MGMT_PREFIX) - 2 else 20
@@ -129,32 +140,39 @@ class NetnsBackend:
 
     # -- up -------------------------------------------------------------------------------------------
     def up(self, lab: Lab, labdir: LabDir, progress: Progress = no_progress) -> Inventory:
-        mgmt = self.mgmt_network(lab)
         total_steps = 5
         progress("keys", 0, total_steps)
         labdir.record("backend", name=self.name, lab=lab.name)
         keys = sshkeys.lab_keys(labdir, [h.name for h in lab.hosts])
-        mgmt_addr = {h.name: mgmt[2 + i] for i, h in enumerate(lab.hosts)}
-        labdir.write_json("netns.json", {"mgmt": str(mgmt),
-                                         "mgmt_addresses": {k: str(v) for k, v in mgmt_addr.items()}})
-        sshkeys.write_known_hosts(labdir, {str(mgmt_addr[n]): keys.host_public[n] for n in mgmt_addr})
-
-        _allow_congestion_control(labdir, CONGESTION_CONTROL)
-        progress("namespaces and links", 1, total_steps)
         sw = switch_ns(lab.name)
         names = [sw] + [ns_name(lab.name, h.name) for h in lab.hosts]
-        for n in names:
-            labdir.record("netns", name=n)
-        labdir.record("link", name=root_link(lab.name))
-        batch = [f"netns add {n}" for n in names]
-        batch.append(f"link add name {root_link(lab.name)} type veth peer name uplink netns {sw}")
+        _allow_congestion_control(labdir, CONGESTION_CONTROL)
+        progress("namespaces and links", 1, total_steps)
+        # Namespace and interface names and the management subnet are machine-wide: they are checked, journalled
+        # and created under the machine-wide lock, so two labs coming up at once (in any LABKIT_HOME) never both
+        # see the same subnet free, and a lab whose names are taken meanwhile is refused before its journal names
+        # anything it does not own (its rollback removes only what is journalled).
+        with machine.machine_lock(what="placing namespaces and choosing a management subnet"):
+            self._check_names_free(lab)
+            mgmt = self.mgmt_network(lab)
+            mgmt_addr = {h.name: mgmt[2 + i] for i, h in enumerate(lab.hosts)}
+            labdir.write_json("netns.json", {"mgmt": str(mgmt),
+                                             "mgmt_addresses": {k: str(v) for k, v in mgmt_addr.items()}})
+            for n in names:
+                labdir.record("netns", name=n)
+            labdir.record("link", name=root_link(lab.name))
+            batch = [f"netns add {n}" for n in names]
+            batch.append(f"link add name {root_link(lab.name)} type veth peer name uplink netns {sw}")
+            _ip(["-batch", "-"], input="\n".join(batch) + "\n")
+            _ip(["addr", "add", f"{mgmt[1]}/{mgmt.prefixlen}", "dev", root_link(lab.name)])
+        sshkeys.write_known_hosts(labdir, {str(mgmt_addr[n]): keys.host_public[n] for n in mgmt_addr})
+        batch = []
         for h in lab.hosts:
             ns = ns_name(lab.name, h.name)
             batch.append(f"link add name m-{h.name} netns {sw} type veth peer name mgmt0 netns {ns}")
             for local, net in _data_links(h):
                 batch.append(f"link add name {net[0]}-{h.name} netns {sw} type veth peer name {local} netns {ns}")
         _ip(["-batch", "-"], input="\n".join(batch) + "\n")
-        _ip(["addr", "add", f"{mgmt[1]}/{mgmt.prefixlen}", "dev", root_link(lab.name)])
         _ip(["link", "set", root_link(lab.name), "up"])
 
         progress("addresses and routes", 2, total_steps)
@@ -195,17 +213,11 @@ class NetnsBackend:
             cfg = sshkeys.write_sshd_config(labdir, h.name, str(mgmt_addr[h.name]))
             sysctl = {"net/ipv6/conf/all/disable_ipv6": "1", "net/ipv6/conf/default/disable_ipv6": "1",
                       "net/ipv4/ip_forward": "1" if h.role == "gateway" else "0"}
-            sets = "; ".join(f"echo {v} > /proc/sys/{k}" for k, v in sysctl.items())
             labdir.record("sshd", ns=ns, host=h.name, pidfile=str(hd / "sshd.pid"))
-            # A clean login environment, as on a fresh VM: the machine's own ~root/.bashrc (sourced by bash
-            # for every SSH command; pyenv's start-up there costs 150 ms a command) is masked inside this
-            # host's private mount namespace only.
-            mask = 'f=$(getent passwd root | cut -d: -f6)/.bashrc; [ -f "$f" ] && mount --bind /dev/null "$f"'
-            script = f"{sets}; {mask}; hostname {h.name}; exec {SSHD} -f {cfg} -E {hd / 'sshd.log'}"
-            procs.append((h.name, subprocess.Popen(["ip", "netns", "exec", ns, "unshare", "--uts", "--mount",
-                                                    "--propagation", "private", "sh", "-c", script],
-                                                   preexec_fn=_die_with_parent,
-                                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+            procs.append((h.name, subprocess.Popen(
+                ["ip", "netns", "exec", ns, "unshare", "--uts", "--mount", "--propagation", "private",
+                 "sh", "-c", sshd_script(h.name, sysctl, hd, labdir.keys / "authorized_keys", cfg)],
+                preexec_fn=_die_with_parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
         for name, p in procs:
             out, err = p.communicate(timeout=30)
             if p.returncode != 0:
@@ -275,6 +287,11 @@ class NetnsBackend:
             progress("deleting namespaces", done, total)
         for e in reversed([e for e in journal if e["kind"] == "sysctl"]):
             _restore_sysctl(e)
+        shared = [e for e in journal if e["kind"] == "shared-setting"]
+        if shared:
+            with machine.machine_lock(what="putting machine-wide settings back"):
+                for e in reversed(shared):
+                    machine.release_setting(labdir, e["path"])
         if errors:
             raise BackendError(f"could not delete namespace {errors[0]}")
 
@@ -287,31 +304,58 @@ def _allow_congestion_control(labdir: LabDir, name: str) -> None:
 
     Outside the machine's own namespace, Linux only lets a namespace pick an algorithm listed in
     ``tcp_allowed_congestion_control`` (EPERM otherwise), and some machines list only their default (BBR
-    here). Add ``name`` when the kernel has it; journal the value before so ``down`` puts it back."""
+    here). Add ``name`` when the kernel has it. The setting is machine-wide and shared by every lab that
+    needs it (labkit.machine counts them): the last lab to go down puts the value from before back."""
     allowed_file = _CC / "tcp_allowed_congestion_control"
     try:
-        before = allowed_file.read_text().strip()
-        if name in before.split():
-            return
         if name not in (_CC / "tcp_available_congestion_control").read_text().split():
             subprocess.run(["modprobe", f"tcp_{name}"], capture_output=True, check=False)
             if name not in (_CC / "tcp_available_congestion_control").read_text().split():
                 return  # the kernel lacks it: provisioning reads back what the hosts really run
-        after = f"{before} {name}".strip()
-        labdir.record("sysctl", path=str(allowed_file), before=before, after=after)
-        allowed_file.write_text(after + "\n")
+        labdir.record("shared-setting", path=str(allowed_file), value=name)
+        with machine.machine_lock(what="tcp_allowed_congestion_control"):
+            machine.share_setting(labdir, str(allowed_file), name, lambda before: f"{before} {name}".strip())
     except OSError:
         return
 
 
 def _restore_sysctl(entry: dict) -> None:
-    """Put back a machine-wide value ``up`` changed, unless someone changed it again since."""
+    """Put back a machine-wide value an older labkit's ``up`` changed, unless someone changed it again since."""
     path = Path(entry["path"])
     try:
         if path.read_text().strip() == entry["after"]:
             path.write_text(entry["before"] + "\n")
     except OSError:
         pass
+
+
+def sshd_script(host: str, sysctl: dict[str, str], host_dir: Path, authorized_keys: Path, config: Path) -> str:
+    """The shell that starts one host's sshd inside its namespace (run by ``unshare --uts --mount``).
+
+    In the host's private mount namespace: the machine's ``~root/.bashrc`` is masked (a clean login
+    environment, as on a fresh VM: pyenv's start-up there costs 150 ms a command), a tmpfs over /etc/ssh
+    receives the host key, the lab's authorized_keys and the config (sshd_config's paths name them there, so
+    sshd's StrictModes checks a root-owned path whatever the lab directory's path is), the hostname is set,
+    the config is tested, and sshd runs in the foreground of a background job whose pid goes to
+    ``sshd.pid``. Every path from the lab directory is quoted."""
+    q = shlex.quote
+    d = sshkeys.SSHD_DIR
+    lines = ["set -e"]
+    lines += [f"echo {q(v)} > /proc/sys/{k}" for k, v in sysctl.items()]
+    lines += [
+        'f=$(getent passwd root | cut -d: -f6)/.bashrc',
+        'if [ -f "$f" ]; then mount --bind /dev/null "$f"; fi',
+        f"mount -t tmpfs -o mode=0755,size=4m labkit-ssh {d}",
+        f"cp {q(str(host_dir / 'ssh_host_ed25519_key'))} {d}/ssh_host_ed25519_key",
+        f"cp {q(str(authorized_keys))} {d}/authorized_keys",
+        f"cp {q(str(config))} {d}/sshd_config",
+        f"chmod 600 {d}/ssh_host_ed25519_key {d}/authorized_keys",
+        f"hostname {q(host)}",
+        f"{SSHD} -t -f {d}/sshd_config",
+        f"{SSHD} -D -f {d}/sshd_config -E {q(str(host_dir / 'sshd.log'))} </dev/null >/dev/null 2>&1 &",
+        f"echo $! > {q(str(host_dir / 'sshd.pid'))}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _data_links(h: Host) -> list[tuple[str, str]]:
