@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from labkit.errors import ConfigError
 from labkit.names import NAME_RE, NAME_RULE
-from labkit.yamlfile import load_yaml, validate
+from labkit.yamlfile import FieldError, load_yaml, validate
 
 
 BACKENDS = ("auto", "netns", "vagrant")
@@ -60,10 +60,12 @@ class Networks(BaseModel):
         names = list(nets)
         for i, a in enumerate(names):
             if nets[a].prefixlen > 29:
-                raise ValueError(f"networks.{a} {nets[a]} is too small (a /29 or larger is needed)")
+                raise FieldError(f"networks.{a} {nets[a]} is too small (a /29 or larger is needed)", a)
             for b in names[i + 1:]:
                 if nets[a].overlaps(nets[b]):
-                    raise ValueError(f"networks.{a} {nets[a]} overlaps networks.{b} {nets[b]}")
+                    # point at a network the file gives (the other may be a default)
+                    raise FieldError(f"networks.{a} {nets[a]} overlaps networks.{b} {nets[b]}",
+                                     b if b in self.model_fields_set else a)
         return self
 
 
@@ -143,12 +145,14 @@ class LabSpec(BaseModel):
     def _fits(self) -> LabSpec:
         room = self.networks.evse.num_addresses - 2 - EVSE_BASE
         if self.evse > room:
-            raise ValueError(f"{self.evse} EVSE hosts do not fit networks.evse {self.networks.evse} "
-                             f"(at most {max(room, 0)}; use a larger network)")
+            raise FieldError(f"{self.evse} EVSE hosts do not fit networks.evse {self.networks.evse} "
+                             f"(at most {max(room, 0)}; use a larger network)", "evse")
         if self.networks.cpo.num_addresses - 2 < CPO_OFFSET:
-            raise ValueError(f"networks.cpo {self.networks.cpo} is too small for the CPO address .{CPO_OFFSET}")
+            raise FieldError(f"networks.cpo {self.networks.cpo} is too small for the CPO address .{CPO_OFFSET}",
+                             "networks", "cpo")
         if self.networks.mgmt is not None and self.networks.mgmt.num_addresses - 3 < self.evse + 2:
-            raise ValueError(f"networks.mgmt {self.networks.mgmt} is too small for {self.evse + 2} hosts")
+            raise FieldError(f"networks.mgmt {self.networks.mgmt} is too small for {self.evse + 2} hosts",
+                             "networks", "mgmt")
         return self
 
 
@@ -238,7 +242,8 @@ def load_spec(path: str | Path | None = None, overrides: dict[str, Any] | None =
         root = load_yaml(path)
         filename = str(path)
         if root is None:
-            root = {}
+            raise ConfigError.at("(top level)", "the lab file is empty (write at least 'name: lab', or give no "
+                                 "-f to use the defaults)", file=filename, line=1)
         if not isinstance(root, dict):
             raise ConfigError.at("(top level)", "a lab file must be a mapping such as 'evse: 3'", file=filename, line=1)
         data = root

@@ -19,13 +19,28 @@ from labkit.errors import ConfigError
 M = TypeVar("M", bound=BaseModel)
 
 
+class FieldError(ValueError):
+    """Raised by a model validator that checks several fields: ``loc`` names the field the error is about
+    (relative to the model), so the error points at that field's line rather than at the model's."""
+
+    def __init__(self, message: str, *loc: str | int):
+        super().__init__(message)
+        self.loc = tuple(loc)
+
+
 def load_yaml(path: str | Path) -> Any:
     """Parse a YAML file, keeping line information; a syntax error becomes a ConfigError with its line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError.at("(file)", f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+                             file=str(path), line=line) from None
     return parse_yaml(text, str(path))
 
 
@@ -93,6 +108,9 @@ def validate(model: type[M], data: Any, *, filename: str, prefix: tuple[Any, ...
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, FieldError):
+            loc = loc + cause.loc  # a check across fields names the field it is about
         full = prefix + loc
         line = line_of(root if root is not None else data, full if root is not None else loc)
         msg = err["msg"]

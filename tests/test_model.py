@@ -59,7 +59,12 @@ def test_lab_file_and_flag_override(tmp_path):
     ("evse: [1, 2\n", "lab.yaml:2: YAML:"),
     ("name: x\nevse: 3\nbogus: 1\n",
      "lab.yaml:3: bogus: unknown field (allowed: name, backend, evse, networks, vagrant)"),
-    ("name: x\nnetworks:\n  cpo: 192.168.20.0/24\n", "lab.yaml:2: networks: networks.cpo 192.168.20.0/24 overlaps"),
+    ("name: x\nnetworks:\n  cpo: 192.168.20.0/24\n", "lab.yaml:3: networks.cpo: networks.cpo 192.168.20.0/24 overlaps"),
+    ("name: x\nnetworks:\n  cpo: 10.0.0.0/24\n  evse: 10.0.0.0/25\n",
+     "lab.yaml:4: networks.evse: networks.cpo 10.0.0.0/24 overlaps networks.evse 10.0.0.0/25"),
+    ("name: x\n\nevse: 900\n", "lab.yaml:3: evse: 900 EVSE hosts do not fit networks.evse"),
+    ("", "lab.yaml:1: (top level): the lab file is empty"),
+    ("# only a comment\n", "lab.yaml:1: (top level): the lab file is empty"),
     ("evse: 0\n", "lab.yaml:1: evse: must be from 1 to 1000 (got 0)"),
     ("- a\n- b\n", "lab.yaml:1: (top level): a lab file must be a mapping"),
     ("vagrant:\n  memory:\n    cpo: 64\n", "lab.yaml:2: vagrant.memory: Value error"),
@@ -78,3 +83,11 @@ def test_lab_file_errors_name_file_line_and_field(tmp_path, text, expected):
 def test_missing_lab_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_spec(tmp_path / "nope.yaml")
+
+
+def test_a_lab_file_that_is_not_utf8_is_one_line(tmp_path):
+    f = tmp_path / "lab.yaml"
+    f.write_bytes(b"name: x\nevse: 2\n# caf\xe9\n")
+    with pytest.raises(ConfigError) as err:
+        load_spec(f)
+    assert str(err.value) == f"{f}:3: (file): not UTF-8 text (byte 0xe9 at offset 21)"
