@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "shaper": "shape:shaper",
     "box": "vagrant:box",
     "monitor": "bench:monitor",
+    "echo": "echo:echo",
 }
 
 
