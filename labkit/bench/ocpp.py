@@ -103,6 +103,7 @@ class OcppPhase:
             self._stop_all(hosts)
             summary["ended"] = time.time()
             self._collect(hosts)
+            summary.update(self._final_statuses())
         if self.outage_log:
             summary["outage"] = self.outage_log
         return summary
@@ -224,6 +225,25 @@ class OcppPhase:
 
     def _collect(self, hosts: list[HostConn]) -> None:
         collect(self.remote, hosts, self.cell_dir)
+
+    def _final_statuses(self) -> dict[str, Any]:
+        """The CSMS's and each fleet's last status as collected (what really ran: event loop, validation mode,
+        versions, counters), for cell.json's ``ocpp`` summary."""
+        out: dict[str, Any] = {}
+        logs = self.cell_dir / "logs"
+        try:
+            out["csms"] = json.loads((logs / "csms-status.json").read_text())
+        except (OSError, ValueError):
+            pass
+        fleets = {}
+        for h in self.evses:
+            try:
+                fleets[h.name] = json.loads((logs / f"fleet-status-{h.name}.json").read_text())
+            except (OSError, ValueError):
+                pass
+        if fleets:
+            out["fleets"] = fleets
+        return out
 
 
 def collect(remote: Remote, hosts: list[HostConn], cell_dir: Path) -> None:

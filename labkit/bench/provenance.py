@@ -13,11 +13,15 @@ from typing import Any
 from labkit.inventory import HostConn
 from labkit.remote import Remote
 
-PY_VERSIONS = ("import sys, importlib.metadata as m\n"
+#: versions of what affects timing on a host, and the event loop its simulators pick with ``--loop auto``
+#: (uvloop where it is installed: labkit.sim.settings.run_loop); the CSMS's and fleets' status files record
+#: the loop that really ran (cell.json ``ocpp``)
+PY_VERSIONS = ("import sys, importlib.metadata as m, importlib.util as u\n"
                "print('python=' + sys.version.split()[0])\n"
-               "for name in ('labkit', 'ocpp', 'websockets', 'psutil', 'click'):\n"
+               "for name in ('labkit', 'ocpp', 'websockets', 'uvloop', 'fastjsonschema', 'psutil', 'click'):\n"
                "    try: print(name + '=' + m.version(name))\n"
-               "    except Exception as e: print(name + '=missing')\n")
+               "    except Exception as e: print(name + '=missing')\n"
+               "print('event_loop=' + ('uvloop' if u.find_spec('uvloop') else 'asyncio'))\n")
 
 HOST_SCRIPT = (
     # an unprivileged SSH user's PATH (vagrant's on a VM) lacks the sbin directories: tc, sysctl and modinfo
