@@ -4,6 +4,12 @@
 directory (bad JSON, torn or malformed CSV lines, missing files) gives a ``Run`` whose ``problems`` list
 says what is missing or skipped, file by file, and whose frames hold whatever could be read.
 Only a path that is not a directory is an error (``ConfigError``).
+
+The columns of every file come from labkit.resultsformat, the one definition of the results format, for
+every format in ``READS``: a file of an older format lacks the columns added since, which are then empty
+(``Run.has_column`` tells an absent column from empty values). The problems also list what the
+transaction accounting finds suspect (labkit.analysis.transactions: a transaction message lost, or
+handled twice by the CSMS).
 """
 
 from __future__ import annotations
@@ -21,27 +27,15 @@ import pandas as pd
 
 from labkit.errors import ConfigError
 
-FORMAT = "labkit-results/1"
+from labkit import resultsformat as RF
+
+FORMAT = RF.FORMAT  # what this labkit writes; it reads every format in READS
+READS = RF.READS
 PARTIAL_RE = re.compile(r"\.partial-\d+$")  # a cell's earlier attempt, renamed by `labkit bench --resume`
 CELL_ID_RE = re.compile(r"^(?P<profile>.+)__n(?P<hosts>\d+)x(?P<sph>\d+)__r(?P<repeat>\d+)$")
 
-#: file kind -> (columns with their kind: "str" or "num", columns a row cannot do without)
-SCHEMAS: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
-    "ping": ({"src": "str", "dst": "str", "direction": "str", "seq": "num", "t_wall": "num",
-              "rtt_ms": "num", "lost": "num"}, ("direction", "lost")),
-    "calls": ({"run_id": "str", "host": "str", "station_id": "str", "ocpp_version": "str", "action": "str",
-               "t_wall": "num", "t_mono_ns": "num", "rtt_ms": "num", "outcome": "str", "error_code": "str",
-               "req_bytes": "num", "resp_bytes": "num", "queued_ms": "num", "attempt": "num"},
-              ("action", "outcome", "t_wall")),
-    "events": ({"run_id": "str", "host": "str", "station_id": "str", "t_wall": "num", "event": "str",
-                "detail": "str", "downtime_ms": "num"}, ("event", "t_wall")),
-    "csms": ({"t_wall": "num", "station_id": "str", "ocpp_version": "str", "action": "str", "handle_ms": "num",
-              "outcome": "str", "error_code": "str", "req_bytes": "num", "resp_bytes": "num"},
-             ("t_wall", "action")),
-    "monitor": ({"t_wall": "num", "host": "str", "role": "str", "process": "str", "pid": "num",
-                 "cpu_pct": "num", "rss_bytes": "num", "host_cpu_pct": "num", "host_mem_used_bytes": "num"},
-                ("t_wall", "host", "process")),
-}
+#: the CSV kinds a run has, from the one definition of the results format (labkit.resultsformat)
+KINDS = ("ping", "echo", "calls", "events", "csms", "monitor")
 #: string columns stored as pandas categories (few distinct values, many rows)
 CATEGORIES = {"src", "dst", "direction", "host", "role", "process", "station_id", "ocpp_version", "action",
               "outcome", "error_code", "event", "run_id"}
@@ -73,6 +67,7 @@ class Run:
     cells: pd.DataFrame
     cell_meta: dict[str, dict[str, Any]]
     ping: pd.DataFrame
+    echo: pd.DataFrame  # labkit's own RTT probe (echo.csv), microsecond resolution; empty in format /1
     iperf: pd.DataFrame  # one row per cell x proto x direction
     iperf_intervals: pd.DataFrame  # per-second goodput
     calls: pd.DataFrame
@@ -80,6 +75,20 @@ class Run:
     csms: pd.DataFrame
     monitor: pd.DataFrame
     problems: list[Problem] = field(default_factory=list)
+    #: (kind, cell) -> the columns every readable file of that kind in that cell has in its header
+    columns: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+    #: results derived from the frames once (the transaction accounting), by the modules computing them
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def format(self) -> str:
+        return str(self.manifest.get("format") or "unknown")
+
+    def has_column(self, kind: str, cell: str, column: str) -> bool:
+        """Whether every file of ``kind`` in ``cell`` has ``column`` (False when the cell has no such file):
+        a column new in a later format is empty in a file of an older one, which is not the same as empty
+        values."""
+        return column in self.columns.get((kind, cell), frozenset())
 
     @property
     def status(self) -> str:
@@ -119,7 +128,7 @@ class Run:
 
     @property
     def has_data(self) -> bool:
-        return any(len(f) for f in (self.ping, self.iperf, self.calls))
+        return any(len(f) for f in (self.ping, self.echo, self.iperf, self.calls))
 
 
 # -- small readers ---------------------------------------------------------------------------------------
@@ -165,7 +174,7 @@ class _CsvPart:
 
 def _prepare_csv(path: Path, kind: str, cell: str, run_dir: Path, problems: list[Problem]) -> _CsvPart | None:
     """Read and check one file: torn last line cut off, header checked. None when nothing is usable."""
-    _, required = SCHEMAS[kind]
+    required = RF.TABLES[kind].required
     where = _rel(run_dir, path)
     try:
         raw = path.read_bytes()
@@ -198,8 +207,10 @@ def parse_csvs(kind: str, parts: list[_CsvPart], problems: list[Problem]) -> pd.
     """Parse many checked files of one kind at once (one pandas call per distinct header); adds ``cell``.
 
     Malformed lines (wrong field count, a non-number in a numeric column, a required field empty) are
-    skipped and counted per file."""
-    columns, required = SCHEMAS[kind]
+    skipped and counted per file. Columns a file does not have (those new in a later version of the
+    format, in a file of an older one) are empty: NaN in numeric columns, "" in the others."""
+    table = RF.TABLES[kind]
+    columns, required = table.kinds(), table.required
     frames = []
     by_header: dict[tuple[str, ...], list[int]] = {}
     for i, part in enumerate(parts):
@@ -224,7 +235,7 @@ def parse_csvs(kind: str, parts: list[_CsvPart], problems: list[Problem]) -> pd.
         for col in required:
             if col in df:
                 bad |= df[col].isna() if columns[col] == "num" else (df[col].isna() | (df[col] == ""))
-        if kind == "ping" and "lost" in df and "rtt_ms" in df:
+        if kind in ("ping", "echo") and "lost" in df and "rtt_ms" in df:
             bad |= (df["lost"] == 0) & df["rtt_ms"].isna()
         good = df.loc[~bad]
         counts = good["_file"].astype("int64").value_counts()
@@ -249,7 +260,8 @@ def parse_csvs(kind: str, parts: list[_CsvPart], problems: list[Problem]) -> pd.
 
 
 def read_csv(path: Path, kind: str, run_dir: Path, problems: list[Problem], cell: str = "") -> pd.DataFrame:
-    """One results CSV of ``kind`` (see SCHEMAS), typed, with a ``cell`` column; see ``parse_csvs``."""
+    """One results CSV of ``kind`` (a table of labkit.resultsformat), typed, with a ``cell`` column; see
+    ``parse_csvs``."""
     part = _prepare_csv(path, kind, cell, run_dir, problems)
     return parse_csvs(kind, [part] if part else [], problems)
 
@@ -278,7 +290,7 @@ def _parse(text: str, usecols: list[str], columns: dict[str, str]) -> pd.DataFra
 
 
 def _empty_frame(kind: str, with_cell: bool = False) -> pd.DataFrame:
-    columns, _ = SCHEMAS[kind]
+    columns = RF.TABLES[kind].kinds()
     out = pd.DataFrame({c: pd.Series(dtype="float64" if k == "num" else "object") for c, k in columns.items()})
     if with_cell:
         out.insert(0, "cell", pd.Series(dtype="object"))
@@ -351,8 +363,8 @@ def load_run(path: str | Path) -> Run:
     manifest = read_json(run_dir / "manifest.json", run_dir, problems) or {}
     if manifest:
         fmt = manifest.get("format")
-        if fmt and fmt != FORMAT:
-            problems.append(Problem("manifest.json", f"format {fmt!r}, this labkit reads {FORMAT!r}; "
+        if fmt and fmt not in READS:
+            problems.append(Problem("manifest.json", f"format {fmt!r}, this labkit reads {', '.join(map(repr, READS))}; "
                                                      "reading it anyway", "note"))
         status = manifest.get("status")
         if status == "running":
@@ -386,7 +398,7 @@ def load_run(path: str | Path) -> Run:
     order = list(listed) + [c for c in found if c not in listed]
 
     rows, meta = [], {}
-    frames: dict[str, list[_CsvPart]] = {k: [] for k in SCHEMAS}
+    frames: dict[str, list[_CsvPart]] = {k: [] for k in KINDS}
     iperf_rows: list[dict] = []
     iv_rows: list[tuple] = []
     for cid in order:
@@ -403,7 +415,8 @@ def load_run(path: str | Path) -> Run:
             continue
         rows.append(row)
         meta[cid] = cj
-        _load_cell_files(cid, cdir, run_dir, cj, frames, iperf_rows, iv_rows, problems)
+        _load_cell_files(cid, cdir, run_dir, cj, frames, iperf_rows, iv_rows, problems,
+                         echo_expected=_newer_than_1(manifest.get("format")))
 
     cells = pd.DataFrame(rows, columns=CELL_COLUMNS)
     if len(cells):
@@ -413,15 +426,31 @@ def load_run(path: str | Path) -> Run:
                                               "lost_pct", "jitter_ms", "packets", "lost_packets", "seconds",
                                               "target_bps"])
     intervals = pd.DataFrame(iv_rows, columns=["cell", "proto", "direction", "t_s", "bps"])
+    columns: dict[tuple[str, str], frozenset[str]] = {}
+    for kind, parts in frames.items():
+        for part in parts:
+            key = (kind, part.cell)
+            columns[key] = columns.get(key, frozenset(part.header)) & frozenset(part.header)
     run = Run(path=run_dir, run_id=run_id, manifest=manifest, cells=cells, cell_meta=meta,
-              ping=parse_csvs("ping", frames["ping"], problems), iperf=iperf, iperf_intervals=intervals,
+              ping=parse_csvs("ping", frames["ping"], problems), echo=parse_csvs("echo", frames["echo"], problems),
+              iperf=iperf, iperf_intervals=intervals,
               calls=parse_csvs("calls", frames["calls"], problems),
               events=parse_csvs("events", frames["events"], problems),
               csms=parse_csvs("csms", frames["csms"], problems),
               monitor=parse_csvs("monitor", frames["monitor"], problems),
-              problems=problems)
+              problems=problems, columns=columns)
     run.ping["lost"] = run.ping["lost"].fillna(0).astype(bool)
+    run.echo["lost"] = run.echo["lost"].fillna(0).astype(bool)
+    from labkit.analysis.transactions import tx_findings  # the accounting needs the loaded frames
+
+    problems.extend(tx_findings(run))
     return run
+
+
+def _newer_than_1(fmt: Any) -> bool:
+    """Whether a manifest's format is one that has the echo probe and transaction keys (/2 and later)."""
+    m = re.fullmatch(r"labkit-results/(\d+)", str(fmt or ""))
+    return bool(m) and int(m.group(1)) >= 2
 
 
 def _cell_row(cid: str, rel: str, entry: dict, cj: dict, problems: list[Problem]) -> dict | None:
@@ -474,7 +503,7 @@ def _cell_row(cid: str, rel: str, entry: dict, cj: dict, problems: list[Problem]
 
 
 def _load_cell_files(cid: str, cdir: Path, run_dir: Path, cj: dict, frames: dict, iperf_rows: list,
-                     iv_rows: list, problems: list[Problem]) -> None:
+                     iv_rows: list, problems: list[Problem], *, echo_expected: bool = False) -> None:
     phases = cj.get("phases") or {}
 
     def phase_note(name: str) -> str:
@@ -500,6 +529,12 @@ def _load_cell_files(cid: str, cdir: Path, run_dir: Path, cj: dict, frames: dict
         add("ping", p)
     elif not skipped("ping"):
         problems.append(Problem(_rel(run_dir, p), "missing" + phase_note("ping")))
+    e = cdir / "echo.csv"
+    if e.exists():
+        add("echo", e)
+    elif echo_expected and p.exists():
+        problems.append(Problem(_rel(run_dir, e), "missing while ping.csv is there: no echo RTT here (the "
+                                                  "OCPP overhead uses ping's for a profile without echo)", "note"))
 
     idir = cdir / "iperf"
     files = sorted(idir.glob("*.json")) if idir.is_dir() else []

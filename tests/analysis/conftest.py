@@ -33,12 +33,17 @@ def synth():
     return synthetic
 
 
+#: the transaction faults of ``synth_dir``: cell -> (duplicate deliveries, lost messages), first station
+SYNTH_TX_FAULTS = {"4g__n1x1__r1": (1, 0), "vsat__n10x1__r1": (0, 2), "slow-gprs__n1x25__r1": (2, 1)}
+
+
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
-    """A synthetic netns run (tests plan): none/4g/vsat/slow-gprs/slow-vsat x N 1/10/25/50, with an outage
-    cell, an incomplete cell with a torn CSV line, lost pings, CallErrors and timeouts. Shared: copy it
-    (``copy_run``) before changing anything."""
-    return synthetic.make_run(tmp_path_factory.mktemp("synth_a"), seed=7)
+    """A synthetic netns run (tests plan, format /2): none/4g/vsat/slow-gprs/slow-vsat x N 1/10/25/50, with
+    an outage cell, an incomplete cell with a torn CSV line, lost pings, CallErrors and timeouts, the echo
+    probe, and transaction faults (``SYNTH_TX_FAULTS``). Shared: copy it (``copy_run``) before changing
+    anything."""
+    return synthetic.make_run(tmp_path_factory.mktemp("synth_a"), seed=7, tx_faults=SYNTH_TX_FAULTS)
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +51,20 @@ def synth_dir_b(tmp_path_factory) -> Path:
     """A second synthetic run, as if from the vagrant backend, another seed; complete, no outage."""
     return synthetic.make_run(tmp_path_factory.mktemp("synth_b"), seed=11, backend="vagrant",
                               label="synthetic-vm", incomplete=False, outage=False)
+
+
+@pytest.fixture(scope="session")
+def synth_tx_faults() -> dict[str, tuple[int, int]]:
+    return dict(SYNTH_TX_FAULTS)
+
+
+@pytest.fixture(scope="session")
+def synth_dir_v1(tmp_path_factory) -> Path:
+    """A small synthetic run in the old format (labkit-results/1): no echo probe, no message ids,
+    connections or transaction keys, no event loop; with an outage cell."""
+    return synthetic.make_run(tmp_path_factory.mktemp("synth_v1"), seed=5, fmt="labkit-results/1",
+                              profiles=["none", "4g"], fleets=[(1, 1), (10, 1)], meter_values=10,
+                              incomplete=False, label="synthetic-v1")
 
 
 @pytest.fixture(scope="session")

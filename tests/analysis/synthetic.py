@@ -5,7 +5,10 @@ with made-up numbers from a small closed-loop simulation: each station sends its
 other (plus a Heartbeat loop); each call crosses an uplink FIFO at the profile's rate and delay, a CSMS
 with a finite service rate, and a downlink FIFO back, so queueing, CPU saturation at N=50 and the RTT a
 profile adds all show up with realistic shapes. It also writes lost pings, CallErrors, timeouts, an
-incomplete cell with a torn CSV line, an outage with reconnection events, and monitor samples.
+incomplete cell with a torn CSV line, an outage with reconnection events, and monitor samples; in format
+/2 (the default) also labkit's echo probe (echo.csv), message ids, connection numbers and transaction keys,
+with transaction faults on request (``tx_faults``: a duplicate delivery, a lost message), and the event
+loop, validation mode and versions the simulators report. ``fmt="labkit-results/1"`` writes the old format.
 
 Every directory it writes says so: run ids and labels carry ``synthetic``, and manifest.json has
 ``"synthetic": true``. Nothing here may be presented as a measurement.
@@ -25,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
+from labkit import resultsformat as RF
 
 T0 = datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC).timestamp()
 
@@ -74,6 +79,8 @@ CSMS_SVC_MS = {"BootNotification": 2.2, "StatusNotification": 1.0, "Authorize": 
                "MeterValues": 1.4, "StopTransaction": 1.6, "Heartbeat": 0.8, "DataTransfer": 0.5}
 OUTAGE = (2.0, 6.0)  # start and duration (s) of the outage, from the start of the OCPP phase
 OVERHEAD = 40  # WebSocket + TCP/IP header bytes per frame
+TX = RF.TX_ACTIONS["1.6"]  # the simulated actions are 1.6's
+V1 = "labkit-results/1"
 
 
 def iso(t: float) -> str:
@@ -140,15 +147,34 @@ def _make_sim(prof, hosts, sph, meter_values, t_start, rng, hb_s=2.0, outage=Non
 
 def make_cell_ocpp(prof: SynthProfile, hosts: list[str], sph: int, meter_values: int, t_start: float,
                    rng: np.random.Generator, *, hb_s: float = 2.0, outage: tuple[float, float] | None = None,
-                   timeout_p: float = 0.0):
-    """Simulate one cell's OCPP phase. Returns (calls, events, csms, busy, t_end); rows are tuples."""
+                   timeout_p: float = 0.0, duplicates: int = 0, losses: int = 0):
+    """Simulate one cell's OCPP phase. Returns (calls, events, csms, busy, t_end); rows are tuples.
+
+    calls: (host, station, action, t, rtt_ms, outcome, error, attempt, queued_ms, message_id, connection,
+    tx_key); events: (host, station, t, event, detail, downtime_ms, connection); csms: (t, station, action,
+    handle_ms, outcome, error, message_id, connection, tx_key). As the fleet does, a transaction message
+    whose call timed out or lost its connection is sent again (same tx_key, new message id, attempt + 1).
+    ``duplicates``: that many MeterValues of the first station lose their answer (the CSMS handled them)
+    and are sent again: the CSMS handles them twice. ``losses``: that many MeterValues of the first station
+    time out unhandled and are given up (``tx_dropped``)."""
     stations, script, calls, events, csms_rows, busy, heap, push, one_call = _make_sim(
         prof, hosts, sph, meter_values, t_start, rng, hb_s, outage)
     offline_until: dict[int, float] = {}
+    conn = dict.fromkeys(range(len(stations)), 1)
+    mids = {"n": 0}
+    faults = {"dup": duplicates, "loss": losses}
+
+    def mid(sid: str) -> str:
+        mids["n"] += 1
+        return f"{sid}-m{mids['n']:06d}"
+
+    def key(sid: str, action: str, payload: dict) -> str:
+        return RF.tx_key(sid, action, json.dumps(payload, separators=(",", ":"))) if action in TX else ""
+
     for i, (h, sid) in enumerate(stations):
         t = t_start + rng.uniform(0, 1.0)
-        events.append((h, sid, t - 0.01, "connecting", "", ""))
-        events.append((h, sid, t, "connected", "", ""))
+        events.append((h, sid, t - 0.01, "connecting", "", "", 1))
+        events.append((h, sid, t, "connected", "", "", 1))
         push(t, "send", (i, 0, 1, None))
         push(t + hb_s * rng.uniform(0.5, 1.0), "hb", (i,))
     done_stations = 0
@@ -162,16 +188,19 @@ def make_cell_ocpp(prof: SynthProfile, hosts: list[str], sph: int, meter_values:
             if not (outage and outage[0] - 0.05 <= t < offline_until.get(i, outage[1] + 5)):
                 h, sid = stations[i]
                 done, handle = one_call(i, "Heartbeat", t)
-                calls.append((h, sid, "Heartbeat", t, (done - t) * 1000, "ok", "", 1, None))
-                csms_rows.append((t, sid, "Heartbeat", handle, "ok", ""))
+                m = mid(sid)
+                calls.append((h, sid, "Heartbeat", t, (done - t) * 1000, "ok", "", 1, None, m, conn[i], ""))
+                csms_rows.append((t, sid, "Heartbeat", handle, "ok", "", m, conn[i], ""))
             push(t + hb_s, "hb", (i,))
             continue
         if kind == "queued":
             i, created = data
             h, sid = stations[i]
             done, handle = one_call(i, "MeterValues", t)
-            calls.append((h, sid, "MeterValues", t, (done - t) * 1000, "ok", "", 1, (t - created) * 1000))
-            csms_rows.append((t, sid, "MeterValues", handle, "ok", ""))
+            m, k = mid(sid), key(sid, "MeterValues", {"queued": round(created, 3)})
+            calls.append((h, sid, "MeterValues", t, (done - t) * 1000, "ok", "", 1, (t - created) * 1000, m,
+                          conn[i], k))
+            csms_rows.append((t, sid, "MeterValues", handle, "ok", "", m, conn[i], k))
             continue
         i, step, attempt, queued = data
         h, sid = stations[i]
@@ -180,30 +209,52 @@ def make_cell_ocpp(prof: SynthProfile, hosts: list[str], sph: int, meter_values:
             t_end = max(t_end, t)
             continue
         action = script[step]
+        k = key(sid, action, {"step": step})
+        m = mid(sid)
         if outage and outage[0] - 0.05 <= t < outage[1] and attempt == 1:
             detect = outage[0] + rng.uniform(1.0, 3.0)
             back = outage[1] + rng.uniform(0.5, 4.0)
             offline_until[i] = back
-            calls.append((h, sid, action, t, None, "connection_lost", "ConnectionClosedError", attempt, None))
-            events.append((h, sid, detect, "disconnected", "keepalive ping timeout", ""))
-            events.append((h, sid, back, "reconnected", "", round((back - outage[0]) * 1000, 1)))
-            k = int(min(50, (back - t) / 0.1))
-            events.append((h, sid, back + 0.001, "queue_flushed", str(k), ""))
+            calls.append((h, sid, action, t, None, "connection_lost", "ConnectionClosedError", attempt, None, m,
+                          conn[i], k))
+            events.append((h, sid, detect, "disconnected", "keepalive ping timeout", "", conn[i]))
+            conn[i] += 1
+            events.append((h, sid, back, "reconnected", "", round((back - outage[0]) * 1000, 1), conn[i]))
+            n_q = int(min(50, (back - t) / 0.1))
+            events.append((h, sid, back + 0.001, "queue_flushed", str(n_q), "", conn[i]))
             push(back, "send", (i, step, attempt + 1, (back - t) * 1000))
-            for q in range(k):
+            for q in range(n_q):
                 push(back + 0.002 * (q + 1), "queued", (i, t + 0.1 * (q + 1)))
             continue
+        fault = i == 0 and attempt == 1 and action == "MeterValues" and step >= 7
+        if fault and faults["dup"]:
+            # the answer is lost: the CSMS handled it, the station times out and sends it again
+            faults["dup"] -= 1
+            done, handle = one_call(i, action, t)
+            calls.append((h, sid, action, t, None, "timeout", "", attempt, queued, m, conn[i], k))
+            csms_rows.append((t, sid, action, handle, "ok", "", m, conn[i], k))
+            push(done + 1.0, "send", (i, step, attempt + 1, None))
+            continue
+        if fault and faults["loss"] and step >= 9:
+            # the request never reaches the CSMS; the station gives it up
+            faults["loss"] -= 1
+            calls.append((h, sid, action, t, None, "timeout", "", attempt, queued, m, conn[i], k))
+            events.append((h, sid, t + 1.0, "tx_dropped", f"{action} after 1 timeouts", "", conn[i]))
+            push(t + 1.0, "send", (i, step + 1, 1, None))
+            continue
         if rng.random() < timeout_p:
-            calls.append((h, sid, action, t, None, "timeout", "TimeoutError", attempt, queued))
-            push(t + 30.0, "send", (i, step + 1, 1, None))
+            calls.append((h, sid, action, t, None, "timeout", "TimeoutError", attempt, queued, m, conn[i], k))
+            # a transaction message is sent again (OCPP's TransactionMessageAttempts); other calls are not
+            push(t + 30.0, "send", (i, step, attempt + 1, None) if k else (i, step + 1, 1, None))
             continue
         done, handle = one_call(i, action, t)
         if action == "DataTransfer":
-            calls.append((h, sid, action, t, (done - t) * 1000, "call_error", "NotImplemented", attempt, queued))
-            csms_rows.append((t, sid, action, handle, "call_error", "NotImplemented"))
+            calls.append((h, sid, action, t, (done - t) * 1000, "call_error", "NotImplemented", attempt, queued, m,
+                          conn[i], k))
+            csms_rows.append((t, sid, action, handle, "call_error", "NotImplemented", m, conn[i], k))
         else:
-            calls.append((h, sid, action, t, (done - t) * 1000, "ok", "", attempt, queued))
-            csms_rows.append((t, sid, action, handle, "ok", ""))
+            calls.append((h, sid, action, t, (done - t) * 1000, "ok", "", attempt, queued, m, conn[i], k))
+            csms_rows.append((t, sid, action, handle, "ok", "", m, conn[i], k))
         think = 0.1 if action == "MeterValues" else 0.05
         push(done + think, "send", (i, step + 1, 1, None))
     return calls, events, csms_rows, busy, t_end
@@ -264,10 +315,21 @@ def make_run(root: Path, *, plan: str = "tests", seed: int = 7, backend: str = "
              engine: str = "userspace", ocpp_version: str = "1.6", label: str = "synthetic",
              incomplete: bool = True, outage: bool = True, base_rtt_ms: float = 0.08,
              profiles: list[str] | None = None, fleets: list[tuple[int, int]] | None = None,
-             meter_values: int | None = None, baselines: str = "first", t0: float = T0) -> Path:
+             meter_values: int | None = None, baselines: str = "first", t0: float = T0,
+             fmt: str = RF.FORMAT, tx_faults: dict[str, tuple[int, int]] | None = None,
+             event_loop: str = "uvloop", validation: str = "fast", versions: dict[str, str] | None = None) -> Path:
     """Write a SYNTHETIC results directory under ``root``, laid out as labkit.bench.runner writes one
-    (baselines once per profile by default, float phase times, merged monitor.csv, ...); returns its path."""
+    (baselines once per profile by default, float phase times, merged monitor.csv, ...); returns its path.
+
+    ``fmt``: the format to write (``labkit-results/1``: no echo.csv, no message ids, connections or
+    transaction keys, no event loop). ``tx_faults``: cell id -> (duplicate deliveries, lost messages) of
+    the cell's first station. ``event_loop``, ``validation``, ``versions``: what the simulators report."""
     cfg = dict(PLANS[plan])
+    v1 = fmt == V1
+    tx_faults = tx_faults or {}
+    vers = {"python": "3.11.9", "labkit": "0.1.0", "ocpp": "2.1.0", "websockets": "15.0.1",
+            "uvloop": "0.21.0" if event_loop == "uvloop" else "missing", **(versions or {})}
+    loop_version = vers["uvloop"] if event_loop == "uvloop" else vers["python"]
     profiles = profiles or cfg["profiles"]
     fleets = fleets or cfg["fleets"]
     mv = meter_values if meter_values is not None else cfg["meter_values"]
@@ -297,6 +359,9 @@ def make_run(root: Path, *, plan: str = "tests", seed: int = 7, backend: str = "
             t += 1.0
             if with_baselines:
                 _write_ping(cdir, prof, pname, ping_count, t, base_rtt_ms, engine, rng)
+                if not v1:
+                    _write_echo(cdir, prof, ping_count, t, base_rtt_ms, engine,
+                                np.random.default_rng([seed, len(cells)]))
                 phases["ping"] = {"started": t, "status": "complete", "ended": t + ping_count * 0.2}
                 t += ping_count * 0.2 + 0.5
                 (cdir / "iperf").mkdir()
@@ -310,10 +375,12 @@ def make_run(root: Path, *, plan: str = "tests", seed: int = 7, backend: str = "
             # OCPP
             o = (t + OUTAGE[0], t + OUTAGE[0] + OUTAGE[1]) if cid == outage_cell else None
             timeout_p = 0.004 if pname in ("vsat", "gprs", "slow-vsat") else 0.0
+            dups, losses = tx_faults.get(cid, (0, 0))
             calls, events, csms_rows, busy, t_end = make_cell_ocpp(prof, hosts, sph, mv, t, rng, outage=o,
-                                                                   timeout_p=timeout_p)
+                                                                   timeout_p=timeout_p, duplicates=dups,
+                                                                   losses=losses)
             phases["ocpp"] = {"started": t, "status": "complete", "ended": t_end + 0.5}
-            _write_ocpp(cdir, run_id, hosts, calls, events, csms_rows, ocpp_version, t0)
+            _write_ocpp(cdir, run_id, hosts, calls, events, csms_rows, ocpp_version, t0, fmt)
             _write_monitor(cdir, hosts, sph, busy, t, t_end, engine, prof, rng)
             t = t_end + 2.0
             status = "complete"
@@ -335,6 +402,12 @@ def make_run(root: Path, *, plan: str = "tests", seed: int = 7, backend: str = "
                 "applied": {"engine": engine, "synthetic": True}, "engine": engine,
                 "ocpp": {"started": phases["ocpp"]["started"], "ended": phases["ocpp"]["ended"]},
             }
+            if not v1:
+                run_facts = {"event_loop": event_loop, "event_loop_version": loop_version,
+                             "validation": validation, "versions": vers, "finished": True}
+                cell["ocpp"]["csms"] = {"role": "csms", "phase": "stopped", **run_facts}
+                cell["ocpp"]["fleets"] = {h: {"role": "fleet", "host": h, "phase": "done", **run_facts}
+                                          for h in hosts}
             if o:
                 cell["outage"] = {"start_s": OUTAGE[0], "duration_s": OUTAGE[1], "t_wall_start": o[0],
                                   "t_wall_end": o[1], "method": "synthetic"}
@@ -342,7 +415,7 @@ def make_run(root: Path, *, plan: str = "tests", seed: int = 7, backend: str = "
             cells.append({"id": cid, "dir": f"cells/{cid}", "profile": pname, "evse_hosts": hosts_n,
                           "stations_per_host": sph, "repeat": 1, "status": status})
     manifest = {
-        "format": "labkit-results/1", "run_id": run_id, "synthetic": True,
+        "format": fmt, "run_id": run_id, "synthetic": True,
         "status": "incomplete" if incomplete else "complete",
         "reason": f"cell {incomplete_cell}: the fleet on evse{fleets[-1][0]} exited" if incomplete else "",
         "pid": 0, "command": ["labkit", "bench", "--synthetic"], "started": iso(t0), "ended": iso(t),
@@ -355,8 +428,11 @@ def make_run(root: Path, *, plan: str = "tests", seed: int = 7, backend: str = "
                  "heartbeat_s": 2.0, "baselines": baselines, "ocpp_phase": True,
                  "outage": {"duration_s": OUTAGE[1], "at_s": OUTAGE[0]} if outage_cell else None,
                  "synthetic_fleets": [list(f) for f in fleets]},
-        "hosts": {"cpo": {"role": "cpo", "kernel": "synthetic", "cpus": "2"},
-                  "gw": {"role": "gateway", "kernel": "synthetic", "cpus": "2"}},
+        "hosts": {name: {"role": role, "kernel": "synthetic", "cpus": "2",
+                         **{k: vers[k] for k in ("python", "labkit", "ocpp", "websockets")},
+                         **({} if v1 else {"uvloop": vers["uvloop"], "event_loop": event_loop})}
+                  for name, role in [("cpo", "cpo"), ("gw", "gateway")]
+                  + [(f"evse{k + 1}", "evse") for k in range(max_hosts)]},
         "controller": {"python": "3.11", "labkit": "0.1.0", "synthetic": "true"},
         "profiles": {p: {"synthetic": True, **PROFILES[p].__dict__} for p in profiles},
         "cells": cells, "link_cleared": True,
@@ -380,32 +456,68 @@ def _write_ping(cdir: Path, prof: SynthProfile, pname: str, count: int, t: float
             eng = 0.12 if prof.added_rtt_ms and engine == "userspace" else 0.0
             rtt = (base_rtt_ms + prof.added_rtt_ms + ser + eng + rng.gamma(2, 0.02)
                    + abs(rng.normal(0, prof.jitter_ms)) * 1.2)
-            rows.append((src, dst, direction, seq, f"{ts + rtt / 1000:.6f}", f"{rtt:.3f}", 0, 63))
+            rows.append((src, dst, direction, seq, f"{ts + rtt / 1000:.6f}", _iputils(rtt), 0, 63))
         (cdir / "ping" / f"{src}-{dst}.txt").write_text(f"SYNTHETIC ping output {src} -> {dst}\n")
-    _write_csv(cdir / "ping.csv", ["src", "dst", "direction", "seq", "t_wall", "rtt_ms", "lost", "ttl"], rows)
+    _write_csv(cdir / "ping.csv", list(RF.PING.columns), rows)
+
+
+def _iputils(rtt_ms: float) -> str:
+    """An RTT as iputils ping prints it: three significant digits, whole milliseconds from 100 ms on."""
+    return f"{rtt_ms:.3f}" if rtt_ms < 1 else f"{rtt_ms:.{max(0, 2 - int(math.log10(rtt_ms)))}f}"
+
+
+def _write_echo(cdir: Path, prof: SynthProfile, count: int, t: float, base_rtt_ms: float, engine: str,
+                rng: np.random.Generator) -> None:
+    """labkit's echo probe: the same path as ping, timed to the microsecond (its own random stream)."""
+    rows = []
+    for direction, src, dst in (("up", "evse1", "cpo"), ("down", "cpo", "evse1")):
+        for seq in range(1, count + 1):
+            ts = t + seq * 0.2 + 0.1
+            if rng.random() < prof.loss_pct / 100 * 2:
+                rows.append((src, dst, direction, seq, "", "", 1))
+                continue
+            ser = sum(60 * 8 / r * 1000 for r in (prof.up_rate_bps, prof.down_rate_bps) if r)
+            eng = 0.12 if prof.added_rtt_ms and engine == "userspace" else 0.0
+            rtt = (base_rtt_ms + 0.02 + prof.added_rtt_ms + ser + eng + rng.gamma(2, 0.02)
+                   + abs(rng.normal(0, prof.jitter_ms)) * 1.2)
+            rows.append((src, dst, direction, seq, f"{ts + rtt / 1000:.6f}", f"{rtt:.3f}", 0))
+    _write_csv(cdir / "echo.csv", list(RF.ECHO.columns), rows)
 
 
 def _write_ocpp(cdir: Path, run_id: str, hosts: list[str], calls, events, csms_rows, ocpp_version: str,
-                t0: float) -> None:
+                t0: float, fmt: str = RF.FORMAT) -> None:
+    """The fleet's and the CSMS's files in the columns of ``fmt`` (format /1: without those added in /2)."""
+    def cols(table: RF.Table) -> list[str]:
+        return [c for c in table.columns if not (fmt == V1 and c in table.added)]
+
+    def put(path: Path, table: RF.Table, rows: list[dict]) -> None:
+        names = cols(table)
+        _write_csv(path, names, [[r.get(c, "") for c in names] for r in rows])
+
     for h in hosts:
         rows = []
-        for (_hh, sid, action, ts, rtt, outcome, err, attempt, queued) in sorted(
+        for (_hh, sid, action, ts, rtt, outcome, err, attempt, queued, mid, conn, key) in sorted(
                 (c for c in calls if c[0] == h), key=lambda c: c[3]):
-            req, resp = REQ_BYTES[action], (RESP_BYTES[action] if rtt is not None else "")
-            rows.append((run_id, h, sid, ocpp_version, action, f"{ts:.6f}", int((ts - t0) * 1e9),
-                         _fmt(rtt), outcome, err, req, resp, _fmt(queued, 1), attempt))
-        _write_csv(cdir / "ocpp" / f"calls-{h}.csv",
-                   ["run_id", "host", "station_id", "ocpp_version", "action", "t_wall", "t_mono_ns", "rtt_ms",
-                    "outcome", "error_code", "req_bytes", "resp_bytes", "queued_ms", "attempt"], rows)
+            rows.append({"run_id": run_id, "host": h, "station_id": sid, "ocpp_version": ocpp_version,
+                         "action": action, "t_wall": f"{ts:.6f}", "t_mono_ns": int((ts - t0) * 1e9),
+                         "rtt_ms": _fmt(rtt), "outcome": outcome, "error_code": err, "req_bytes": REQ_BYTES[action],
+                         "resp_bytes": RESP_BYTES[action] if rtt is not None else "", "queued_ms": _fmt(queued, 1),
+                         "attempt": attempt, "message_id": mid, "connection": conn, "tx_key": key})
+        put(cdir / "ocpp" / f"calls-{h}.csv", RF.CALLS, rows)
         ev = sorted((e for e in events if e[0] == h), key=lambda e: e[2])
-        _write_csv(cdir / "ocpp" / f"events-{h}.csv",
-                   ["run_id", "host", "station_id", "t_wall", "event", "detail", "downtime_ms"],
-                   [(run_id, hh, sid, f"{ts:.6f}", e, det, dt) for hh, sid, ts, e, det, dt in ev])
-    _write_csv(cdir / "ocpp" / "csms.csv",
-               ["t_wall", "station_id", "ocpp_version", "action", "handle_ms", "outcome", "error_code",
-                "req_bytes", "resp_bytes"],
-               [(f"{ts:.6f}", sid, ocpp_version, a, f"{hm:.3f}", oc, er, REQ_BYTES[a], RESP_BYTES[a])
-                for ts, sid, a, hm, oc, er in sorted(csms_rows)])
+        put(cdir / "ocpp" / f"events-{h}.csv", RF.EVENTS,
+            [{"run_id": run_id, "host": hh, "station_id": sid, "t_wall": f"{ts:.6f}", "event": e, "detail": det,
+              "downtime_ms": dt, "connection": conn} for hh, sid, ts, e, det, dt, conn in ev])
+    seen: dict[str, int] = {}
+    rows = []
+    for ts, sid, a, hm, oc, er, mid, conn, key in sorted(csms_rows, key=lambda r: r[0]):
+        if key:
+            seen[key] = seen.get(key, 0) + 1
+        rows.append({"t_wall": f"{ts:.6f}", "station_id": sid, "ocpp_version": ocpp_version, "action": a,
+                     "handle_ms": f"{hm:.3f}", "outcome": oc, "error_code": er, "req_bytes": REQ_BYTES[a],
+                     "resp_bytes": RESP_BYTES[a], "message_id": mid, "connection": conn, "tx_key": key,
+                     "attempt": seen[key] if key else ""})
+    put(cdir / "ocpp" / "csms.csv", RF.CSMS, rows)
 
 
 def _write_monitor(cdir: Path, hosts: list[str], sph: int, busy: dict, t: float, t_end: float, engine: str,
@@ -429,8 +541,7 @@ def _write_monitor(cdir: Path, hosts: list[str], sph: int, busy: dict, t: float,
         for h in hosts:
             mon.append((f"{ts:.3f}", h, "evse", "fleet", 5000 + int(h[4:]), f"{fleets[h]:.1f}",
                         int(45e6 + sph * 1.5e6), f"{machine:.1f}", int(4e9)))
-    _write_csv(cdir / "monitor.csv", ["t_wall", "host", "role", "process", "pid", "cpu_pct", "rss_bytes",
-                                      "host_cpu_pct", "host_mem_used_bytes"], mon)
+    _write_csv(cdir / "monitor.csv", list(RF.MONITOR.columns), mon)
 
 
 def main() -> None:

@@ -3,9 +3,10 @@
 A full ``labkit bench`` run needs the profiles, the shaping engine and the OCPP simulators, which are not
 on main yet; until they are, this test assembles a results directory the way labkit.bench.runner does
 (RunDir, probes.parse_ping/write_ping_csv, probes.iperf_client/iperf_figures, labkit.monitor, merge_csv,
-summary.write_summary), with real tools talking to 127.0.0.1 only. The OCPP call files are written in the
-documented columns (docs/results.md) because the fleet's writer is not on main yet. Then it checks that
-the analysis reads everything without complaint and agrees with the bench's own summary.csv.
+summary.write_summary), with real tools talking to 127.0.0.1 only. The OCPP call files and csms.csv are
+written here in the columns of labkit.resultsformat (the one definition the fleet and the CSMS write with),
+transaction keys included. Then it checks that the analysis reads everything without complaint and agrees
+with the bench's own summary.csv.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from labkit import resultsformat as RF
 from labkit.analysis import tables as T
+from labkit.analysis import transactions as X
 from labkit.analysis.compare import write_compare
 from labkit.analysis.load import load_run
 from labkit.analysis.report import write_report
@@ -34,10 +37,6 @@ from labkit.bench.summary import write_summary
 pytestmark = [pytest.mark.skipif(not (shutil.which("ping") and shutil.which("iperf3")),
                                  reason="needs ping and iperf3"),
               pytest.mark.slow]
-
-CALLS = ["run_id", "host", "station_id", "ocpp_version", "action", "t_wall", "t_mono_ns", "rtt_ms", "outcome",
-         "error_code", "req_bytes", "resp_bytes", "queued_ms", "attempt"]
-
 
 def _ping(count: int) -> list[subprocess.Popen]:
     cmd = probes.ping_command("127.0.0.1", count, 0.2, 1)
@@ -64,20 +63,39 @@ def _iperf(cell_dir: Path, port: int) -> dict:
     return results
 
 
-def _calls(cell_dir: Path, host: str, stations: int, run_id: str, t0: float) -> None:
+def _calls(cell_dir: Path, host: str, stations: int, run_id: str, t0: float) -> list[list]:
+    """The fleet's calls file; returns the CSMS's rows for the frames that reached it. The last MeterValues
+    times out (its request was lost) and is sent again with the same tx_key and a new message id."""
     (cell_dir / "ocpp").mkdir(exist_ok=True)
+    csms = []
     with open(cell_dir / "ocpp" / f"calls-{host}.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(CALLS)
+        w.writerow(RF.CALLS.columns)
         k = 0
         for s in range(stations):
-            for action, rtt, outcome in [("BootNotification", 3.1, "ok"), ("Heartbeat", 1.2, "ok"),
-                                         ("MeterValues", 1.9, "ok"), ("MeterValues", 2.1 + s / 10, "ok"),
-                                         ("DataTransfer", 1.0, "call_error"), ("MeterValues", "", "timeout")]:
+            sid = f"{host}-cs{s + 1:03d}"
+            for n, (action, rtt, outcome, attempt) in enumerate(
+                    [("BootNotification", 3.1, "ok", 1), ("Heartbeat", 1.2, "ok", 1), ("MeterValues", 1.9, "ok", 1),
+                     ("MeterValues", 2.1 + s / 10, "ok", 1), ("DataTransfer", 1.0, "call_error", 1),
+                     ("MeterValues", "", "timeout", 1), ("MeterValues", 2.0, "ok", 2)]):
                 k += 1
-                w.writerow([run_id, host, f"{host}-cs{s + 1:03d}", "1.6", action, f"{t0 + k * 0.1:.6f}", k * 10**8,
-                            rtt, outcome, "NotImplemented" if outcome == "call_error" else
-                            ("TimeoutError" if outcome == "timeout" else ""), 120, 40 if rtt != "" else "", "", 1])
+                payload = json.dumps({"n": min(n, 5)}, separators=(",", ":"))
+                key = RF.tx_key(sid, action, payload) if action in RF.TX_ACTIONS["1.6"] else ""
+                err = "NotImplemented" if outcome == "call_error" else ("TimeoutError" if outcome == "timeout" else "")
+                w.writerow([run_id, host, sid, "1.6", action, f"{t0 + k * 0.1:.6f}", k * 10**8, rtt, outcome, err,
+                            120, 40 if rtt != "" else "", "", attempt, f"{sid}-{k}", 1, key])
+                if outcome != "timeout":
+                    csms.append([f"{t0 + k * 0.1 + 0.001:.6f}", sid, "1.6", action, 0.4,
+                                 "call_error" if outcome == "call_error" else "ok", err, 120, 40, f"{sid}-{k}", 1, key,
+                                 1 if key else ""])
+    return csms
+
+
+def _csms(cell_dir: Path, rows: list[list]) -> None:
+    with open(cell_dir / "ocpp" / "csms.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(RF.CSMS.columns)
+        w.writerows(sorted(rows, key=lambda r: float(r[0])))
 
 
 def _monitor(cell_dir: Path, host: str, role: str) -> None:
@@ -129,8 +147,10 @@ def bench_dir(tmp_path_factory, iperf3_server_module) -> Path:
             meta["iperf"] = {k: probes.iperf_figures(v) for k, v in raw.items()}
             meta["phases"]["iperf"] = {"started": t, "status": "complete", "ended": time.time()}
         t = time.time()
+        csms_rows = []
         for i in range(cell.evse_hosts):
-            _calls(d, f"evse{i + 1}", cell.stations_per_host, run.run_id, t)
+            csms_rows += _calls(d, f"evse{i + 1}", cell.stations_per_host, run.run_id, t)
+        _csms(d, csms_rows)
         _monitor(d, "cpo", "cpo")
         merge_csv(sorted((d / "monitors").glob("*.csv")), d / "monitor.csv")
         meta["phases"]["ocpp"] = {"started": t, "status": "complete", "ended": time.time()}
@@ -154,6 +174,11 @@ def test_reads_what_the_bench_writers_wrote_without_complaint(bench_dir):
     assert set(r.iperf["proto"] + "-" + r.iperf["direction"]) == {"tcp-up", "tcp-down", "udp-up", "udp-down"}
     assert len(r.monitor) >= 4 and {"host", "csms"} <= set(r.monitor["process"].astype(str))
     assert r.backend == "netns" and r.engine == "netem" and r.ocpp_version == "1.6"
+    # every transaction message reached the CSMS once: the timed-out one through its retry
+    tx = X.tx_table(r).set_index("cell")
+    assert list(tx["accounting"]) == [X.COMPLETE] * 2
+    assert tx.loc["none__n2x1__r1", ["sent", "acknowledged", "handled", "duplicates", "lost"]].tolist() == [
+        6, 6, 6, 0, 0]
 
 
 def _summary(bench_dir: Path) -> dict[tuple[str, str, str], dict[str, str]]:
