@@ -3,11 +3,13 @@
 Why: iputils ping prints whole milliseconds once an RTT reaches 100 ms (``time=574 ms``), rounded to the
 *nearest* millisecond, so above 100 ms the network baseline has 1 ms steps and can read up to 0.5 ms below
 the real round trip. OCPP's round trip is compared with that baseline, and a sub-millisecond excess is lost
-in the steps. This probe measures the same thing ping does, at nanosecond resolution, and reports
+in the steps (through a 150 ms delay, ping printed 150 for all of 200 round trips this probe timed at
+150.061 to 150.617 ms). This probe measures what ping measures, at nanosecond resolution, and reports
 microseconds rounded *up*; ping stays the independent cross-check.
 
-Mechanism (chosen on the merits, measured with benchmarks/probe_resolution.py, 2-CPU VM, kernel 6.18, a
-path of two veths through a forwarding namespace, 400 probes each, no added delay):
+Mechanism (chosen on the merits, measured with ``benchmarks/probe_resolution.py --mechanisms``: 2-CPU VM
+shared with other work (load average about 2.5), kernel 6.18, a path of two veths through a forwarding
+namespace, no added delay, 3 x 200 probes of each kind, alternating):
 
 * **ICMP echo**, answered by the target's kernel like ping, so no process on the target has to wake up:
   nothing but the network path and the two kernels is in the RTT. A datagram ICMP socket
@@ -18,14 +20,24 @@ path of two veths through a forwarding namespace, 400 probes each, no added dela
 * **Kernel timestamps at both ends of the round trip.** Receive: ``SO_TIMESTAMPNS``, the time the reply
   entered this host's stack, not when this process got round to reading it. Send: ``SO_TIMESTAMPING``
   software transmit stamps (``SCM_TSTAMP_SND`` from the driver when it stamps, as veth and most NICs do,
-  else ``SCM_TSTAMP_SCHED`` on entering the qdisc), read from the socket's error queue. The send stamp
-  taken in user space before ``sendto`` came 30-80 us before the kernel's transmit stamp here (Python's
-  system call path): ping, which uses a user-space send time, reads high by its own (smaller) share of that.
-  Measured excess over the kernel-stamped RTT, median / p90: user-space send and receive times
-  (Python) +0.04 / +0.07 ms; iputils ping (user send, kernel receive) +0.01 / +0.02 ms at 3 decimals;
-  a **UDP echo** answered by a Python server process, client stamped by the kernel as here, +0.05 / +0.09 ms
-  with a tail to several ms on a busy machine: the server's wake-up is in every RTT and grows with load,
-  which is the very thing OCPP timings must be compared against, not contaminated by. Hence ICMP.
+  else ``SCM_TSTAMP_SCHED`` on entering the qdisc), read from the socket's error queue; the packet comes
+  back with the stamp, so it is matched by its payload, not by counting sends. A user-space clock read
+  just before ``sendto`` came 30-80 us before the kernel's transmit stamp here (Python's system-call path).
+
+  Measured, median / p90 of the RTT (ms), and the excess over the kernel-stamped ICMP echo:
+
+  ======================================================  ==============  ===============
+  probe                                                   RTT             excess
+  ======================================================  ==============  ===============
+  ICMP echo, kernel send and receive stamps (this probe)  0.028 / 0.033   --
+  ICMP echo, user-space clock reads (``--stamps user``)   0.100 / 0.123   +0.072 / +0.090
+  iputils ping (user-space send, kernel receive)          0.055 / 0.060   +0.027 / +0.027
+  UDP echo answered by a Python server process            0.144 / 0.231   +0.116 / +0.198
+  ======================================================  ==============  ===============
+
+  The UDP echo's p99 was 3.7 ms and its worst 5.4 ms (the kernel-stamped ICMP echo's: 0.049 and 0.11
+  ms): the server's wake-up is in every RTT and grows with the host's load, which is the very thing OCPP
+  timings are to be compared against, not contaminated by. Hence ICMP, kernel-stamped.
 * **Never below the real RTT.** Every RTT is a kernel receive stamp minus a stamp taken no later than the
   packet left (kernel transmit stamp, or the user-space time just before ``sendto`` when the kernel gave
   none): a round trip through a link with added delay D cannot read below D. Both kernel stamps are
