@@ -35,7 +35,7 @@ from tests.conftest import ROOT, needs_root
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "shaping"))
-from shaping_topo import CPO_ADDR, LocalNetnsRemote, Topo, profiles_from, sh  # noqa: E402
+from shaping_topo import CPO_ADDR, EVSE_ADDR, LocalNetnsRemote, Topo, profiles_from, sh  # noqa: E402
 
 PY = sys.executable
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -145,6 +145,11 @@ def test_bad_options_are_refused_with_exit_2(args, says):
     assert len(lines) == 1 and lines[0].startswith("labkit: error: ") and says in lines[0], r.stderr
 
 
+def test_an_output_nowhere_is_refused_with_exit_2(tmp_path):
+    r = run_echo_cli(["127.0.0.1", "--direction", "up", "-o", str(tmp_path / "no such dir" / "echo.csv")])
+    assert r.returncode == 2 and r.stdout == "" and len(r.stderr.splitlines()) == 1 and "--output" in r.stderr
+
+
 def test_missing_direction_is_refused_on_one_line():
     r = run_echo_cli(["127.0.0.1"])
     assert r.returncode == 2 and r.stderr.splitlines() == ["labkit: error: labkit echo: Missing option '--direction'."]
@@ -159,12 +164,14 @@ def test_bad_destination_is_refused_with_exit_2(topo, dest):
     assert len(r.stderr.splitlines()) == 1 and "not an IPv4 address" in r.stderr, r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="until the lead registers 'echo': 'echo:echo' in labkit/cli/__init__.py")
 def test_registered_as_labkit_echo(capfd):
     from labkit.cli import main
 
     assert main(["echo", "--help"]) == 0
     assert "microsecond" in capfd.readouterr().out
+    assert main(["echo", "127.0.0.1", "--direction", "up", "-c", "0"]) == 2
+    assert capfd.readouterr().err.splitlines() == ["labkit: error: --count: 0 is not a whole number of probes "
+                                                   "from 1 to 10000000"]
 
 
 # -- the RTT itself -------------------------------------------------------------------------------------
@@ -284,6 +291,19 @@ def test_no_reply_at_all_is_every_row_lost_and_exit_1(topo):
 
 @needs_root
 @pytest.mark.root
+def test_output_file_holds_the_rows(topo, tmp_path):
+    out = tmp_path / "dir with space" / "echo.csv"
+    out.parent.mkdir()
+    r = run_echo_cli([EVSE_ADDR, "-c", "3", "-i", "0.02", "--direction", "down", "--src", "cpo", "--dst", "evse1",
+                      "-o", str(out)], ns=topo.ns["cpo"])
+    assert r.returncode == 0 and r.stdout == "", r.stderr
+    rows = rows_of(out.read_text())
+    assert [(x["src"], x["dst"], x["direction"], x["seq"], x["lost"]) for x in rows] == \
+        [("cpo", "evse1", "down", str(i), "0") for i in (1, 2, 3)]
+
+
+@needs_root
+@pytest.mark.root
 def test_interrupted_run_keeps_the_probes_sent_as_rows(topo):
     p = subprocess.Popen(["ip", "netns", "exec", topo.ns["evse1"], PY, "-m", "labkit.cli.echo", CPO_ADDR,
                           "-c", "1000", "-i", "0.02", "--direction", "up"],
@@ -345,6 +365,16 @@ def test_run_echo_both_directions_through_the_gateway(topo, remote, labkit_of, t
     frame = read_csv(cell / "echo.csv", "echo", tmp_path, problems)
     assert problems == [] and len(frame) == 2 * count
     assert sorted(frame["rtt_ms"].tolist()) == sorted(r["rtt_ms"] for r in rows)
+
+
+@needs_root
+@pytest.mark.root
+def test_run_echo_with_the_installed_labkit_command(topo, remote, tmp_path):
+    inv = topo.inventory
+    assert Path(inv.cpo.labkit).name == "labkit" and Path(inv.cpo.labkit).exists()
+    rows = probes.run_echo(remote, tmp_path / "cell", inv.evses[0], inv.cpo, 3, 0.02, 1.0)
+    assert sorted((r["direction"], r["seq"], r["lost"]) for r in rows) == \
+        [("down", 1, 0), ("down", 2, 0), ("down", 3, 0), ("up", 1, 0), ("up", 2, 0), ("up", 3, 0)]
 
 
 @needs_root

@@ -4,20 +4,22 @@ Runs on lab hosts (the bench starts it over SSH on the EVSE and on the CPO at on
 click only. CSV rows on stdout (or ``--output``), one JSON summary line on stderr. Exit status 0 when a
 reply came, 1 when none did (like ping), 2 for bad options.
 
-Until ``echo`` is registered in labkit/cli/__init__.py's COMMANDS, ``python -m labkit.cli.echo ...`` runs it
-with the same conventions.
+``python -m labkit.cli.echo ...`` runs it with the same conventions (the tests and the benchmark use it).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
 from labkit import echo as probe
+from labkit.errors import ConfigError
 
 
 @click.command("echo")
@@ -50,27 +52,32 @@ def echo(destination: str, count: int, interval_s: float, wait_s: float, size: i
     decimals, rounded up; empty when lost), lost (1 or 0). Lost probes are rows.
     """
     probe.validate(destination, count, interval_s, wait_s, size)  # before any output: exit 2, one line
-    fh = open(output, "w", newline="") if output else sys.stdout  # noqa: SIM115
+    if output:
+        parent = Path(output).parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise ConfigError(f"--output: cannot create {output!r} (no writable directory {str(parent)!r})")
+    state: dict[str, Any] = {}  # the output and its writer, opened with the first row (not when the probe fails)
+
+    def writer() -> csv.DictWriter:
+        if "w" not in state:
+            state["fh"] = open(output, "w", newline="") if output else sys.stdout  # noqa: SIM115
+            state["w"] = csv.DictWriter(state["fh"], fieldnames=list(probe.COLUMNS), lineterminator="\n")
+            state["w"].writeheader()
+        return state["w"]
+
+    def write_row(row: dict[str, Any]) -> None:
+        writer().writerow(row)
+        state["fh"].flush()
+
     try:
-        writer = csv.DictWriter(fh, fieldnames=list(probe.COLUMNS), lineterminator="\n")
-        header = [False]
-
-        def write_row(row: dict[str, Any]) -> None:
-            if not header[0]:
-                writer.writeheader()
-                header[0] = True
-            writer.writerow(row)
-            fh.flush()
-
         summary = probe.run(destination, count=count, interval_s=interval_s, wait_s=wait_s, size=size,
                             src_name=src_name, dst_name=dst_name, direction=direction, sock=sock, stamps=stamps,
                             write_row=write_row)
-        if not header[0]:
-            writer.writeheader()
-            fh.flush()
+        writer()  # the header, even when interrupted before the first probe
+        state["fh"].flush()
     finally:
-        if output:
-            fh.close()
+        if output and "fh" in state:
+            state["fh"].close()
     click.echo("labkit echo: " + json.dumps(summary, separators=(",", ":")), err=True)
     if summary.get("interrupted"):
         raise click.exceptions.Exit(130)
