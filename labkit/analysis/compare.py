@@ -37,6 +37,8 @@ class CompareResult:
     figures: list[str] = field(default_factory=list)
     pairs: list[tuple[str, dict]] = field(default_factory=list)  # (label of the later run, compare_pair())
     thesis_rows: list[tuple[str, str, pd.DataFrame]] = field(default_factory=list)  # (label, target, rows)
+    #: what ran differently (event loop, validation, timing-relevant versions): (setting, value per run label)
+    runtime_differs: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
 
 def describe_run(run: Run) -> str:
@@ -96,11 +98,13 @@ def settings(run: Run) -> dict[str, str]:
 def compare_pair(a: Run, b: Run) -> dict[str, pd.DataFrame | list]:
     """Sample-level comparison of run ``b`` against run ``a``."""
     out: dict[str, pd.DataFrame | list] = {}
-    pa = a.with_cells(a.ping[~a.ping["lost"]], ("profile",)) if len(a.ping) else pd.DataFrame()
-    pb = b.with_cells(b.ping[~b.ping["lost"]], ("profile",)) if len(b.ping) else pd.DataFrame()
-    if len(pa) and len(pb):
-        rows, _, _ = _test_rows(*_pairs(pa, pb, ["profile", "direction"], "rtt_ms"), ["profile", "direction"])
-        out["ping"] = pd.DataFrame(rows)
+    for probe in ("ping", "echo"):
+        fa, fb = getattr(a, probe), getattr(b, probe)
+        pa = a.with_cells(fa[~fa["lost"]], ("profile",)) if len(fa) else pd.DataFrame()
+        pb = b.with_cells(fb[~fb["lost"]], ("profile",)) if len(fb) else pd.DataFrame()
+        if len(pa) and len(pb):
+            rows, _, _ = _test_rows(*_pairs(pa, pb, ["profile", "direction"], "rtt_ms"), ["profile", "direction"])
+            out[probe] = pd.DataFrame(rows)
     oa, ob = T.ocpp_ok(a), T.ocpp_ok(b)
     if len(oa) and len(ob):
         rows, only_a, only_b = _test_rows(*_pairs(oa, ob, ["profile", "stations"], "rtt_ms"),
@@ -195,10 +199,13 @@ def write_compare(targets: list[str], out_dir: str | Path | None = None, *, fmt:
                       caption="Settings that differ between the runs (everything else in the plans is the same)")
         else:
             doc.p("The runs' backend, engine, OCPP version and plan settings are the same.")
+    runtime_differs = runtime_section(doc, runs, labels)
     for lab, r in zip(labels, runs, strict=False):
         if r.problems:
             doc.p(f"**{lab}** (`{r.run_id}`): what is missing or suspect:")
-            doc.bullets(f"`{p.where}`: {p.what}" for p in r.problems)
+            suspect = [p for p in r.problems if p.kind == "suspect"]
+            doc.bullets([f"**suspect**: `{p.where}`: {p.what}" for p in suspect]
+                        + [f"`{p.where}`: {p.what}" for p in r.problems if p.kind != "suspect"])
 
     pairs, thesis_rows = [], []
     for i in range(1, len(runs)):
@@ -213,6 +220,11 @@ def write_compare(targets: list[str], out_dir: str | Path | None = None, *, fmt:
             ping = _sorted(ping, order, ["direction"])
             doc.table(_test_table(ping, [("profile", "profile"), ("direction", "direction")], " (ms)", la, lb),
                       f"ping_{la}_{lb}", caption="Ping RTT", raw=ping)
+        echo = res.get("echo")
+        if isinstance(echo, pd.DataFrame) and len(echo):
+            echo = _sorted(echo, order, ["direction"])
+            doc.table(_test_table(echo, [("profile", "profile"), ("direction", "direction")], " (ms)", la, lb),
+                      f"echo_{la}_{lb}", caption="Echo probe RTT (labkit's own, microsecond resolution)", raw=echo)
         oc = res.get("ocpp")
         if isinstance(oc, pd.DataFrame) and len(oc):
             oc = _sorted(oc, order, ["stations"])
@@ -245,7 +257,34 @@ def write_compare(targets: list[str], out_dir: str | Path | None = None, *, fmt:
             thesis_rows.append((lab, name, thesis_section(doc, jobs, r, lab, name, seed)))
     figs = jobs.run(out, fmt, workers)
     md, html = doc.write(out, "compare")
-    return CompareResult(runs, thesis, md, html, figs, pairs, thesis_rows)
+    return CompareResult(runs, thesis, md, html, figs, pairs, thesis_rows, runtime_differs)
+
+
+def runtime_section(doc: Document, runs: list[Run], labels: list[str]) -> list[tuple[str, dict[str, str]]]:
+    """What ran, side by side: the event loop, schema validation mode and timing-relevant versions of the
+    CSMS and of the fleets in every run; a warning names what differs. Returns the differing settings."""
+    if len(runs) < 2:
+        return []
+    per_run = [T.runtime_by_process(r) for r in runs]
+    keys = list(dict.fromkeys(k for d in per_run for k in d))
+    if not keys:
+        return []
+    rows = [{"": k, **{lab: d.get(k, "—") for lab, d in zip(labels, per_run, strict=True)}} for k in keys]
+    differs = [(k, {lab: d.get(k, "—") for lab, d in zip(labels, per_run, strict=True)}) for k in keys
+               if len({d.get(k, "—") for d in per_run}) > 1]
+    known = [(k, v) for k, v in differs if "—" not in v.values()]
+    if known:
+        doc.warn("**What ran differs between the runs:** " + "; ".join(
+            f"{k}: " + ", ".join(f"{lab} {v}" for lab, v in vals.items()) for k, vals in known)
+            + ". A difference in the OCPP round trips may come from this as well as from what the runs were "
+              "meant to compare (backend, engine, profile).")
+    doc.table(pd.DataFrame(rows), "runtime", caption="What ran: event loop, schema validation and versions "
+              "that affect timing (from the simulators' status where recorded, else the host facts; — unknown)")
+    unknown = [k for k, v in differs if "—" in v.values()]
+    if unknown:
+        doc.p("Not recorded in every run (format /1 runs do not record the event loop and the validation mode): "
+              + ", ".join(unknown) + ".")
+    return differs
 
 
 def thesis_section(doc: Document, jobs, run: Run, lab: str, which: str, seed: int) -> pd.DataFrame:

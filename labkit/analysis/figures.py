@@ -243,8 +243,9 @@ def fig_ocpp_ecdf(ok: pd.DataFrame, order: list[str], out: Path, fmt: str = "png
 
 
 def fig_overhead(tbl: pd.DataFrame, order: list[str], out: Path, fmt: str = "png") -> str | None:
-    """Heatmaps of OCPP RTT minus ping RTT (median, ms) per profile and action, for the smallest and the
-    largest N."""
+    """Heatmaps of OCPP RTT minus the network RTT (median, ms) per profile and action, for the smallest and
+    the largest N. The title says which network RTT (``baseline``: echo or ping); when a run has both, the
+    profiles measured with ping are marked "(ping)"."""
     import seaborn as sns
 
     if tbl.empty:
@@ -253,6 +254,11 @@ def fig_overhead(tbl: pd.DataFrame, order: list[str], out: Path, fmt: str = "png
     pick = [ns[0]] if len(ns) == 1 else [ns[0], ns[-1]]
     actions = list(tbl.groupby("action")["n"].sum().sort_values(ascending=False).index)
     profiles = [p for p in order if p in set(tbl["profile"].unique())]
+    base = tbl.drop_duplicates("profile").set_index("profile")["baseline"] if "baseline" in tbl else \
+        pd.Series("ping", index=profiles)
+    used = set(base)
+    which = "echo probe" if used == {"echo"} else "ping" if used == {"ping"} else "echo probe; (ping) where marked"
+    ylabels = [f"{p} (ping)" if len(used) > 1 and base.get(p) == "ping" else p for p in profiles]
     from matplotlib.colors import SymLogNorm
 
     # a symmetric-log colour scale: a few ms and a few hundred ms both stay readable (negative values, when
@@ -266,6 +272,7 @@ def fig_overhead(tbl: pd.DataFrame, order: list[str], out: Path, fmt: str = "png
     for k, (ax, n) in enumerate(zip(axes.flat, pick, strict=False)):
         sub = tbl[tbl["stations"] == n].pivot_table(index="profile", columns="action", values="overhead_ms")
         sub = sub.reindex(index=profiles, columns=actions)
+        sub.index = ylabels
         sns.heatmap(sub, ax=ax, annot=True, fmt=".1f", cmap="rocket_r", norm=norm,
                     cbar=k == len(pick) - 1,
                     cbar_kws={"label": "medians, ms (log colour scale)"},
@@ -278,7 +285,7 @@ def fig_overhead(tbl: pd.DataFrame, order: list[str], out: Path, fmt: str = "png
         ax.set_xticklabels(ax.get_xticklabels(), rotation=35, ha="right")
         if k:
             ax.set_yticklabels([])
-    fig.suptitle("The protocol's own cost: OCPP RTT minus ping RTT, per action (ms)")
+    fig.suptitle(f"The protocol's own cost: OCPP RTT minus network RTT ({which}), per action (ms)")
     return save(fig, out, "ocpp_overhead", fmt)
 
 

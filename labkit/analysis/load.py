@@ -25,9 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from labkit.errors import ConfigError
-
 from labkit import resultsformat as RF
+from labkit.errors import ConfigError
 
 FORMAT = RF.FORMAT  # what this labkit writes; it reads every format in READS
 READS = RF.READS
@@ -364,8 +363,9 @@ def load_run(path: str | Path) -> Run:
     if manifest:
         fmt = manifest.get("format")
         if fmt and fmt not in READS:
-            problems.append(Problem("manifest.json", f"format {fmt!r}, this labkit reads {', '.join(map(repr, READS))}; "
-                                                     "reading it anyway", "note"))
+            reads = ", ".join(map(repr, READS))
+            problems.append(Problem("manifest.json", f"format {fmt!r}, this labkit reads {reads}; reading it anyway",
+                                    "note"))
         status = manifest.get("status")
         if status == "running":
             problems.append(Problem("manifest.json", "status is 'running': the run had not finished (or was "

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from labkit.analysis import tables as T
+from labkit.analysis import transactions as X
 from labkit.analysis.doc import Document
 from labkit.analysis.load import Run, load_run
 from labkit.analysis.order import fmt_num, fmt_rate
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from labkit.analysis.figures import FigureJobs
 
 MAX_TIMELINES = 12
+MAX_STATION_ROWS = 40
 DISSERTATION_ROWS = [("mean", "mean"), ("std", "std"), ("median", "median"), ("min", "min"), ("max", "max"),
                      ("p95", "p95"), ("p99", "p99")]
 
@@ -64,9 +66,34 @@ def problems_section(doc: Document, run: Run) -> None:
         return
     doc.h("What is missing or suspect")
     doc.p("The figures and tables below use whatever could be read. These files were missing, unreadable or "
-          "cut short:")
-    kinds = {"missing": "missing", "corrupt": "corrupt (skipped)", "incomplete": "incomplete", "note": "note"}
-    doc.bullets(f"**{kinds.get(p.kind, p.kind)}**: `{p.where}`: {p.what}" for p in run.problems)
+          "cut short, or what they say is suspect (transaction messages lost or delivered twice first):")
+    kinds = {"missing": "missing", "corrupt": "corrupt (skipped)", "incomplete": "incomplete", "note": "note",
+             "suspect": "suspect"}
+    ordered = [p for p in run.problems if p.kind == "suspect"] + [p for p in run.problems if p.kind != "suspect"]
+    doc.bullets(f"**{kinds.get(p.kind, p.kind)}**: `{p.where}`: {p.what}" for p in ordered)
+
+
+def tx_warning(doc: Document, tx: pd.DataFrame) -> None:
+    """A warning at the top of the report when a transaction message was lost, handled twice or refused, or
+    the fleet's and the CSMS's records of them disagree."""
+    if tx.empty:
+        return
+    parts = []
+    for cols, what in ((["lost"], "lost (sent, never handled by the CSMS)"),
+                       (["duplicates"], "extra deliveries (handled again by the CSMS)"),
+                       (["rejected"], "rejected by the CSMS (CallError)"),
+                       (["acked_unrecorded", "handled_unsent"], "on which the fleet's and the CSMS's records disagree"),
+                       (["never_sent"], "never sent")):
+        per_cell = tx[cols].fillna(0).sum(axis=1)
+        n = int(per_cell.sum())
+        if n:
+            cells = tx.loc[per_cell > 0, "cell"].tolist()
+            parts.append(f"**{n}** {what} in {', '.join(f'`{c}`' for c in cells[:4])}"
+                         + (f" and {len(cells) - 4} more cell(s)" if len(cells) > 4 else ""))
+    if not parts:
+        return
+    doc.warn("**Transaction messages not delivered exactly once:** " + "; ".join(parts) + ". See *Transaction "
+             "messages* below: OCPP delivers them at least once, so a retry after a lost answer is handled twice.")
 
 
 def provenance_section(doc: Document, run: Run) -> None:
@@ -97,12 +124,36 @@ def provenance_section(doc: Document, run: Run) -> None:
     if ctl:
         rows.append(("controller", ", ".join(f"{k} {v}" for k, v in ctl.items())))
     doc.table(_kv(rows))
+    runtime_section(doc, run)
     hosts = m.get("hosts") if isinstance(m.get("hosts"), dict) else {}
     if hosts:
         keys = sorted({k for h in hosts.values() if isinstance(h, dict) for k in h})
         hdf = pd.DataFrame([{"host": n, **{k: _ts(h.get(k)) for k in keys}} for n, h in hosts.items()
                             if isinstance(h, dict)])
         doc.table(hdf, caption="Hosts (as recorded by the run)")
+
+
+def runtime_section(doc: Document, run: Run) -> None:
+    """The event loop, schema validation mode and timing-relevant versions per host (per role where the
+    hosts of a role agree)."""
+    tbl = T.runtime_table(run)
+    if tbl.empty:
+        return
+    disp = T.runtime_by_role(tbl)
+    names = {"csms": "CSMS", "fleet": "fleet"}
+    out = pd.DataFrame({"hosts": disp["hosts"], "runs": disp["process"].map(lambda p: names.get(p, p or "—")),
+                        **{T.RUNTIME_LABELS[k]: disp[k].map(lambda v: v or "—") for k in T.RUNTIME_KEYS},
+                        "from": disp["source"].map({"status": "the process's status",
+                                                    "host facts": "host facts only (what was installed)"})
+                        .fillna("—")})
+    doc.table(out, "runtime", caption="What ran: event loop, schema validation and the versions that affect "
+                                      "timing, per host (hosts of one role with the same values in one row). "
+                                      "From the simulators' own status where recorded, else from the host "
+                                      "facts", raw=tbl)
+    differs = tbl[tbl["differs_between_cells"] != ""]
+    if len(differs):
+        doc.p("**Differs between cells**: " + "; ".join(f"{r.host}: {r.differs_between_cells}"
+                                                          for r in differs.itertuples(index=False)) + ".")
 
 
 def ping_section(doc: Document, run: Run, jobs: FigureJobs, seed: int) -> None:
@@ -134,6 +185,21 @@ def ping_section(doc: Document, run: Run, jobs: FigureJobs, seed: int) -> None:
     jobs.add(doc, F.fig_ping, (tbl, T.order_of(run)),
              "Configured added RTT (grey) against the measured ping RTT per profile and direction; below, the "
              "excess over the configured value.")
+    xc = T.echo_ping_table(run)
+    if len(xc):
+        doc.h("Cross-check: labkit's echo probe against ping", 3)
+        doc.p("labkit's own RTT probe (echo.csv) is timed to the microsecond; iputils ping prints three "
+              "significant digits (whole milliseconds from 100 ms on). Both cross the same shaped path, so their "
+              "medians should agree within the ping's rounding (up to 0.5 ms above 100 ms) and the difference "
+              "in the probes' sizes. The OCPP overhead below uses the echo RTT where a profile has it.")
+        doc.table(pd.DataFrame({
+            "profile": xc["profile"], "direction": xc["direction"].map(F.DIR_LABEL),
+            "echo median (ms)": xc["echo_median_ms"].map(lambda v: fmt_num(v, 3)),
+            "ping median (ms)": xc["ping_median_ms"].map(lambda v: fmt_num(v, 3)),
+            "echo − ping (ms)": xc["diff_ms"].map(lambda v: fmt_num(v, 3)),
+            "echo replies / lost": [f"{int(a)} / {int(b)}" for a, b in zip(xc["echo_n"], xc["echo_lost"], strict=True)],
+            "ping replies / lost": [f"{int(a)} / {int(b)}" for a, b in zip(xc["ping_n"], xc["ping_lost"], strict=True)],
+        }), "echo_vs_ping", caption="Median RTT of the echo probe and of ping (ms)", raw=xc)
 
 
 def iperf_section(doc: Document, run: Run, jobs: FigureJobs) -> None:
@@ -222,31 +288,118 @@ def ocpp_section(doc: Document, run: Run, jobs: FigureJobs, seed: int) -> None:
 def overhead_section(doc: Document, run: Run, jobs: FigureJobs) -> None:
     from labkit.analysis import figures as F
 
-    doc.h("The protocol's own cost: OCPP RTT minus ping RTT")
+    doc.h("The protocol's own cost: OCPP RTT minus network RTT")
     tbl = T.overhead_table(run)
     if tbl.empty:
-        doc.p("*Needs both OCPP samples and ping samples for the same profile.*")
+        doc.p("*Needs both OCPP samples and network RTT samples (echo or ping) for the same profile.*")
         return
-    doc.p("For each profile, N and action: the median OCPP round trip minus the median ping round trip of the "
-          "same profile. What remains is serialisation of the larger frames at the link's rate, TCP and "
-          "WebSocket handling, JSON-schema validation on both sides, the CSMS's work and any queueing behind "
-          "other chargers' messages.")
+    label = baseline_label(tbl)
+    doc.p("For each profile, N and action: the median OCPP round trip minus the median network round trip of "
+          f"the same profile ({label}). What remains is serialisation of the larger frames at the link's rate, "
+          "TCP and WebSocket handling, JSON-schema validation on both sides, the CSMS's work and any queueing "
+          "behind other chargers' messages. The network RTT is labkit's echo probe (echo.csv, microsecond "
+          "resolution) where the profile has it, else ping's (whole milliseconds from 100 ms on).")
     ns = sorted(tbl["stations"].unique())
     order = T.order_of(run)
+    base = tbl.drop_duplicates("profile").set_index("profile")["baseline"]
     for n in ([ns[0]] if len(ns) == 1 else [ns[0], ns[-1]]):
         piv = tbl[tbl["stations"] == n].pivot_table(index="profile", columns="action", values="overhead_ms")
         piv = piv.reindex([p for p in order if p in piv.index])
         disp = piv.map(fmt_num).reset_index()
-        doc.table(disp, caption=f"OCPP RTT − ping RTT (median, ms), N = {n}")
+        disp.insert(1, "baseline", disp["profile"].map(base))
+        doc.table(disp, caption=f"OCPP RTT − network RTT (median, ms; baseline: {label}), N = {n}")
     doc.tables["ocpp_overhead"] = tbl
-    jobs.add(doc, F.fig_overhead, (tbl, order), "OCPP RTT minus ping RTT (medians, ms) per profile and "
-             "action, for the smallest and the largest N.")
+    jobs.add(doc, F.fig_overhead, (tbl, order), f"OCPP RTT minus network RTT ({label}; medians, ms) per "
+             "profile and action, for the smallest and the largest N.")
     csms = T.csms_table(run)
     if len(csms):
         doc.table(pd.DataFrame({"profile": csms["profile"], "N": csms["stations"], "messages": csms["n"],
                                 "median (ms)": csms["median_ms"].map(fmt_num), "p95 (ms)": csms["p95_ms"].map(fmt_num),
                                 "max (ms)": csms["max_ms"].map(fmt_num)}), "csms_handling",
                   caption="The CSMS's own handling time (frame received to answer sent)", raw=csms)
+
+
+def baseline_label(tbl: pd.DataFrame) -> str:
+    """Which network RTT an overhead table uses: "echo probe", "ping", or both with the profiles of each."""
+    kinds = tbl.drop_duplicates("profile")[["profile", "baseline"]]
+    used = set(kinds["baseline"])
+    if used == {"echo"}:
+        return "echo probe"
+    if used == {"ping"}:
+        return "ping"
+    return "echo probe; ping for " + ", ".join(kinds.loc[kinds["baseline"] == "ping", "profile"].astype(str))
+
+
+def transactions_section(doc: Document, run: Run, tx: pd.DataFrame) -> None:
+    doc.h("Transaction messages: delivered exactly once?")
+    if tx.empty:
+        doc.p("*No OCPP files in this run.*")
+        return
+    avail = tx[tx["accounting"] != X.NOT_AVAILABLE]
+    if avail.empty:
+        doc.p(f"*Transaction accounting not available: this run's calls files have no `tx_key` (results format "
+              f"`{run.format}`, before labkit-results/2). The counts are unknown, not zero.*")
+        return
+    doc.p("OCPP delivers transaction messages (StartTransaction, MeterValues, StopTransaction; TransactionEvent "
+          "in 2.0.1) *at least once*: a station keeps them while offline and sends one again when its answer "
+          "does not come, under a new message id. Each is identified by its `tx_key`, the same on every attempt "
+          "and on both sides. Per cell, distinct messages: *sent* (at least one attempt left the station), "
+          "*acknowledged* (a CallResult came back), *handled* (the CSMS answered it: csms.csv outcome ok), "
+          "*duplicates* (the CSMS handled one again: a retry after a lost answer), *lost* (sent, never handled "
+          "nor acknowledged nor rejected). *Records disagree*: acknowledged but absent from csms.csv, or handled "
+          "by the CSMS but not sent according to the fleet's files (a file cut short). Lost and duplicated "
+          "messages are flagged in bold and listed at the top. docs/reading-results.md explains how to read this.")
+    if len(avail) < len(tx):
+        doc.p(f"*{len(tx) - len(avail)} cell(s) without transaction keys (format /1 files): not counted.*")
+
+    def num(v, flag: bool = False) -> str:
+        if v is pd.NA or v is None:
+            return "—"
+        return f"**{int(v)}**" if flag and int(v) else str(int(v))
+
+    disagree = tx[["acked_unrecorded", "handled_unsent"]].sum(axis=1, min_count=1)
+    disp = pd.DataFrame({
+        "cell": tx["cell"], "profile": tx["profile"], "N": tx["stations"],
+        "sent": tx["sent"].map(num), "acknowledged": tx["acknowledged"].map(num),
+        "handled by the CSMS": tx["handled"].map(num),
+        "duplicates": tx["duplicates"].map(lambda v: num(v, True)), "lost": tx["lost"].map(lambda v: num(v, True)),
+        "records disagree": disagree.map(lambda v: num(v, True)),
+        "never sent": tx["never_sent"].map(lambda v: num(v, True)),
+    })
+    if (tx["accounting"] != X.COMPLETE).any():
+        disp["accounting"] = tx["accounting"]
+    for extra, title in (("rejected", "rejected (CallError)"), ("shared_keys", "keys shared"),
+                         ("untagged", "without tx_key")):
+        if tx[extra].fillna(0).sum():
+            disp[title] = tx[extra].map(lambda v: num(v, True))
+    doc.table(disp, "transactions", caption="Transaction messages per cell (distinct messages; duplicates are "
+                                            "extra deliveries)", raw=tx)
+    tot = X.totals(tx)
+    doc.p("In all: " + ", ".join(f"{tot[k]} {label}" for k, label in (
+        ("sent", "sent"), ("acknowledged", "acknowledged"), ("handled", "handled by the CSMS"),
+        ("duplicates", "duplicate deliveries"), ("lost", "lost")) if tot.get(k) is not None) + ".")
+    st = X.tx_table(run, by_station=True)
+    if st.empty:
+        return
+    doc.tables["transactions_stations"] = st
+    flags = ["duplicates", "lost", "rejected", "acked_unrecorded", "handled_unsent", "never_sent", "shared_keys",
+             "untagged"]
+    bad = st[st[flags].fillna(0).sum(axis=1) > 0]
+    if bad.empty:
+        return
+    shown = bad.head(MAX_STATION_ROWS)
+    doc.table(pd.DataFrame({
+        "cell": shown["cell"], "station": shown["station_id"], "sent": shown["sent"].map(num),
+        "acknowledged": shown["acknowledged"].map(num), "handled": shown["handled"].map(num),
+        "duplicates": shown["duplicates"].map(lambda v: num(v, True)),
+        "lost": shown["lost"].map(lambda v: num(v, True)),
+        "records disagree": shown[["acked_unrecorded", "handled_unsent"]].sum(axis=1, min_count=1).map(
+            lambda v: num(v, True)),
+        "rejected": shown["rejected"].map(lambda v: num(v, True)),
+        "never sent": shown["never_sent"].map(lambda v: num(v, True))}),
+        caption="The stations concerned" + (f" (the first {MAX_STATION_ROWS} of {len(bad)}; all stations in "
+                                           "tables/transactions_stations.csv)" if len(bad) > MAX_STATION_ROWS
+                                           else " (every station in tables/transactions_stations.csv)"))
 
 
 def scaling_section(doc: Document, run: Run, jobs: FigureJobs) -> None:
@@ -350,12 +503,15 @@ def build(run: Run, out: Path, *, fmt: str = "png", seed: int = 0, figures: bool
     if not run.has_data:
         doc.warn("**No measurements could be read from this directory.** See the list below for what is "
                  "missing.")
+    tx = X.tx_table(run)
+    tx_warning(doc, tx)
     problems_section(doc, run)
     provenance_section(doc, run)
     jobs = FigureJobs(enabled=figures)
     ping_section(doc, run, jobs, seed)
     iperf_section(doc, run, jobs)
     ocpp_section(doc, run, jobs, seed)
+    transactions_section(doc, run, tx)
     overhead_section(doc, run, jobs)
     scaling_section(doc, run, jobs)
     timeline_section(doc, run, jobs)

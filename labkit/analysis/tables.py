@@ -133,21 +133,65 @@ def outcome_table(run: Run) -> pd.DataFrame:
     return _sort(out[cols], order_of(run), ["stations"])
 
 
-def overhead_table(run: Run) -> pd.DataFrame:
-    """Per profile, N and action: median OCPP RTT minus median ping RTT of the same profile (both directions
-    pooled): what the protocol itself costs on top of the network's round trip."""
-    cols = ["profile", "stations", "action", "n", "ocpp_median_ms", "ping_median_ms", "overhead_ms"]
-    ok = ocpp_ok(run)
-    if ok.empty or run.ping.empty:
+def network_rtt(run: Run) -> pd.DataFrame:
+    """Per profile: the network round trip that OCPP round trips are set against, and which probe gave it.
+
+    labkit's echo probe (echo.csv, format /2) when the profile has echo samples: it is timed to the
+    microsecond, where iputils ping prints whole milliseconds from 100 ms on; else ping. Both directions
+    pooled, lost probes left out."""
+    cols = ["profile", "baseline", "n", "median_ms"]
+    parts = []
+    for name, frame in (("echo", run.echo), ("ping", run.ping)):
+        if len(frame):
+            f = run.with_cells(frame[~frame["lost"] & frame["rtt_ms"].notna()], ("profile",))
+            if len(f):
+                g = f.groupby("profile", observed=True)["rtt_ms"].agg(["size", "median"]).reset_index()
+                parts.append(g.assign(baseline=name).rename(columns={"size": "n", "median": "median_ms"}))
+    if not parts:
         return pd.DataFrame(columns=cols)
-    ping = run.with_cells(run.ping[~run.ping["lost"]], ("profile",))
-    ping_med = ping.groupby("profile")["rtt_ms"].median()
+    out = pd.concat(parts, ignore_index=True).drop_duplicates("profile", keep="first")  # echo first
+    return _sort(out[cols], order_of(run), [])
+
+
+def overhead_table(run: Run) -> pd.DataFrame:
+    """Per profile, N and action: median OCPP RTT minus the median network RTT of the same profile (echo's
+    when the profile has echo samples, else ping's; ``baseline`` says which; see ``network_rtt``): what the
+    protocol itself costs on top of the network's round trip."""
+    cols = ["profile", "stations", "action", "n", "ocpp_median_ms", "baseline", "baseline_median_ms",
+            "overhead_ms"]
+    ok = ocpp_ok(run)
+    net = network_rtt(run)
+    if ok.empty or net.empty:
+        return pd.DataFrame(columns=cols)
+    net = net.set_index("profile")
     g = ok.groupby(["profile", "stations", "action"], observed=True, sort=False)["rtt_ms"].agg(["size", "median"])
     out = g.reset_index().rename(columns={"size": "n", "median": "ocpp_median_ms"})
-    out["ping_median_ms"] = out["profile"].map(ping_med).astype("float64")
-    out["overhead_ms"] = out["ocpp_median_ms"] - out["ping_median_ms"]
-    out = out.dropna(subset=["ping_median_ms"])
+    out["baseline"] = out["profile"].map(net["baseline"])
+    out["baseline_median_ms"] = out["profile"].map(net["median_ms"]).astype("float64")
+    out["overhead_ms"] = out["ocpp_median_ms"] - out["baseline_median_ms"]
+    out = out.dropna(subset=["baseline_median_ms"])
     return _sort(out[cols], order_of(run), ["stations", "action"])
+
+
+def echo_ping_table(run: Run) -> pd.DataFrame:
+    """The cross-check of the two RTT probes, per profile and direction: echo median, ping median and
+    their difference (echo − ping), with samples and losses of each."""
+    cols = ["profile", "direction", "echo_n", "echo_lost", "echo_median_ms", "ping_n", "ping_lost",
+            "ping_median_ms", "diff_ms"]
+    if run.echo.empty or run.ping.empty:
+        return pd.DataFrame(columns=cols)
+    sides = []
+    for name, frame in (("echo", run.echo), ("ping", run.ping)):
+        f = run.with_cells(frame, ("profile",))
+        g = f.groupby(["profile", "direction"], observed=True, sort=False)
+        ok = f[~f["lost"]].groupby(["profile", "direction"], observed=True, sort=False)["rtt_ms"]
+        sides.append(pd.DataFrame({f"{name}_n": ok.size(), f"{name}_lost": g["lost"].sum().astype("int64"),
+                                   f"{name}_median_ms": ok.median()}))
+    out = sides[0].join(sides[1], how="inner").reset_index()
+    if out.empty:
+        return pd.DataFrame(columns=cols)
+    out["diff_ms"] = out["echo_median_ms"] - out["ping_median_ms"]
+    return _sort(out[cols], order_of(run), ["direction"])
 
 
 def csms_table(run: Run) -> pd.DataFrame:
@@ -226,3 +270,96 @@ def events_table(run: Run) -> pd.DataFrame:
     meta = run.cells.set_index("cell")[["profile", "stations"]]
     out = out.join(meta, on="cell")
     return _sort(out[cols], order_of(run), ["stations", "cell"])
+
+
+# -- what ran: event loop, schema validation, versions ------------------------------------------------
+#: what affects timing, in display order: the event loop (and its version), the OCPP schema validation
+#: mode, and the versions of Python, the OCPP and WebSocket libraries, uvloop and labkit
+RUNTIME_KEYS = ["event_loop", "event_loop_version", "validation", "python", "ocpp", "websockets", "uvloop",
+                "labkit"]
+RUNTIME_LABELS = {"event_loop": "event loop", "event_loop_version": "event loop version",
+                  "validation": "schema validation", "python": "Python", "ocpp": "ocpp", "websockets": "websockets",
+                  "uvloop": "uvloop", "labkit": "labkit"}
+PROCESS_OF_ROLE = {"cpo": "csms", "evse": "fleet"}
+
+
+def _status_facts(st: dict) -> dict[str, str]:
+    """What a simulator's status says it ran with (format /2): event loop, validation, versions."""
+    out = {k: str(st[k]) for k in ("event_loop", "event_loop_version", "validation") if st.get(k) not in (None, "")}
+    vers = st.get("versions")
+    if isinstance(vers, dict):  # (a list there is the CSMS's OCPP versions of format /1: not this)
+        out.update({k: str(vers[k]) for k in ("python", "labkit", "ocpp", "websockets", "uvloop")
+                    if vers.get(k) not in (None, "")})
+    return out
+
+
+def runtime_table(run: Run) -> pd.DataFrame:
+    """Per host running an OCPP simulator (the CSMS on the CPO, a fleet on each EVSE host): the event loop,
+    the schema validation mode and the versions that affect timing.
+
+    What ran wins over what was installed: the values come from the simulators' last statuses in the
+    cells' cell.json (``ocpp.csms``, ``ocpp.fleets``), and, for what those do not say, from the manifest's
+    host facts (``hosts.<name>``: what was installed, and the event loop the simulators would pick).
+    ``source`` says which; a value that differed between cells is listed with all its values ("a | b")."""
+    cols = ["host", "role", "process", *RUNTIME_KEYS, "source", "differs_between_cells"]
+    m = run.manifest
+    hosts = m.get("hosts") if isinstance(m.get("hosts"), dict) else {}
+    roles = {str(n): str(h.get("role") or "") for n, h in hosts.items() if isinstance(h, dict)}
+    cpos = [n for n, r in roles.items() if r == "cpo"]
+    cpo = cpos[0] if len(cpos) == 1 else "cpo"
+    ran: dict[str, dict[str, set[str]]] = {}
+    for cj in run.cell_meta.values():
+        o = cj.get("ocpp") if isinstance(cj.get("ocpp"), dict) else {}
+        statuses = []
+        if isinstance(o.get("csms"), dict):
+            statuses.append((cpo, o["csms"]))
+        if isinstance(o.get("fleets"), dict):
+            statuses += [(str(h), st) for h, st in o["fleets"].items() if isinstance(st, dict)]
+        for host, st in statuses:
+            for k, v in _status_facts(st).items():
+                ran.setdefault(host, {}).setdefault(k, set()).add(v)
+    names = [n for n, r in roles.items() if r in PROCESS_OF_ROLE] + [h for h in ran if h not in roles]
+    rows = []
+    for name in dict.fromkeys(names):
+        h = hosts.get(name) if isinstance(hosts.get(name), dict) else {}
+        role = roles.get(name) or ("cpo" if name == cpo else "evse")
+        seen = ran.get(name, {})
+        row = {"host": name, "role": role, "process": PROCESS_OF_ROLE.get(role, ""), "differs_between_cells": ""}
+        for k in RUNTIME_KEYS:
+            if k in seen:
+                row[k] = " | ".join(sorted(seen[k]))
+            else:
+                v = h.get(k)
+                row[k] = str(v) if v not in (None, "") else ""
+        row["source"] = "status" if seen else ("host facts" if h else "")
+        row["differs_between_cells"] = ", ".join(k for k in RUNTIME_KEYS if len(seen.get(k, ())) > 1)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=cols)
+
+
+def runtime_by_role(tbl: pd.DataFrame) -> pd.DataFrame:
+    """``runtime_table`` with the hosts of one role collapsed into one row where their values are the same
+    (``hosts``: their names, or how many)."""
+    cols = ["hosts", "role", "process", *RUNTIME_KEYS, "source"]
+    if tbl.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    keys = ["role", "process", *RUNTIME_KEYS, "source"]
+    for vals, g in tbl.groupby(keys, sort=False, dropna=False):
+        names = list(g["host"])
+        label = ", ".join(names) if len(names) <= 3 else f"{len(names)} hosts: {names[0]} … {names[-1]}"
+        rows.append({"hosts": label, **dict(zip(keys, vals, strict=True))})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def runtime_by_process(run: Run) -> dict[str, str]:
+    """One value per process kind and key ("fleet event loop" -> "uvloop"), several hosts' differing
+    values joined with " | ": what ``labkit compare`` sets side by side."""
+    tbl = runtime_table(run)
+    out: dict[str, str] = {}
+    for proc, g in tbl.groupby("process", sort=False):
+        name = {"csms": "CSMS", "fleet": "fleets"}.get(str(proc), str(proc) or "other")
+        for k in RUNTIME_KEYS:
+            vals = sorted({v for cell in g[k] for v in str(cell).split(" | ") if v})
+            out[f"{name}: {RUNTIME_LABELS[k]}"] = " | ".join(vals) if vals else "—"
+    return out

@@ -328,8 +328,9 @@ def make_run(root: Path, *, plan: str = "tests", seed: int = 7, backend: str = "
     v1 = fmt == V1
     tx_faults = tx_faults or {}
     vers = {"python": "3.11.9", "labkit": "0.1.0", "ocpp": "2.1.0", "websockets": "15.0.1",
-            "uvloop": "0.21.0" if event_loop == "uvloop" else "missing", **(versions or {})}
-    loop_version = vers["uvloop"] if event_loop == "uvloop" else vers["python"]
+            "uvloop": "0.21.0" if event_loop == "uvloop" else "", **(versions or {})}
+    # as labkit.sim.settings.provenance says it: uvloop's version, "" for asyncio or a missing uvloop
+    loop_version = vers["uvloop"] if event_loop == "uvloop" else ""
     profiles = profiles or cfg["profiles"]
     fleets = fleets or cfg["fleets"]
     mv = meter_values if meter_values is not None else cfg["meter_values"]
@@ -430,7 +431,7 @@ def make_run(root: Path, *, plan: str = "tests", seed: int = 7, backend: str = "
                  "synthetic_fleets": [list(f) for f in fleets]},
         "hosts": {name: {"role": role, "kernel": "synthetic", "cpus": "2",
                          **{k: vers[k] for k in ("python", "labkit", "ocpp", "websockets")},
-                         **({} if v1 else {"uvloop": vers["uvloop"], "event_loop": event_loop})}
+                         **({} if v1 else {"uvloop": vers["uvloop"] or "missing", "event_loop": event_loop})}
                   for name, role in [("cpo", "cpo"), ("gw", "gateway")]
                   + [(f"evse{k + 1}", "evse") for k in range(max_hosts)]},
         "controller": {"python": "3.11", "labkit": "0.1.0", "synthetic": "true"},

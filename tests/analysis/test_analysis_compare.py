@@ -172,3 +172,43 @@ def test_hodges_lehmann_in_compare_is_exact_on_small_samples(tmp_path, synth):
     x = a.calls[a.calls["outcome"] == "ok"]["rtt_ms"].to_numpy()
     y = b.calls[b.calls["outcome"] == "ok"]["rtt_ms"].to_numpy()
     assert oc["hl_shift"] == pytest.approx(np.median((y[None, :] - x[:, None]).ravel()), abs=1e-4)
+
+
+def test_compare_sets_what_ran_side_by_side_and_flags_a_difference(synth, synth_dir, tmp_path, capsys):
+    b = synth.make_run(tmp_path / "b", seed=11, event_loop="asyncio", validation="sync", incomplete=False,
+                       outage=False, label="synthetic-asyncio")
+    res = write_compare([str(synth_dir), str(b)], tmp_path / "c", figures=False)
+    md = res.markdown.read_text()
+    assert "> **What ran differs between the runs:** " in md
+    assert "fleets: event loop: A uvloop, B asyncio" in md and "CSMS: schema validation: A fast, B sync" in md
+    assert "| fleets: event loop | uvloop | asyncio |" in md
+    assert "| fleets: Python | 3.11.9 | 3.11.9 |" in md  # side by side, the same ones too
+    differs = dict(res.runtime_differs)
+    assert differs["fleets: event loop"] == {"A": "uvloop", "B": "asyncio"}
+    assert "fleets: Python" not in differs
+    assert md.index("What ran differs") < md.index("## B against A")
+    assert main(["compare", str(synth_dir), str(b), "-o", str(tmp_path / "cli"), "--no-figures"]) == 0
+    out = capsys.readouterr().out
+    assert "what ran differs: fleets: event loop: A uvloop, B asyncio" in out
+    # the same settings: nothing flagged
+    same = write_compare([str(synth_dir), str(synth.make_run(tmp_path / "s", seed=3, incomplete=False,
+                                                                 outage=False, label="same"))],
+                         tmp_path / "c2", figures=False)
+    assert "What ran differs" not in same.markdown.read_text() and same.runtime_differs == []
+
+
+def test_compare_with_a_format_1_run_does_not_flag_what_it_does_not_know(synth_dir, synth_dir_v1, tmp_path):
+    res = write_compare([str(synth_dir_v1), str(synth_dir)], tmp_path / "c", figures=False)
+    md = res.markdown.read_text()
+    assert "What ran differs" not in md  # A (format /1) does not say which loop it ran
+    assert "Not recorded in every run" in md and "fleets: event loop" in md
+    assert "| fleets: event loop | — | uvloop |" in md
+    # B's transaction faults are listed as suspect under B
+    assert "- **suspect**: `cells/vsat__n10x1__r1/ocpp/`: 2 transaction message(s) LOST" in md
+
+
+def test_compare_sets_the_echo_probe_side_by_side(synth_dir, synth_dir_b, tmp_path):
+    res = write_compare([str(synth_dir), str(synth_dir_b)], tmp_path / "c", figures=False)
+    assert "*Echo probe RTT (labkit's own, microsecond resolution)*" in res.markdown.read_text()
+    echo = res.pairs[0][1]["echo"].set_index(["profile", "direction"])
+    assert len(echo) == 10 and (echo["n_a"] > 30).all()

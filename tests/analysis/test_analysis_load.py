@@ -231,3 +231,39 @@ def test_partial_attempts_kept_by_resume_are_not_counted(copy_run):
     assert "1 earlier partial attempt(s) kept aside by --resume (none__n1x1__r1.partial-1)" in _problems(r)
     assert (r.calls["cell"] == "none__n1x1__r1").sum() == len(
         load_run(d).calls.query("cell == 'none__n1x1__r1'"))
+
+
+def test_format_2_columns_and_the_echo_probe(synth_run):
+    r = synth_run
+    assert r.format == "labkit-results/2"
+    firsts = {c for c in r.cells["cell"] if "__n1x1__" in c}
+    assert set(r.echo["cell"].unique()) == firsts and r.echo["lost"].dtype == bool
+    assert r.echo["rtt_ms"].dropna().between(0.01, 2000).all()
+    tx = r.calls[r.calls["tx_key"] != ""]
+    assert set(tx["action"].astype(str)) == {"StartTransaction", "MeterValues", "StopTransaction"}
+    assert (r.calls["message_id"] != "").all() and r.calls["connection"].notna().all()
+    assert r.events["connection"].max() == 2  # the outage cell's reconnections
+    assert set(r.csms["attempt"].dropna().unique()) == {1.0, 2.0}  # the duplicate deliveries
+    assert r.has_column("calls", "none__n1x1__r1", "tx_key") and r.has_column("echo", "none__n1x1__r1", "rtt_ms")
+
+
+def test_a_format_this_labkit_does_not_read_is_a_note(copy_run):
+    d = copy_run()
+    m = json.loads((d / "manifest.json").read_text())
+    m["format"] = "labkit-results/9"
+    (d / "manifest.json").write_text(json.dumps(m))
+    text = _problems(load_run(d))
+    assert "manifest.json: format 'labkit-results/9', this labkit reads 'labkit-results/1', 'labkit-results/2'" in text
+
+
+def test_the_reader_takes_its_columns_from_resultsformat():
+    """One definition of the results format: the reader has no column list of its own."""
+    import inspect
+
+    from labkit import resultsformat as RF
+    from labkit.analysis import load
+
+    assert load.FORMAT == RF.FORMAT and load.READS == RF.READS
+    assert not hasattr(load, "SCHEMAS")
+    assert "RF.TABLES[kind]" in inspect.getsource(load.parse_csvs)
+    assert list(load._empty_frame("calls").columns) == list(RF.CALLS.columns)

@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from labkit import resultsformat as RF
 from labkit.analysis import tables as T
 from labkit.analysis.load import load_run
 from labkit.analysis.order import fmt_num, fmt_rate, profile_order
 
-CALLS_HEADER = ("run_id,host,station_id,ocpp_version,action,t_wall,t_mono_ns,rtt_ms,outcome,error_code,req_bytes,"
-                "resp_bytes,queued_ms,attempt\n")
+#: this tiny run is of format /1: the calls columns without those added in /2
+CALLS_HEADER = ",".join(c for c in RF.CALLS.columns if c not in RF.CALLS.added) + "\n"
 
 
 def write_cell(run: Path, cid: str, profile: str, hosts: int, sph: int, added: float, up_bps, down_bps,
@@ -99,14 +100,47 @@ def test_overhead_is_ocpp_median_minus_ping_median(tiny):
     t = T.overhead_table(load_run(tiny)).set_index(["profile", "stations", "action"])
     hb = t.loc[("none", 1, "Heartbeat")]
     assert hb["ocpp_median_ms"] == pytest.approx(3.0)
-    assert hb["ping_median_ms"] == pytest.approx(0.2)  # both directions pooled
+    assert hb["baseline"] == "ping"  # format /1: no echo probe
+    assert hb["baseline_median_ms"] == pytest.approx(0.2)  # both directions pooled
     assert hb["overhead_ms"] == pytest.approx(2.8)
+
+
+def _echo(run: Path, cid: str, rtts: list[float | None]) -> None:
+    lines = [",".join(RF.ECHO.columns) + "\n"]
+    for k, rtt in enumerate(rtts, 1):
+        for d, s_, t_ in (("up", "evse1", "cpo"), ("down", "cpo", "evse1")):
+            lines.append(f"{s_},{t_},{d},{k},,,1\n" if rtt is None else f"{s_},{t_},{d},{k},{1000 + k},{rtt},0\n")
+    (run / "cells" / cid / "echo.csv").write_text("".join(lines))
+
+
+def test_overhead_uses_the_echo_rtt_where_a_profile_has_it(tiny):
+    _echo(tiny, "none__n1x1__r1", [0.15, 0.35, 0.25, None, 0.05])
+    _echo(tiny, "slow-x__n1x1__r1", [200.123, 200.456])
+    r = load_run(tiny)
+    assert len(r.echo) == 14 and r.echo["lost"].sum() == 2
+    net = T.network_rtt(r).set_index("profile")
+    assert net.loc["none", "baseline"] == "echo" and net.loc["none", "median_ms"] == pytest.approx(0.2)
+    assert net.loc["4g", "baseline"] == "ping" and net.loc["4g", "median_ms"] == pytest.approx(51.5)
+    t = T.overhead_table(r).set_index(["profile", "stations", "action"])
+    hb = t.loc[("none", 1, "Heartbeat")]
+    assert (hb["baseline"], hb["baseline_median_ms"], hb["overhead_ms"]) == ("echo", pytest.approx(0.2),
+                                                                             pytest.approx(2.8))
+    sx = t.loc[("slow-x", 1, "MeterValues")]  # MeterValues 205 and 150: median 177.5
+    assert sx["baseline"] == "echo" and sx["overhead_ms"] == pytest.approx(177.5 - (200.123 + 200.456) / 2)
+    assert t.loc[("4g", 10, "Heartbeat")]["baseline"] == "ping"
+    # the cross-check: echo median against ping median per profile and direction
+    x = T.echo_ping_table(r).set_index(["profile", "direction"])
+    assert set(x.index.get_level_values(0)) == {"none", "slow-x"}  # 4g has no echo
+    up = x.loc[("slow-x", "up")]
+    assert up["echo_median_ms"] == pytest.approx(200.2895) and up["ping_median_ms"] == pytest.approx(200.5)
+    assert up["diff_ms"] == pytest.approx(200.2895 - 200.5) and up["echo_n"] == 2 and up["ping_lost"] == 0
+    assert x.loc[("none", "down")]["echo_lost"] == 1
 
 
 def test_tables_on_an_empty_run_are_empty_frames(tmp_path):
     r = load_run(tmp_path)
     for f in (T.ping_table, T.iperf_table, T.ocpp_table, T.outcome_table, T.overhead_table, T.csms_table,
-              T.cpu_table, T.events_table):
+              T.cpu_table, T.events_table, T.network_rtt, T.echo_ping_table, T.runtime_table):
         out = f(r)
         assert out.empty and len(out.columns) > 2, f.__name__
 
