@@ -33,18 +33,31 @@ def _common(func):
 
 
 def _check_run_dir(arg: str) -> Path:
+    """A results directory to read; a ConfigError (exit status 2) when there is nothing to read at all.
+
+    A directory with a manifest.json or a cell directory is read whatever its state (a damaged or partial
+    run gets a report that says what is wrong); one with neither holds no results."""
     p = Path(arg)
     if not p.exists():
         raise ConfigError(f"{arg}: no such results directory")
     if not p.is_dir():
         raise ConfigError(f"{arg}: not a directory (a results directory written by `labkit bench` is needed)")
+    cells = p / "cells"
+    if not (p / "manifest.json").exists() and not (cells.is_dir() and any(c.is_dir() for c in cells.iterdir())):
+        runs = sorted(c.name for c in p.iterdir() if (c / "manifest.json").is_file())
+        if runs:
+            raise ConfigError(f"{arg}: a directory of {len(runs)} results director{'y' if len(runs) == 1 else 'ies'}, "
+                              f"not one: give one of them, e.g. {p / runs[-1]}")
+        raise ConfigError(f"{arg}: not a results directory (no manifest.json, no cells/): nothing to report")
     return p
 
 
 def _warn_problems(run) -> None:
     if not run.problems:
         return
-    for p in run.problems[:MAX_WARNINGS]:
+    # what the results say went wrong (a transaction message lost or delivered twice) before what is missing
+    ordered = [p for p in run.problems if p.kind == "suspect"] + [p for p in run.problems if p.kind != "suspect"]
+    for p in ordered[:MAX_WARNINGS]:
         click.echo(f"labkit: warning: {run.run_id}: {p}", err=True)
     if len(run.problems) > MAX_WARNINGS:
         click.echo(f"labkit: warning: {run.run_id}: ... and {len(run.problems) - MAX_WARNINGS} more "
@@ -121,6 +134,9 @@ def _summary(res) -> None:
     """A few lines on the terminal: large effects between runs, and the dissertation's medians."""
     from labkit.analysis.order import fmt_num
 
+    for key, vals in res.runtime_differs:
+        if "—" not in vals.values():
+            click.echo(f"what ran differs: {key}: " + ", ".join(f"{lab} {v}" for lab, v in vals.items()))
     for lb, pair in res.pairs:
         oc = pair.get("ocpp")
         if oc is None or len(oc) == 0:

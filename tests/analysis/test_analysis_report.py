@@ -276,3 +276,92 @@ def test_unwritable_output_is_one_line_error(synth_dir, tmp_path, capsys):
     assert main(["report", str(synth_dir), "-o", str(blocker / "sub"), "--no-figures"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("labkit: error:") and "cannot write the report" in err[-1]
+
+
+def test_cli_report_on_an_empty_directory_fails_with_one_line(tmp_path, synth_dir, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", str(empty)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"labkit: error: {empty}: not a results directory")
+    assert not (empty / "report").exists()  # nothing written
+    # a directory holding runs: the error names one of them
+    assert main(["report", str(synth_dir.parent)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"give one of them, e.g. {synth_dir}" in err[0]
+    # several runs: checked before any report is written
+    assert main(["report", str(synth_dir), str(empty), "-o", str(tmp_path / "o"), "--no-figures"]) == 2
+    assert not (tmp_path / "o").exists()
+    # compare refuses it too
+    assert main(["compare", str(synth_dir), str(empty)]) == 2
+    # some content with problems is still reported: a damaged manifest alone, or a cell alone
+    (empty / "manifest.json").write_text("{ not json")
+    assert main(["report", str(empty), "-o", str(tmp_path / "r1"), "--no-figures"]) == 0
+    other = tmp_path / "cells-only"
+    (other / "cells" / "none__n1x1__r1").mkdir(parents=True)
+    assert main(["report", str(other), "-o", str(tmp_path / "r2"), "--no-figures"]) == 0
+    assert "manifest.json`: missing" in (tmp_path / "r2" / "report.md").read_text()
+
+
+def _edit_json(path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_run_table_shows_what_ran(report_a):
+    md = report_a.markdown.read_text()
+    assert ("| cpo | CSMS | uvloop | 0.21.0 | fast | 3.11.9 | 2.1.0 | 15.0.1 | 0.21.0 | 0.1.0 | the process's status |"
+            in md)
+    assert "| 10 hosts: evse1 … evse10 | fleet | uvloop | 0.21.0 | fast |" in md
+    assert md.index("*What ran: event loop") < md.index("## Network: configured")
+
+
+def test_run_table_prefers_what_ran_to_what_was_installed(copy_run, tmp_path):
+    from labkit.analysis import tables as T
+    from labkit.analysis.load import load_run
+
+    d = copy_run()
+
+    def manifest(m):  # the host facts predicted uvloop on evse1 and asyncio on the CPO
+        m["hosts"]["evse1"]["event_loop"] = "uvloop"
+        m["hosts"]["cpo"].update(event_loop="asyncio", uvloop="missing")
+    _edit_json(d / "manifest.json", manifest)
+    for cj in (d / "cells").glob("*/cell.json"):
+        def cell(c):
+            c["ocpp"].pop("csms")  # no CSMS status: the host facts stand
+            for st in c["ocpp"]["fleets"].values():
+                st["event_loop"], st["event_loop_version"] = "asyncio", ""
+                st["versions"]["uvloop"] = ""
+            if "evse2" in c["ocpp"]["fleets"] and c["id"] == "none__n2x25__r1":
+                c["ocpp"]["fleets"]["evse2"]["validation"] = "off"
+        _edit_json(cj, cell)
+    tbl = T.runtime_table(load_run(d)).set_index("host")
+    assert tbl.loc["evse1", "event_loop"] == "asyncio" and tbl.loc["evse1", "source"] == "status"
+    assert tbl.loc["evse1", "uvloop"] == "0.21.0"  # empty in the status: the host facts fill it in
+    assert tbl.loc["cpo", "event_loop"] == "asyncio" and tbl.loc["cpo", "source"] == "host facts"
+    assert tbl.loc["evse2", "validation"] == "fast | off" and tbl.loc["evse2", "differs_between_cells"] == "validation"
+    assert "gw" not in tbl.index  # no simulator runs on the gateway
+    md = write_report(d, tmp_path / "r", figures=False).markdown.read_text()
+    assert "| cpo | CSMS | asyncio | — | — |" in md and "host facts only (what was installed)" in md
+    assert "**Differs between cells**: evse2: validation." in md
+
+
+def test_report_labels_the_rtt_baseline(report_a):
+    md = report_a.markdown.read_text()
+    assert "### Cross-check: labkit's echo probe against ping" in md
+    assert "*OCPP RTT − network RTT (median, ms; baseline: echo probe), N = 1*" in md
+    assert "| none | echo |" in md
+    tables = report_a.markdown.parent / "tables"
+    x = tables / "echo_vs_ping.csv"
+    assert x.exists() and "diff_ms" in x.read_text().splitlines()[0]
+    assert "baseline" in (tables / "ocpp_overhead.csv").read_text().splitlines()[0]
+
+
+def test_report_labels_a_mixed_baseline(copy_run, tmp_path):
+    d = copy_run()
+    (d / "cells" / "vsat__n1x1__r1" / "echo.csv").unlink()
+    md = write_report(d, tmp_path, figures=False).markdown.read_text()
+    assert "baseline: echo probe; ping for vsat), N = 1*" in md
+    assert "| vsat | ping |" in md
+    assert "cells/vsat__n1x1__r1/echo.csv`: missing while ping.csv is there" in md
