@@ -12,7 +12,24 @@ from typing import Any
 
 import click
 
-from labkit.sim.settings import LOOPS, VALIDATION_MODES, VERSIONS, WsSettings, parse_listen
+from labkit.sim.settings import LOOPS, PASSWORD_ENV, VALIDATION_MODES, VERSIONS, WsSettings, parse_listen, read_password
+
+
+def _password_options(fn: Callable) -> Callable:
+    """--password-file, and --password kept only to refuse it with a clear line (argv is public)."""
+    fn = click.option(
+        "--password-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help=f"HTTP Basic auth password (OCPP security profile 1), first line of this file; "
+        f"else from the environment variable {PASSWORD_ENV}. Never on the command line.",
+    )(fn)
+    fn = click.option("--password", "argv_password", default=None, hidden=True)(fn)
+    return fn
+
+
+def _password(kw: dict[str, Any]) -> str | None:
+    return read_password(kw.pop("password_file"), argv_password=kw.pop("argv_password"))
 
 
 def _ws_options(fn: Callable) -> Callable:
@@ -94,8 +111,31 @@ def _ws(kw: dict[str, Any]) -> WsSettings:
     )
 
 
-@click.command()
-@click.option("--listen", default="0.0.0.0:9000", show_default=True, help="HOST:PORT to listen on (port 0: any).")
+CSMS_HELP = f"""Run the OCPP CSMS (central system) until SIGTERM/SIGINT.
+
+\b
+Exposure: by default it listens on every address of this host (0.0.0.0:9000) and
+asks for no credentials (OCPP security profile 0): anyone who can reach the port
+can connect as any station. Restrict it with --listen ADDRESS:PORT (e.g. the lab's
+CPO address or 127.0.0.1) and require HTTP Basic auth (security profile 1, user
+name = station identity) with --password-file FILE or {PASSWORD_ENV}.
+
+\b
+Rate limit: each connection may send --max-rate messages per second on average
+with bursts of up to --burst (a token bucket). The message that exceeds it is
+answered with CallError GenericError saying so (a CALL; anything else gets no
+answer), then the connection is closed with 1008 (policy violation); everything
+received before it has been answered.
+"""
+
+
+@click.command(help=CSMS_HELP)
+@click.option(
+    "--listen",
+    default="0.0.0.0:9000",
+    show_default=True,
+    help="HOST:PORT to listen on (port 0: any). The default is every address of this host.",
+)
 @click.option(
     "--ocpp",
     "versions",
@@ -111,16 +151,23 @@ def _ws(kw: dict[str, Any]) -> WsSettings:
     show_default=True,
     help="Heartbeat interval given in BootNotification replies, seconds.",
 )
-@click.option("--password", default=None, help="HTTP Basic auth (security profile 1): user = station id.")
+@_password_options
 @click.option(
     "--max-rate",
     "max_rate_per_s",
     type=float,
     default=100.0,
     show_default=True,
-    help="Messages per second one station may send on average (more: close 1008).",
+    help="Messages per second one connection may send on average; the message beyond the limit gets "
+    "CallError GenericError, then the connection is closed (1008).",
 )
-@click.option("--burst", type=int, default=200, show_default=True, help="Messages one station may send at once.")
+@click.option(
+    "--burst",
+    type=int,
+    default=200,
+    show_default=True,
+    help="Messages one connection may send back to back before --max-rate applies.",
+)
 @click.option(
     "--not-implemented",
     multiple=True,
@@ -146,12 +193,12 @@ def _ws(kw: dict[str, Any]) -> WsSettings:
 )
 @_ws_options
 def csms(listen: str, versions: tuple[str, ...], **kw: Any) -> None:
-    """Run the OCPP CSMS (central system) until SIGTERM/SIGINT."""
     from labkit.sim.csms import CsmsConfig, run_csms
 
+    password = _password(kw)
     host, port = parse_listen(listen)
     ws = _ws(kw)
-    cfg = CsmsConfig(host=host, port=port, versions=versions or VERSIONS, ws=ws, **kw)
+    cfg = CsmsConfig(host=host, port=port, versions=versions or VERSIONS, ws=ws, password=password, **kw)
     rc = run_csms(cfg)
     if rc:
         raise click.exceptions.Exit(rc)
@@ -261,7 +308,7 @@ def csms(listen: str, versions: tuple[str, ...], **kw: Any) -> None:
     show_default=True,
     help="At the end, how long to wait for queued transaction messages, s.",
 )
-@click.option("--password", default=None, help="HTTP Basic auth password (security profile 1).")
+@_password_options
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="calls CSV (one row per call).")
 @click.option("--events", type=click.Path(dir_okay=False), default=None, help="events CSV (connections).")
 @click.option(
@@ -269,9 +316,13 @@ def csms(listen: str, versions: tuple[str, ...], **kw: Any) -> None:
 )
 @_ws_options
 def fleet(**kw: Any) -> None:
-    """Run M simulated charging stations through a scenario against a CSMS."""
+    """Run M simulated charging stations through a scenario against a CSMS.
+
+    Exits 0 when the scenario is done (or stopped by SIGTERM/SIGINT), 1 when no station ever connected
+    (one line on stderr says why) or a station failed, 2 on bad input."""
     from labkit.sim.fleet import FleetConfig, run_fleet, scenario_params
 
+    kw["password"] = _password(kw)
     ws = _ws(kw)
     params = scenario_params(
         kw["scenario"],

@@ -12,8 +12,10 @@ misbehaves at the transport level is closed; other stations are not affected:
 =================================  ====================================  ===============================
 frame                              OCPP 2.0.1 / 2.1                      OCPP 1.6
 =================================  ====================================  ===============================
-not JSON                           RpcFrameworkError, id "-1"            FormationViolation, id "-1"
-not an array / no message id       RpcFrameworkError (id "-1" if none)   FormationViolation
+not JSON, NaN/Infinity, nested     RpcFrameworkError, the id if the      FormationViolation
+deeper than the parser goes        frame's start shows one, else "-1"
+not an array / no message id /     RpcFrameworkError (id as received,    FormationViolation
+id over 36 characters              "-1" if none)
 unknown MessageTypeId              MessageTypeNotSupported               FormationViolation
 CALL of an unknown action          NotImplemented                        NotImplemented
 CALL of a known action that a      NotSupported                          NotSupported
@@ -22,14 +24,22 @@ payload of wrong type / shape      TypeConstraintViolation, Format-      TypeCon
 (schema validation)                Violation, OccurrenceConstraint...    FormationViolation, ...
 binary frame                       close 1003                            close 1003
 larger than --max-message-bytes    close 1009 (by websockets)            close 1009
-more than --max-rate messages/s    close 1008                            close 1008
+more than --max-rate messages/s    GenericError, then close 1008         GenericError, then close 1008
 =================================  ====================================  ===============================
 
 (The ocpp library answers an unknown action with NotSupported and a known one with NotImplemented; both
 OCPP 1.6 and 2.0.1 define it the other way round, as this module does.)
 
-Optional HTTP Basic authentication (security profile 1): the user name must be the station's identity
-(the last segment of the URL path) and the password the configured one; otherwise HTTP 401.
+The handshake: a station identity (the last segment of the URL path) must be 1-48 characters of OCPP's
+identifierString without the colon (else HTTP 400; none: 404). A station offering no subprotocol this
+CSMS serves gets a completed handshake without a Sec-WebSocket-Protocol header and an immediate close
+(1002), as OCPP-J section 3.2 asks. Optional HTTP Basic authentication (security profile 1): the user name
+must be the station's identity and the password the configured one; otherwise HTTP 401. Every refused
+handshake is a ``refused`` row in csms.csv.
+
+Every row carries the message id and the connection number (connections accepted from that station so
+far); transaction messages (``labkit.resultsformat.TX_ACTIONS``) also their ``tx_key`` and ``attempt``
+(how many times this CSMS has received that key), so duplicate deliveries can be counted.
 """
 
 from __future__ import annotations
@@ -43,12 +53,13 @@ import http
 import itertools
 import json
 import os
+import re
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from ocpp.charge_point import remove_nones
 from ocpp.exceptions import OCPPError
@@ -58,18 +69,23 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from labkit.errors import ConfigError
+from labkit.resultsformat import TX_ACTIONS, tx_key
 from labkit.sim.fastkeys import serialize, to_camel, to_snake
-from labkit.sim.samples import CSMS_COLUMNS, CsvSink, StatusFile
+from labkit.sim.samples import CSMS_COLUMNS, CsvSink, StatusFile, printable
 from labkit.sim.settings import (
+    IDENTITY_CHARS,
+    IDENTITY_MAX_CHARS,
     SUBPROTOCOLS,
     VERSION_OF,
     VERSIONS,
     LoopHealth,
     WsSettings,
     gc_freezer,
+    provenance,
     raise_nofile_limit,
     run_loop,
     set_validation,
+    valid_identity,
     version_module,
 )
 from labkit.sim.timing import QUIET
@@ -78,6 +94,41 @@ from labkit.sim.validation import validate_payload
 _mono = time.monotonic_ns
 #: ``ocpp.messages.Call.to_json``'s encoding (compact, decimals as the library writes them), built once
 _encode = _DecimalEncoder(separators=(",", ":")).encode
+#: ``json.dumps(payload, separators=(",", ":"))``, built once: a received transaction payload -> its key's text
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+#: a transaction message's duplicates are counted among the last this many transaction keys of its station
+TX_WINDOW = 256
+#: how much of an unknown action name or an over-long message id a csms.csv row keeps
+TEXT_MAX_CHARS = 128
+
+
+class _NotJson(ValueError):
+    """NaN, Infinity or -Infinity: accepted by Python's json module, not JSON (RFC 8259)."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not JSON (RFC 8259)")
+
+
+#: ``json.loads`` that refuses NaN and Infinity (same decoder otherwise, built once)
+_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+#: the message id at the start of a frame that is not valid JSON: ``[<number>, "<id>"`` (plain characters)
+_PEEK_ID = re.compile(r'\s*\[\s*[0-9]+\s*,\s*"([^"\\\x00-\x1f]+)"')
+
+
+def _peek_id(raw: str) -> str:
+    """The message id of a frame that could not be parsed, if its start shows one; else "-1" (OCPP-J:
+    "When also the MessageId cannot be read, the CALLERROR SHALL contain "-1" as MessageId")."""
+    m = _PEEK_ID.match(raw, 0, 256)
+    return m.group(1) if m else "-1"
+
+
+def _why_not_json(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "Message is not valid JSON: nested too deeply"
+    if isinstance(exc, _NotJson):
+        return f"Message is not valid JSON: {exc}"
+    return "Message is not valid JSON"
 
 
 def _now() -> str:
@@ -93,7 +144,8 @@ class CsmsConfig:
     port: int = 9000
     versions: tuple[str, ...] = VERSIONS
     heartbeat_interval_s: int = 300
-    password: str | None = None
+    #: the HTTP Basic auth password (from --password-file or LABKIT_OCPP_PASSWORD, never argv); not in repr
+    password: str | None = field(default=None, repr=False)
     validation: str = "fast"
     loop: str = "auto"
     ws: WsSettings = field(default_factory=WsSettings)
@@ -120,7 +172,7 @@ class CsmsConfig:
         if self.burst < 1:
             raise ConfigError.at("--burst", f"must be >= 1 message, got {self.burst}")
         if self.password is not None and not self.password:
-            raise ConfigError.at("--password", "must not be empty")
+            raise ConfigError.at("--password-file", "the password is empty")
         set_validation(self.validation)
         self.ws.check()
         return self
@@ -131,8 +183,10 @@ class CsmsMixin:
 
     _ocpp_version: str
 
-    def _csms_init(self, server: Csms, ws: ServerConnection) -> None:
+    def _csms_init(self, server: Csms, ws: ServerConnection, connection_no: int) -> None:
         self.server = server
+        self._conn_no = connection_no
+        self._tx_actions = TX_ACTIONS[self._ocpp_version]
         self._rec: list | None = None
         self._tokens = float(server.cfg.burst)
         self._last_refill = time.monotonic()
@@ -152,22 +206,107 @@ class CsmsMixin:
             except ConnectionClosed as exc:
                 if exc.sent is not None and exc.sent.code == 1009:
                     self.server.row(
-                        self.id, self._ocpp_version, "", None, "closed", "MessageTooBig", cfg.ws.max_message_bytes, None
+                        self.id,
+                        self._ocpp_version,
+                        "",
+                        None,
+                        "closed",
+                        "MessageTooBig",
+                        cfg.ws.max_message_bytes,
+                        None,
+                        connection=self._conn_no,
                     )
                 raise
             now = time.monotonic()
             self._tokens = min(burst, self._tokens + (now - self._last_refill) * rate)
             self._last_refill = now
             if self._tokens < 1.0:
-                self.server.row(self.id, self._ocpp_version, "", None, "closed", "RateLimit", len(raw), None)
-                await self._connection.close(1008, "message rate limit exceeded")
+                await self._rate_limited(raw)
                 return
             self._tokens -= 1.0
             if isinstance(raw, bytes):
-                self.server.row(self.id, self._ocpp_version, "", None, "closed", "BinaryFrame", len(raw), None)
+                self.server.row(
+                    self.id,
+                    self._ocpp_version,
+                    "",
+                    None,
+                    "closed",
+                    "BinaryFrame",
+                    len(raw),
+                    None,
+                    connection=self._conn_no,
+                )
                 await self._connection.close(1003, "OCPP-J frames are text")
                 return
             await self.route_message(raw)
+
+    async def _rate_limited(self, raw: str | bytes) -> None:
+        """The message beyond the rate limit: a CALL gets CallError GenericError saying why (everything
+        received before it has been answered: frames are handled one at a time), then the connection is
+        closed with 1008 (policy violation). Frames after it are not read."""
+        cfg = self.server.cfg
+        t0, t_wall = _mono(), time.time()
+        why = f"rate limit: over {cfg.max_rate_per_s:g} messages/s on average (bursts of {cfg.burst})"
+        uid = action = key = ""
+        attempt = resp_bytes = dt = None
+        msg = None
+        if isinstance(raw, str):
+            try:
+                msg = _decode(raw)
+            except (ValueError, RecursionError):
+                msg = None
+        if (
+            isinstance(msg, list)
+            and len(msg) == 4
+            and msg[0] == MessageType.Call
+            and isinstance(msg[1], str)
+            and msg[1]
+            and isinstance(msg[2], str)
+            and isinstance(msg[3], dict)
+        ):
+            uid, action = msg[1], msg[2]
+            if action in self._tx_actions:
+                key, attempt = self._tx(action, msg[3])
+            text = CallError(
+                uid,
+                "GenericError",
+                f"{why}; closing the connection",
+                {"maxRatePerS": cfg.max_rate_per_s, "burst": cfg.burst},
+            ).to_json()
+            try:
+                await self._connection.send(text)
+                resp_bytes, dt = len(text.encode()), _mono() - t0
+            except ConnectionClosed:
+                pass
+        size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
+        self.server.row(
+            self.id,
+            self._ocpp_version,
+            printable(action)[:TEXT_MAX_CHARS],
+            dt,
+            "closed",
+            "RateLimit",
+            size,
+            resp_bytes,
+            t_wall,
+            printable(uid)[:TEXT_MAX_CHARS],
+            self._conn_no,
+            key,
+            attempt,
+        )
+        await self._connection.close(1008, why)
+
+    def _tx(self, action: str, payload: dict) -> tuple[str, int | None]:
+        """The transaction key of a received transaction message and how many times this CSMS has now
+        received it (1.6 MeterValues are transaction messages only with a transactionId)."""
+        if self._is16 and action == "MeterValues" and "transactionId" not in payload:
+            return "", None
+        try:
+            body = _compact(payload)
+        except (ValueError, RecursionError):
+            return "", None
+        key = tx_key(self.id, action, body)
+        return key, self.server.count_tx(self.id, key)
 
     def _code(self, code: str) -> str:
         if self._is16:
@@ -187,34 +326,61 @@ class CsmsMixin:
 
     async def route_message(self, raw: str) -> None:
         t0 = _mono()
-        self._rec = rec = [time.time(), t0, "", len(raw.encode())]
+        # t_wall, t0, action, req_bytes, message_id, tx_key, attempt: what the row of this frame says
+        self._rec = rec = [time.time(), t0, "", len(raw.encode()), "", "", None]
         try:
             await self._route(raw, rec)
         finally:
             if self._rec is not None:  # nothing was sent back
                 self._rec = None
                 outcome = "no_answer" if rec[2] else "ignored"
-                self.server.row(self.id, self._ocpp_version, rec[2], (_mono() - t0), outcome, "", rec[3], None)
+                self.server.row(
+                    self.id,
+                    self._ocpp_version,
+                    rec[2],
+                    (_mono() - t0),
+                    outcome,
+                    "",
+                    rec[3],
+                    None,
+                    rec[0],
+                    rec[4],
+                    self._conn_no,
+                    rec[5],
+                    rec[6],
+                )
 
     async def _route(self, raw: str, rec: list) -> None:
         try:
-            msg = json.loads(raw)
-        except ValueError:
-            await self._error("-1", "RpcFrameworkError", "Message is not valid JSON")
+            msg = _decode(raw)
+        except (ValueError, RecursionError) as exc:  # not JSON, NaN/Infinity, nested beyond the parser's depth
+            uid = _peek_id(raw)
+            if uid != "-1":
+                rec[4] = printable(uid)[:TEXT_MAX_CHARS]
+            await self._error(uid, "RpcFrameworkError", _why_not_json(exc))
             return
         if not isinstance(msg, list) or len(msg) < 3 or not isinstance(msg[1], str) or not msg[1] or len(msg[1]) > 36:
             uid = msg[1] if isinstance(msg, list) and len(msg) > 1 and isinstance(msg[1], str) and msg[1] else "-1"
-            await self._error(uid[:36], "RpcFrameworkError", "Not an OCPP-J message: [type, id, ...] expected")
+            if uid != "-1":
+                rec[4] = printable(uid)[:TEXT_MAX_CHARS]
+            why = (
+                "message id longer than 36 characters"
+                if len(uid) > 36
+                else "Not an OCPP-J message: [type, id, ...] expected"
+            )
+            await self._error(uid, "RpcFrameworkError", why)  # the id as received, so the sender can match it
             return
         mtype, uid = msg[0], msg[1]
+        rec[4] = printable(uid)
         if mtype in (MessageType.CallResult, MessageType.CallError):
-            self._rec = None  # a reply to one of our calls: not a handled request
-            cls = CallResult if mtype == MessageType.CallResult else CallError
-            try:
-                self._response_queue.put_nowait(cls(*msg[1:]))
-            except TypeError:
-                pass
-            return
+            if self._call_lock.locked():  # a reply to a call of ours (ChargePoint.call holds the lock)
+                self._rec = None  # not a handled request
+                cls = CallResult if mtype == MessageType.CallResult else CallError
+                try:
+                    self._response_queue.put_nowait(cls(*msg[1:]))
+                except TypeError:
+                    pass
+            return  # else a reply to nothing: recorded as ignored
         if mtype != MessageType.Call:
             await self._error(uid, "MessageTypeNotSupported", f"MessageTypeId {mtype!r} not supported")
             return
@@ -222,21 +388,28 @@ class CsmsMixin:
             await self._error(uid, "RpcFrameworkError", "CALL must be [2, id, action, {payload}]")
             return
         action = msg[2]
-        rec[2] = action
         cfg = self.server.cfg
-        if action in cfg.no_answer:
-            return
+        if action in self._tx_actions:
+            rec[5], rec[6] = self._tx(action, msg[3])
         if action not in self.route_map or action in cfg.not_implemented:
+            rec[2] = printable(action)[:TEXT_MAX_CHARS]
+            if action in cfg.no_answer:
+                return
             if action in self._actions and action not in cfg.not_implemented:
-                await self._error(uid, "NotSupported", f"{action} is not received by a CSMS")
+                await self._error(uid, "NotSupported", f"{rec[2]} is not received by a CSMS")
             else:
-                await self._error(uid, "NotImplemented", f"{action} is not implemented")
+                await self._error(uid, "NotImplemented", f"{rec[2]} is not implemented")
+            return
+        rec[2] = action
+        if action in cfg.no_answer:
             return
         call = Call(uid, action, msg[3])
         try:
             await self._handle_call(call)
         except OCPPError as exc:
             await self._error(uid, exc.code, str(exc.description), {})
+        except RecursionError:
+            await self._error(uid, "RpcFrameworkError", "payload nested too deeply")
         except Exception:  # noqa: BLE001 - a handler bug must still be answered
             await self._error(uid, "InternalError", "internal error")
 
@@ -255,7 +428,19 @@ class CsmsMixin:
                 except (ValueError, IndexError):
                     code = ""
             self.server.row(
-                self.id, self._ocpp_version, rec[2], dt, outcome, code, rec[3], len(message.encode()), rec[0]
+                self.id,
+                self._ocpp_version,
+                rec[2],
+                dt,
+                outcome,
+                code,
+                rec[3],
+                len(message.encode()),
+                rec[0],
+                rec[4],
+                self._conn_no,
+                rec[5],
+                rec[6],
             )
 
     async def _handle_call(self, msg: Call) -> None:
@@ -432,6 +617,11 @@ class Csms:
         self.messages = 0
         self.errors = 0
         self.rejected = 0
+        self.refused: dict[str, int] = {}  # refused handshakes by reason (error_code in csms.csv)
+        self.connection_counts: dict[str, int] = {}  # station id -> connections accepted so far
+        self.tx_seen: dict[str, dict[str, int]] = {}  # station id -> its last TX_WINDOW tx keys -> times received
+        self.served = [SUBPROTOCOLS[v] for v in cfg.versions]
+        self.provenance: dict = {}
         self.started = time.time()
         self.listen_url = ""
         self.phase = "starting"
@@ -441,6 +631,19 @@ class Csms:
 
     def next_tx_id(self) -> int:
         return next(self._tx_ids)
+
+    def count_tx(self, station: str, key: str) -> int:
+        """How many times a transaction message with this key has now been received from ``station``
+        (among its last ``TX_WINDOW`` distinct ones: a station delivers them in order and retries the
+        oldest first, so a duplicate comes within a few)."""
+        seen = self.tx_seen.get(station)
+        if seen is None:
+            seen = self.tx_seen[station] = {}
+        n = seen.get(key, 0) + 1
+        if n == 1 and len(seen) >= TX_WINDOW:
+            del seen[next(iter(seen))]
+        seen[key] = n
+        return n
 
     def row(
         self,
@@ -453,10 +656,18 @@ class Csms:
         req_bytes: int | None,
         resp_bytes: int | None,
         t_wall: float | None = None,
+        message_id: str = "",
+        connection: int | None = None,
+        tx_key: str = "",
+        attempt: int | None = None,
     ) -> None:
-        self.messages += 1
-        if outcome != "ok":
-            self.errors += 1
+        if outcome == "refused":
+            self.rejected += 1
+            self.refused[code] = self.refused.get(code, 0) + 1
+        else:
+            self.messages += 1
+            if outcome != "ok":
+                self.errors += 1
         self.sink.write(
             (
                 f"{(t_wall or time.time()):.6f}",
@@ -468,10 +679,18 @@ class Csms:
                 code,
                 "" if req_bytes is None else req_bytes,
                 "" if resp_bytes is None else resp_bytes,
+                message_id,
+                "" if connection is None else connection,
+                tx_key,
+                "" if attempt is None else attempt,
             )
         )
 
-    # -- HTTP: identity and Basic auth -----------------------------------------------------------
+    def refuse(self, station: str, code: str) -> None:
+        """A handshake refused (HTTP 4xx) or closed at once (no subprotocol): one csms.csv row."""
+        self.row(station, "", "", None, "refused", code, None, None)
+
+    # -- HTTP: identity, Basic auth, subprotocol ------------------------------------------------------
     @staticmethod
     def identity(path: str) -> str:
         return unquote(path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1])
@@ -479,8 +698,16 @@ class Csms:
     def process_request(self, connection: ServerConnection, request: Any) -> Any:
         ident = self.identity(request.path)
         if not ident:
-            self.rejected += 1
+            self.refuse("", "NoIdentity")
             return connection.respond(http.HTTPStatus.NOT_FOUND, "no charging station identity in the path\n")
+        if len(ident) > IDENTITY_MAX_CHARS or not valid_identity(ident):
+            # recorded percent-encoded: a row stays one line and says exactly what came
+            self.refuse(quote(ident, safe="")[:200], "BadIdentity")
+            return connection.respond(
+                http.HTTPStatus.BAD_REQUEST,
+                f"a charging station identity is 1-{IDENTITY_MAX_CHARS} characters of {IDENTITY_CHARS} "
+                f"(OCPP identifierString without the colon)\n",
+            )
         if self.cfg.password is None:
             return None
         header = request.headers.get("Authorization", "")
@@ -495,19 +722,31 @@ class Csms:
                 ok = False
         if ok:
             return None
-        self.rejected += 1
+        self.refuse(ident, "Unauthorized")
         response = connection.respond(http.HTTPStatus.UNAUTHORIZED, "invalid credentials\n")
         response.headers["WWW-Authenticate"] = 'Basic realm="labkit", charset="UTF-8"'
         return response
 
+    def select_subprotocol(self, connection: ServerConnection, offered: Any) -> str | None:
+        """The first subprotocol the station offered that this CSMS serves (the station lists them in its
+        order of preference), or None: the handshake then completes without a Sec-WebSocket-Protocol
+        header and ``handler`` closes the connection, as OCPP-J asks (websockets would answer HTTP 400)."""
+        for subprotocol in offered:
+            if subprotocol in self.served:
+                return subprotocol
+        return None
+
     async def handler(self, ws: ServerConnection) -> None:
+        ident = self.identity(ws.request.path)
         version = VERSION_OF.get(ws.subprotocol or "")
         if version not in self.classes:
-            await ws.close(1002, "no OCPP subprotocol agreed")
+            self.refuse(ident, "NoSubprotocol")
+            await ws.close(1002, f"no OCPP subprotocol agreed; this CSMS serves {', '.join(self.served)}"[:123])
             return
-        ident = self.identity(ws.request.path)
+        n = self.connection_counts.get(ident, 0) + 1
+        self.connection_counts[ident] = n
         cp = self.classes[version](ident, ws, response_timeout=30, logger=QUIET)
-        cp._csms_init(self, ws)
+        cp._csms_init(self, ws, n)
         self.connections += 1
         self.connections_peak = max(self.connections_peak, self.connections)
         self.stations_seen.add(ident)
@@ -532,11 +771,13 @@ class Csms:
             "messages": self.messages,
             "errors": self.errors,
             "rejected_handshakes": self.rejected,
+            "rejected_by_reason": dict(self.refused),
             "elapsed_s": round(time.time() - self.started, 3),
             "finished": finished,
             "stop_reason": self.stop_reason,
             **self.health.summary(),
             "csv_write_max_ms": round(self.sink.write_max_s * 1e3, 2),
+            **self.provenance,
         }
 
     def stop(self, reason: str) -> None:
@@ -551,12 +792,14 @@ class Csms:
                 loop.add_signal_handler(sig, self.stop, signal.Signals(sig).name)
             except (NotImplementedError, RuntimeError):
                 pass
+        self.provenance = provenance(cfg.validation)
         try:
             server = await serve(
                 self.handler,
                 cfg.host,
                 cfg.port,
-                subprotocols=[SUBPROTOCOLS[v] for v in cfg.versions],
+                subprotocols=self.served,
+                select_subprotocol=self.select_subprotocol,
                 process_request=self.process_request,
                 server_header=None,
                 backlog=cfg.backlog,

@@ -5,7 +5,7 @@ own random generator (seeded from the run's seed and the station's index, so a r
 writes every call to ``cfg.out`` and every connection event to ``cfg.events``, rewrites the JSON status
 file about once a second, and returns 0 when every station has finished its scenario (or the duration
 is over). SIGTERM/SIGINT stop it cleanly: the stations close, the files are flushed, status says
-``stopped``.
+``stopped``. When no station ever connected it returns 1 and says why in one line (``never_connected``).
 """
 
 from __future__ import annotations
@@ -24,13 +24,17 @@ from labkit.errors import ConfigError
 from labkit.sim.samples import CALL_COLUMNS, EVENT_COLUMNS, CsvSink, StatusFile, fmt_ms
 from labkit.sim.scenarios import DEFAULTS, SCENARIOS, ScenarioParams, expected_calls
 from labkit.sim.settings import (
+    IDENTITY_CHARS,
+    IDENTITY_MAX_CHARS,
     VERSIONS,
     LoopHealth,
     WsSettings,
     gc_freezer,
+    provenance,
     raise_nofile_limit,
     run_loop,
     set_validation,
+    valid_identity,
 )
 from labkit.sim.station import Station
 from labkit.sim.timing import CallRecord
@@ -63,7 +67,8 @@ class FleetConfig:
     tx_attempts: int = 5
     tx_retry_interval_s: float = 5.0
     drain_timeout_s: float = 60.0
-    password: str | None = None
+    #: the HTTP Basic auth password (from --password-file or LABKIT_OCPP_PASSWORD, never argv); not in repr
+    password: str | None = field(default=None, repr=False)
     validation: str = "fast"
     loop: str = "auto"
     ws: WsSettings = field(default_factory=WsSettings)
@@ -74,6 +79,12 @@ class FleetConfig:
 
     def check(self) -> FleetConfig:
         parts = urlsplit(self.url)
+        if parts.password is not None:
+            raise ConfigError.at(
+                "--url",
+                "must not carry a password (every local user reads argv with ps); "
+                "use --password-file FILE or LABKIT_OCPP_PASSWORD",
+            )
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise ConfigError.at("--url", f"{self.url!r} is not a ws:// or wss:// URL with a host")
         if self.scenario not in SCENARIOS:
@@ -116,8 +127,17 @@ class FleetConfig:
             raise ConfigError.at("--meter-interval", "must be > 0 seconds for the session scenario")
         if self.scenario == "session" and self.params.sessions == 0 and self.duration_s is None:
             raise ConfigError.at("--sessions", "0 (unbounded) needs --duration")
-        if not self.id_prefix or any(c in self.id_prefix for c in "/?#% "):
-            raise ConfigError.at("--id-prefix", f"{self.id_prefix!r}: must be non-empty, without / ? # % or space")
+        if not self.id_prefix or not valid_identity(self.id_prefix):
+            raise ConfigError.at(
+                "--id-prefix", f"{self.id_prefix!r}: allowed characters are {IDENTITY_CHARS} (OCPP identifierString)"
+            )
+        last_id = self.station_id(self.stations - 1)
+        if len(last_id) > IDENTITY_MAX_CHARS:
+            raise ConfigError.at(
+                "--id-prefix", f"station ids such as {last_id!r} would be over {IDENTITY_MAX_CHARS} characters (OCPP)"
+            )
+        if self.password is not None and not self.password:
+            raise ConfigError.at("--password-file", "the password is empty")
         if self.backoff_max_s < self.backoff_min_s:
             raise ConfigError.at("--backoff-max", f"{self.backoff_max_s} is below --backoff-min {self.backoff_min_s}")
         self.ws.check()
@@ -149,6 +169,8 @@ class Fleet:
         self.scenario_calls = 0
         self.heartbeats = 0
         self.reconnects = 0
+        self.authorize_rejected = 0
+        self.provenance: dict = {}
         self.calls_by_action: dict[str, int] = {}
         self._stop_event = asyncio.Event()
         self.health = LoopHealth()
@@ -178,12 +200,23 @@ class Fleet:
                 "" if rec.resp_bytes is None else rec.resp_bytes,
                 fmt_ms(rec.queued_ns),
                 rec.attempt,
+                rec.message_id,
+                "" if rec.connection is None else rec.connection,
+                rec.tx_key or "",
             )
         )
 
-    def event(self, st: Station, event: str, detail: str, downtime_ms: float | None = None) -> None:
+    def event(
+        self, st: Station, event: str, detail: str, downtime_ms: float | None = None, connection: int | None = None
+    ) -> None:
+        """One row of the events file. ``connection``: the station's connection number the event is about
+        (default: its latest connection, empty before the first)."""
         if event == "reconnected":
             self.reconnects += 1
+        elif event == "authorize_rejected":
+            self.authorize_rejected += 1
+        if connection is None:
+            connection = st.connection or None
         self.events.write(
             (
                 self.cfg.run_id,
@@ -193,8 +226,20 @@ class Fleet:
                 event,
                 detail,
                 "" if downtime_ms is None else f"{downtime_ms:.3f}",
+                "" if connection is None else connection,
             )
         )
+
+    def never_connected(self) -> str:
+        """'' when a station connected at least once (or none was started); else one line saying why not."""
+        if not self.stations or any(s.connected_once for s in self.stations):
+            return ""
+        reasons: dict[str, int] = {}
+        for s in self.stations:
+            why = s.last_failure or "no connection attempt finished"
+            reasons[why] = reasons.get(why, 0) + 1
+        parts = [f"{n} {why}" for why, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))]
+        return "no station ever connected: " + "; ".join(parts)
 
     def status(self, finished: bool = False) -> dict:
         cfg = self.cfg
@@ -221,6 +266,9 @@ class Fleet:
             "errors": sum(errors.values()),
             "errors_by_outcome": errors,
             "reconnects": self.reconnects,
+            "stations_ever_connected": sum(1 for s in self.stations if s.connected_once),
+            "connect_failures": self._connect_failures(),
+            "authorize_rejected": self.authorize_rejected,
             "queued": sum(len(s.txq) for s in self.stations),
             "elapsed_s": round(time.time() - self.started, 3),
             "duration_s": cfg.duration_s,
@@ -228,7 +276,16 @@ class Fleet:
             "stop_reason": self.stop_reason,
             **self.health.summary(),
             "csv_write_max_ms": round(max(self.calls.write_max_s, self.events.write_max_s) * 1e3, 2),
+            **self.provenance,
         }
+
+    def _connect_failures(self) -> dict[str, int]:
+        """Stations whose latest connection attempt failed, by reason."""
+        out: dict[str, int] = {}
+        for s in self.stations:
+            if s.last_failure:
+                out[s.last_failure] = out.get(s.last_failure, 0) + 1
+        return out
 
     # -- run -------------------------------------------------------------------------------------
     def stop(self, reason: str) -> None:
@@ -247,6 +304,7 @@ class Fleet:
                 pass
         if cfg.duration_s is not None:
             self.deadline = time.monotonic() + cfg.duration_s
+        self.provenance = provenance(cfg.validation)
         status_task = asyncio.create_task(self.status_file.keep_writing(self.status, self.cfg.status_interval_s))
         gc_task = asyncio.create_task(gc_freezer())
         health_task = asyncio.create_task(self.health.run())
@@ -309,7 +367,7 @@ class Fleet:
             self.calls.close()
             self.events.close()
         failed = sum(1 for t in tasks if not t.cancelled() and t.exception() is not None)
-        return 1 if failed else 0
+        return 1 if failed or self.never_connected() else 0
 
 
 def run_fleet(cfg: FleetConfig) -> int:
@@ -322,6 +380,9 @@ def run_fleet(cfg: FleetConfig) -> int:
     rc = run_loop(fleet.run(), cfg.loop)
     if fleet.stop_reason and fleet.stop_reason != "duration":
         print(f"labkit fleet: stopped by {fleet.stop_reason}", file=sys.stderr)
+    why = fleet.never_connected()
+    if why:
+        print(f"labkit fleet: {why}", file=sys.stderr)
     return rc
 
 

@@ -17,8 +17,8 @@ tx stop              StopTransaction                 TransactionEvent Ended
 ===================  ==============================  =========================================
 
 Timestamps are taken when a message is created (a meter sample keeps the time it was measured even if
-it waits in the offline queue). Transaction messages are built lazily (``build()`` at send time) because
-1.6's transactionId comes from the StartTransaction reply.
+it waits in the offline queue). Transaction messages are built lazily (``build()`` at their first
+attempt; retries resend that payload) because 1.6's transactionId comes from the StartTransaction reply.
 """
 
 from __future__ import annotations
@@ -101,6 +101,13 @@ class Dialect:
 
     def on_tx_start_result(self, tx: TxState, result: Any) -> None:
         """Take what the CSMS assigned (1.6 transactionId)."""
+
+    @staticmethod
+    def authorize_status(result: Any) -> str:
+        """The status of an Authorize reply ('' when it has none)."""
+        info = getattr(result, "id_tag_info", None) or getattr(result, "id_token_info", None) or {}
+        status = info.get("status") if isinstance(info, dict) else getattr(info, "status", None)
+        return str(status or "")
 
 
 _MEASURANDS = (

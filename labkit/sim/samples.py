@@ -1,5 +1,6 @@
 """Sample files: the CSV sinks for ``ocpp/calls-<host>.csv``, ``ocpp/events-<host>.csv`` and ``ocpp/csms.csv``
-(columns from docs/results.md), a reader that skips a torn last line, and the atomic JSON status file.
+(columns from ``labkit.resultsformat``, explained in docs/results.md), a reader that skips a torn last line,
+and the atomic JSON status file.
 
 Each row is written with one ``write()`` and flushed at once, so a process killed mid-run leaves every
 row it finished. Opening an existing file appends (no second header) and first ends a torn last line.
@@ -18,34 +19,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-CALL_COLUMNS = (
-    "run_id",
-    "host",
-    "station_id",
-    "ocpp_version",
-    "action",
-    "t_wall",
-    "t_mono_ns",
-    "rtt_ms",
-    "outcome",
-    "error_code",
-    "req_bytes",
-    "resp_bytes",
-    "queued_ms",
-    "attempt",
-)
-EVENT_COLUMNS = ("run_id", "host", "station_id", "t_wall", "event", "detail", "downtime_ms")
-CSMS_COLUMNS = (
-    "t_wall",
-    "station_id",
-    "ocpp_version",
-    "action",
-    "handle_ms",
-    "outcome",
-    "error_code",
-    "req_bytes",
-    "resp_bytes",
-)
+from labkit import resultsformat
+
+#: the tables as labkit.resultsformat defines them (one definition for writers and readers)
+CALLS = resultsformat.CALLS
+EVENTS = resultsformat.EVENTS
+CSMS = resultsformat.CSMS
+#: their columns, in file order (the names the simulators used before resultsformat existed)
+CALL_COLUMNS = CALLS.columns
+EVENT_COLUMNS = EVENTS.columns
+CSMS_COLUMNS = CSMS.columns
 
 #: outcomes of a call as the fleet records them (``bad_response``: a CallResult that failed validation)
 CALL_OUTCOMES = ("ok", "call_error", "timeout", "connection_lost", "send_failed", "bad_response")
@@ -56,6 +39,7 @@ class CsvSink:
 
     def __init__(self, path: str | os.PathLike | None, columns: tuple[str, ...]):
         self.columns = columns
+        self._ncols = len(columns)
         self.rows = 0
         self.write_max_s = 0.0  # the longest single row write (a blocked disk blocks the event loop)
         self.path = Path(path) if path is not None else None
@@ -79,6 +63,8 @@ class CsvSink:
         self._file.flush()
 
     def write(self, values: tuple | list) -> None:
+        if len(values) != self._ncols:  # a row readers would skip: a writer's bug, never silent
+            raise ValueError(f"{len(values)} values for {self._ncols} columns ({', '.join(self.columns)})")
         self.rows += 1
         if self._file is None:
             return
@@ -146,6 +132,14 @@ class StatusFile:
                     print(f"labkit: status file not written: {type(exc).__name__}: {exc}", file=sys.stderr)
                     warned = True
             await asyncio.sleep(interval_s)
+
+
+def printable(text: str) -> str:
+    """``text`` for a CSV cell or a log line: unchanged when printable, else with control characters and
+    other unprintable ones escaped as Python does (``\\n``, ``\\x00``), so a row stays one line."""
+    if text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")
 
 
 def fmt_ms(ns: int | None) -> str:

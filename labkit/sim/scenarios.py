@@ -18,9 +18,13 @@ slept 100 ms between its state-machine steps. What the original did wrongly and 
   seeded jitter (``--jitter``, default 20 %) to keep them from locking into step (Station.pause).
 * Its state machine sent one more meter value than configured (it counted down to zero inclusively);
   here exactly ``meter_values`` are sent.
+* It started the transaction whatever Authorize answered. Here an answer other than Accepted (or a
+  CallError) ends the station's scenario before the transaction, recorded as an ``authorize_rejected``
+  event; no answer at all (offline, timeout) does not (``Station.authorize``).
 
 ``session``: Boot, StatusNotification Available, then per session: think time (exponential, mean
-``think_time_s``), plug-in (1.6 Preparing / 2.0.1 Occupied), Authorize, start, 1.6 Charging, meter values
+``think_time_s``), plug-in (1.6 Preparing / 2.0.1 Occupied), Authorize (refused: back to Available, the
+session ends there), start, 1.6 Charging, meter values
 every ``meter_interval_s`` on a fixed cadence with energy, power, current, voltage and SoC (labkit.sim.ev),
 until the EV is full, ``charge_time_s`` has passed or the run's duration ends, stop, 1.6 Finishing, then
 Available. Repeated ``sessions`` times (0: until ``duration_s``). Heartbeats at the interval the CSMS gave in
@@ -75,7 +79,9 @@ async def thesis_2021(st: Station, p: ScenarioParams) -> None:
     await st.boot()
     st.start_heartbeat(p.heartbeat_s or 2.0, immediately=True)
     await st.pause(p.step_interval_s)
-    await st.call(*d.authorize(p.id_tag))
+    if not await st.authorize(p.id_tag):  # refused: no transaction (recorded as authorize_rejected)
+        st.stop_heartbeat()
+        return
     await st.pause(p.step_interval_s)
     tx = st.new_tx(p.id_tag, 0)
     action, build = d.tx_start(tx)
@@ -113,7 +119,9 @@ async def session(st: Station, p: ScenarioParams) -> None:
         done += 1
         ev = EV.arrive(rng, p.max_power_w)
         await st.call_status("Preparing")
-        await st.call(*d.authorize(p.id_tag))
+        if not await st.authorize(p.id_tag):  # refused: this session ends before it starts
+            await st.call_status("Available")
+            continue
         tx = st.new_tx(p.id_tag, int(meter.register_wh))
         action, build = d.tx_start(tx)
         await st.tx(action, build, on_result=lambda r, tx=tx: d.on_tx_start_result(tx, r))

@@ -6,6 +6,8 @@ Every setting has an explicit unit in its name (``_s`` seconds, ``_bytes``) and 
 
 from __future__ import annotations
 
+import os
+import re
 import resource
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +23,53 @@ VERSIONS = tuple(SUBPROTOCOLS)
 #: ``sync`` (the library's jsonschema validation in the event loop), ``async`` (the library's default: in a
 #: thread executor, about 0.4 ms a call more), ``off``.
 VALIDATION_MODES = ("fast", "sync", "async", "off")
+
+
+#: a charging station identity (the last segment of the connection URL path): OCPP 2.0.1 Part 4 section 3.1.1,
+#: identifierString (a-z A-Z 0-9 * - _ = : + | @ .) without the colon (the Basic auth user name), at most 48
+IDENTITY_CHARS = "A-Z a-z 0-9 * - _ = + | @ ."
+IDENTITY_MAX_CHARS = 48
+_IDENTITY = re.compile(r"[A-Za-z0-9*\-_=+|@.]+")
+
+
+def valid_identity(ident: str) -> bool:
+    """Whether ``ident`` is made of the characters OCPP allows in a station identity (length not checked)."""
+    return _IDENTITY.fullmatch(ident) is not None
+
+
+#: where the HTTP Basic auth password comes from when no --password-file is given
+PASSWORD_ENV = "LABKIT_OCPP_PASSWORD"
+
+
+def read_password(password_file: str | None, *, argv_password: str | None = None) -> str | None:
+    """The Basic auth password: from ``password_file`` (first line, without its line ending), else from the
+    environment variable ``LABKIT_OCPP_PASSWORD``, else None (no authentication).
+
+    A password on the command line (``argv_password``: the old ``--password``) is refused: every local user
+    reads argv with ``ps``. An unreadable or empty file, or an empty variable, is bad input (ConfigError)."""
+    if argv_password is not None:
+        raise ConfigError.at(
+            "--password",
+            f"not accepted on the command line (every local user can read it with ps); "
+            f"use --password-file FILE or the environment variable {PASSWORD_ENV}",
+        )
+    if password_file is not None:
+        try:
+            with open(password_file, encoding="utf-8") as fh:
+                text = fh.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            raise ConfigError.at("--password-file", f"{password_file}: cannot read it: {why}") from None
+        password = text.split("\n", 1)[0].rstrip("\r")
+        if not password:
+            raise ConfigError.at("--password-file", f"{password_file}: the first line (the password) is empty")
+        return password
+    value = os.environ.get(PASSWORD_ENV)
+    if value is None:
+        return None
+    if not value:
+        raise ConfigError.at(PASSWORD_ENV, "is set but empty (unset it for no authentication)")
+    return value
 
 
 def version_module(version: str) -> Any:
@@ -131,6 +180,38 @@ def loop_name() -> str:
     import asyncio
 
     return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+
+def _dist_version(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def provenance(validation: str) -> dict[str, Any]:
+    """What really runs, for the status files (call inside the running loop): ``event_loop`` ("uvloop" or
+    "asyncio"), ``event_loop_version`` (uvloop's, "" for asyncio), ``validation`` and ``versions``."""
+    import platform
+
+    from labkit import __version__
+
+    loop = loop_name()
+    versions = {
+        "python": platform.python_version(),
+        "labkit": __version__,
+        "ocpp": _dist_version("ocpp"),
+        "websockets": _dist_version("websockets"),
+        "uvloop": _dist_version("uvloop"),
+    }
+    return {
+        "event_loop": loop,
+        "event_loop_version": versions["uvloop"] if loop == "uvloop" else "",
+        "validation": validation,
+        "versions": versions,
+    }
 
 
 async def gc_freezer(interval_s: float = 2.0) -> None:

@@ -13,6 +13,11 @@ Messages go out two ways:
   created while offline, or whose reply was lost with the connection, waits for the next connection and
   is retried (``attempt`` 2, 3, ...); ``queued_ms`` records how long it waited. A timeout while the
   connection stays up is retried up to ``tx_attempts`` times, as OCPP's TransactionMessageAttempts.
+  A message is built at its first attempt and every retry sends the same payload (a new message id,
+  the same ``tx_key``).
+
+Connections are numbered (``connection``: 1 for the first, +1 at every reconnect); every call row and
+event row says which one it belongs to.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from websockets.exceptions import ConnectionClosed
 
 from labkit.sim.messages import TxState, dialect
 from labkit.sim.settings import SUBPROTOCOLS
-from labkit.sim.timing import CallRecord, make_charge_point
+from labkit.sim.timing import CallRecord, make_charge_point, payload_tx_key
 
 if TYPE_CHECKING:
     from labkit.sim.fleet import Fleet
@@ -51,6 +56,10 @@ class TxItem:
     waiter: asyncio.Future | None = None
     result: Any = None
     outcome: str = ""
+    #: the request, built at its first attempt and sent as it is at every retry (same payload, same key)
+    payload: Any = None
+    #: ``labkit.resultsformat.tx_key`` of the payload as sent ("" until the first attempt made it)
+    tx_key: str = ""
 
 
 @dataclass
@@ -83,6 +92,10 @@ class Station:
         self._flushed = 0
         self.stopping = False
         self.lost_at_ns: int | None = None
+        #: the number of the station's latest WebSocket connection: 1 for the first, +1 at every reconnect
+        self.connection = 0
+        #: why the latest connection attempt failed ('' after a success), short, for the fleet's summary
+        self.last_failure = ""
         self.connected_once = False
         self.boot_interval_s: float | None = None
         self.done = False
@@ -142,7 +155,7 @@ class Station:
         delay = cfg.backoff_min_s
         subprotocol = SUBPROTOCOLS[cfg.version]
         while not self.stopping:
-            self.fleet.event(self, "connecting", "")
+            self.fleet.event(self, "connecting", "", connection=self.connection + 1)
             try:
                 ws = await connect(
                     self.url,
@@ -154,20 +167,36 @@ class Station:
             except (OSError, TimeoutError, Exception) as exc:  # noqa: BLE001 - any failure: back off
                 if self.stopping:
                     return
-                self.fleet.event(self, "connect_failed", f"{type(exc).__name__}: {exc}"[:200])
+                self.last_failure = connect_failure(exc)
+                self.fleet.event(
+                    self, "connect_failed", f"{type(exc).__name__}: {exc}"[:200], connection=self.connection + 1
+                )
                 await asyncio.sleep(delay * (0.5 + self.rng.random()))
                 delay = min(delay * 2.0, cfg.backoff_max_s)
                 continue
             if ws.subprotocol != subprotocol:
-                self.fleet.event(self, "connect_failed", f"subprotocol {ws.subprotocol!r} not {subprotocol}")
+                self.last_failure = f"no subprotocol agreed (asked for {subprotocol})"
+                self.fleet.event(
+                    self,
+                    "connect_failed",
+                    f"subprotocol {ws.subprotocol!r} not {subprotocol}",
+                    connection=self.connection + 1,
+                )
                 await ws.close()
                 await asyncio.sleep(delay * (0.5 + self.rng.random()))
                 delay = min(delay * 2.0, cfg.backoff_max_s)
                 continue
             delay = cfg.backoff_min_s
             self.ws = ws
+            self.connection += 1
+            self.last_failure = ""
             cp = make_charge_point(
-                cfg.version, self.id, ws, response_timeout_s=cfg.call_timeout_s, skip_validation=cfg.validation == "off"
+                cfg.version,
+                self.id,
+                ws,
+                response_timeout_s=cfg.call_timeout_s,
+                skip_validation=cfg.validation == "off",
+                connection_no=self.connection,
             )
             self.cp = cp
             if self.lost_at_ns is None:
@@ -210,18 +239,41 @@ class Station:
     # -- calls -----------------------------------------------------------------------------------
     async def call(self, action: str, payload: Any) -> Any:
         """Send now if online; otherwise record ``send_failed``/``offline``. Returns the reply or None."""
+        result, _ = await self._call(action, payload)
+        return result
+
+    async def _call(self, action: str, payload: Any) -> tuple[Any, CallRecord]:
         if not self.online:
             rec = CallRecord(
                 action=action, outcome="send_failed", error_code="offline", t_wall=time.time(), t_send_ns=_mono()
             )
             self.fleet.record(self, rec)
-            return None
+            return None, rec
         rec = CallRecord(action=action)
         result = await self.cp.timed_call(payload, rec)
         if rec.t_send_ns is None:
             rec.t_wall, rec.t_send_ns = time.time(), _mono()
         self.fleet.record(self, rec)
-        return result
+        return result, rec
+
+    async def authorize(self, id_tag: str) -> bool:
+        """Authorize ``id_tag``: True when the station may start charging.
+
+        An answer with any status but Accepted (Invalid, Blocked, Expired, ...) or a CallError refuses: the
+        station records ``authorize_rejected`` (detail: the status or the CallError code) and does not start.
+        No answer at all (offline, timeout, connection lost) does not refuse: like a charger authorizing
+        locally while it cannot reach its CSMS (OCPP's LocalAuthorizeOffline), it goes on."""
+        result, rec = await self._call(*self.dialect.authorize(id_tag))
+        if rec.outcome == "ok":
+            status = self.dialect.authorize_status(result)
+            if status == "Accepted":
+                return True
+            self.fleet.event(self, "authorize_rejected", status or "no status")
+            return False
+        if rec.outcome == "call_error":
+            self.fleet.event(self, "authorize_rejected", f"CallError {rec.error_code}")
+            return False
+        return True
 
     async def call_status(self, status: str) -> Any:
         msg = self.dialect.status(status)
@@ -274,10 +326,15 @@ class Station:
             if not self.online:
                 item.waited = True
                 await self._online.wait()
-            rec = CallRecord(action=item.action, attempt=item.attempt)
-            result = await self.cp.timed_call(item.build(), rec)
+            if item.payload is None:
+                item.payload = item.build()
+            rec = CallRecord(action=item.action, attempt=item.attempt, tx_key=item.tx_key)
+            result = await self.cp.timed_call(item.payload, rec)
             if rec.t_send_ns is None:
                 rec.t_wall, rec.t_send_ns = time.time(), _mono()
+            if not rec.tx_key:  # it never reached the wire (its own payload failed validation)
+                rec.tx_key = payload_tx_key(self.id, item.action, item.payload)
+            item.tx_key = rec.tx_key
             if item.waited:
                 rec.queued_ns = rec.t_send_ns - item.enq_ns
             self.fleet.record(self, rec)
@@ -343,3 +400,25 @@ class Station:
         while True:
             await self.call(action, payload)
             await self.pause(interval_s)
+
+
+def connect_failure(exc: BaseException) -> str:
+    """Why a connection attempt failed, in a few words (the fleet sums these up when nothing ever connected)."""
+    from websockets.exceptions import InvalidStatus
+
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        try:
+            import http
+
+            phrase = http.HTTPStatus(status).phrase
+        except ValueError:
+            phrase = exc.response.reason_phrase
+        return f"refused with HTTP {status} {phrase}".strip()
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return "timed out opening the connection"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__

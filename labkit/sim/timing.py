@@ -17,6 +17,9 @@ The RTT of a call is the difference of these two stamps: the same boundaries as 
 (frame handed over by the WebSocket, frame handed to it). Request validation (before the lock), JSON
 parsing of the reply and response validation (after the reply) are outside it; the CSMS's own handling,
 including its parsing and validation, is inside it.
+
+Each record also carries the attempt's message id, the station's connection number, and for transaction
+messages the ``tx_key`` (``labkit.resultsformat.tx_key``) of the payload cut out of the frame as sent.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ocpp.exceptions import OCPPError, UnknownCallErrorCodeError
-from ocpp.messages import Call, CallError, MessageType, unpack
+from ocpp.messages import Call, CallError, MessageType, _DecimalEncoder, unpack
 from websockets.exceptions import ConnectionClosed
 
+from labkit.resultsformat import tx_key
 from labkit.sim.settings import version_module
 
 _monotonic_ns = time.monotonic_ns
@@ -63,6 +67,12 @@ class CallRecord:
     outcome: str = ""
     error_code: str = ""
     lost: bool = False
+    #: the OCPP message id of this attempt ('' when none was made: offline)
+    message_id: str = ""
+    #: the station's connection number the attempt was made on (None: not made on any, offline)
+    connection: int | None = None
+    #: None: not a transaction message; "": one whose key ``_send`` computes from the frame; else the key
+    tx_key: str | None = None
 
     @property
     def rtt_ns(self) -> int | None:
@@ -76,7 +86,8 @@ class TimedMixin:
 
     _ocpp_version: str
 
-    def _timed_init(self, skip_validation: bool) -> None:
+    def _timed_init(self, skip_validation: bool, connection_no: int | None = None) -> None:
+        self.connection_no = connection_no
         self._pending: dict[str, CallRecord] = {}
         self._ids = itertools.count(1)
         self._skip_validation = skip_validation
@@ -87,6 +98,8 @@ class TimedMixin:
     async def timed_call(self, payload: Any, rec: CallRecord) -> Any:
         """``call()`` with ``rec`` filled in; never raises for OCPP outcomes (see ``rec.outcome``)."""
         uid = str(_uuid4())
+        rec.message_id = uid
+        rec.connection = self.connection_no
         self._pending[uid] = rec
         try:
             result = await self.call(
@@ -123,6 +136,8 @@ class TimedMixin:
             end = message.index('"', 4)
             rec = self._pending.get(message[4:end])
             if rec is not None:
+                if rec.tx_key == "":
+                    rec.tx_key = frame_tx_key(self.id, rec.action, message, rec.message_id)
                 rec.req_bytes = len(message.encode())
                 rec.t_wall = _time()
                 rec.t_send_ns = _monotonic_ns()
@@ -191,11 +206,39 @@ def timed_charge_point_class(version: str) -> type:
 
 
 def make_charge_point(
-    version: str, station_id: str, connection: Any, *, response_timeout_s: float, skip_validation: bool
+    version: str,
+    station_id: str,
+    connection: Any,
+    *,
+    response_timeout_s: float,
+    skip_validation: bool,
+    connection_no: int | None = None,
 ) -> Any:
     cp = timed_charge_point_class(version)(station_id, connection, response_timeout=response_timeout_s, logger=QUIET)
-    cp._timed_init(skip_validation)
+    cp._timed_init(skip_validation, connection_no)
     return cp
+
+
+_compact = _DecimalEncoder(separators=(",", ":")).encode
+
+
+def frame_tx_key(station_id: str, action: str, frame: str, message_id: str) -> str:
+    """The transaction key of a CALL frame as the ocpp library wrote it: ``[2,"<id>","<action>",<payload>]``.
+
+    The payload is cut out of the frame (no JSON work): exactly the compact JSON that went on the wire."""
+    start = 4 + len(message_id) + 3 + len(action) + 2
+    if frame.startswith(f'[2,"{message_id}","{action}",') and frame.endswith("]"):
+        return tx_key(station_id, action, frame[start:-1])
+    return tx_key(station_id, action, _compact(json.loads(frame)[3]))  # not the library's framing: re-encode
+
+
+def payload_tx_key(station_id: str, action: str, payload: Any) -> str:
+    """The key of a request dataclass as ``ChargePoint.call()`` would put it on the wire (for an attempt that
+    never reached the wire, e.g. its own payload failed validation)."""
+    import ocpp.charge_point as lib
+
+    body = lib.remove_nones(lib.snake_to_camel_case(lib.serialize_as_dict(payload)))
+    return tx_key(station_id, action, _compact(body))
 
 
 def frame_action(frame: str) -> str:

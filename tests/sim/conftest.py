@@ -20,6 +20,12 @@ from labkit.sim.samples import read_rows
 PY = sys.executable
 
 
+def _env(extra: dict[str, str] | None) -> dict[str, str]:
+    """The test's environment without a password that might leak in from outside, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k != "LABKIT_OCPP_PASSWORD"}
+    return {**env, "PYTHONUNBUFFERED": "1", **(extra or {})}
+
+
 @dataclass
 class CsmsProc:
     proc: subprocess.Popen
@@ -35,13 +41,14 @@ class CsmsProc:
         return list(read_rows(self.out))
 
 
-def start_csms(tmp: Path, *args: str) -> CsmsProc:
+def start_csms(tmp: Path, *args: str, env: dict[str, str] | None = None) -> CsmsProc:
     out, status = tmp / "csms.csv", tmp / "csms.json"
     proc = subprocess.Popen(
         [PY, "-m", "labkit", "csms", "--listen", "127.0.0.1:0", "--out", str(out), "--status", str(status), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=_env(env),
     )
     line = proc.stdout.readline()
     if "listening on ws://" not in line:
@@ -67,10 +74,10 @@ def csms_factory(tmp_path):
     """Start CSMS processes (``csms_factory(*flags)``); all are stopped at the end, whatever happened."""
     procs: list[CsmsProc] = []
 
-    def make(*args: str) -> CsmsProc:
+    def make(*args: str, env: dict[str, str] | None = None) -> CsmsProc:
         d = tmp_path / f"csms{len(procs)}"
         d.mkdir()
-        c = start_csms(d, *args)
+        c = start_csms(d, *args, env=env)
         procs.append(c)
         return c
 
@@ -89,7 +96,7 @@ class FleetRun:
     status: dict
 
 
-def run_fleet(tmp: Path, url: str, *args: str, timeout: float = 120) -> FleetRun:
+def run_fleet(tmp: Path, url: str, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> FleetRun:
     import json
 
     tmp.mkdir(parents=True, exist_ok=True)
@@ -119,7 +126,7 @@ def run_fleet(tmp: Path, url: str, *args: str, timeout: float = 120) -> FleetRun
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=_env(env),
     )
     return FleetRun(
         p.returncode,

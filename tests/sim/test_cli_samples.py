@@ -18,18 +18,21 @@ from tests.sim.conftest import PY, stop
 def test_sink_appends_and_readers_skip_a_torn_line(tmp_path):
     path = tmp_path / "calls.csv"
     sink = CsvSink(path, CALL_COLUMNS)
-    sink.write(["r", "h", "cs1", "1.6", "Heartbeat", "1.0", 1, "0.5", "ok", "", 57, 40, "", 1])
+    sink.write(["r", "h", "cs1", "1.6", "Heartbeat", "1.0", 1, "0.5", "ok", "", 57, 40, "", 1, "m1", 1, ""])
     sink.close()
     with open(path, "a") as fh:  # a crash in the middle of a row
         fh.write("r,h,cs1,1.6,MeterVal")
     assert [r["action"] for r in read_rows(path)] == ["Heartbeat"]
     sink = CsvSink(path, CALL_COLUMNS)  # a restarted writer ends the torn line and adds no second header
-    sink.write(["r", "h", "cs1", "1.6", "MeterValues", "2.0", 2, "0.7", "ok", "a, b", 270, 20, "", 1])
+    sink.write(["r", "h", "cs1", "1.6", "MeterValues", "2.0", 2, "0.7", "ok", "a, b", 270, 20, "", 1, "m2", 1, "k"])
     sink.close()
     rows = list(read_rows(path))
     assert [r["action"] for r in rows] == ["Heartbeat", "MeterValues"]
     assert rows[1]["error_code"] == "a, b"
     assert path.read_text().count("run_id,") == 1
+    with pytest.raises(ValueError, match="17 columns"):  # a row readers would skip is a bug, never silent
+        sink = CsvSink(path, CALL_COLUMNS)
+        sink.write(["r", "h", "cs1"])
 
 
 def test_status_file_is_replaced_atomically(tmp_path):

@@ -202,18 +202,29 @@ def test_session_scenario_with_measurands(csms_factory, tmp_path):
 
 
 def test_basic_auth(csms_factory, tmp_path):
-    csms = csms_factory("--password", "s3cret")
-    good = run_fleet(tmp_path, csms.url, "--stations", "2", "--meter-values", "2", "--password", "s3cret", *FAST)
-    assert good.rc == 0 and all(r["outcome"] == "ok" for r in good.calls)
+    """The CSMS takes its password from a file, the fleet from the environment; a wrong one gets HTTP 401."""
+    secret = tmp_path / "csms.pw"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    csms = csms_factory("--password-file", str(secret))
+    good = run_fleet(
+        tmp_path / "good",
+        csms.url,
+        "--stations",
+        "2",
+        "--meter-values",
+        "2",
+        *FAST,
+        env={"LABKIT_OCPP_PASSWORD": "s3cret"},
+    )
+    assert good.rc == 0 and good.calls and all(r["outcome"] == "ok" for r in good.calls)
     bad = run_fleet(
-        tmp_path,
+        tmp_path / "bad",
         csms.url,
         "--stations",
         "1",
         "--meter-values",
         "2",
-        "--password",
-        "wrong",
         "--duration",
         "1.5",
         "--drain-timeout",
@@ -221,8 +232,11 @@ def test_basic_auth(csms_factory, tmp_path):
         "--backoff-min",
         "0.2",
         *FAST,
+        env={"LABKIT_OCPP_PASSWORD": "wrong"},
     )
-    assert bad.rc == 0
+    assert bad.rc == 1  # no station ever connected
     failed = [e for e in bad.events if e["event"] == "connect_failed"]
     assert failed and "401" in failed[0]["detail"]
     assert not any(e["event"] == "connected" for e in bad.events)
+    refused = [r for r in csms.rows() if r["outcome"] == "refused"]
+    assert refused and {(r["station_id"], r["error_code"]) for r in refused} == {("cs001", "Unauthorized")}
