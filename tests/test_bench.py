@@ -83,6 +83,14 @@ def test_readme_command_1(home, tmp_path, monkeypatch, capfd):
         assert len(probes) == 200
         added = meta["expected"]["min_added_rtt_ms"]
         assert all(float(p["rtt_ms"]) >= added for p in probes if p["lost"] == "0")
+        # labkit's own probe: the same count, microsecond RTTs (not on ping's 1 ms grid above 100 ms), never
+        # below the added delay
+        with open(cell / "echo.csv") as fh:
+            echoes = list(csv.DictReader(fh))
+        assert len(echoes) == 200 and {e["direction"] for e in echoes} == {"up", "down"}
+        got = [float(e["rtt_ms"]) for e in echoes if e["lost"] == "0"]
+        assert got and all(x >= added for x in got)
+        assert any(round(x % 1, 3) not in (0.0, 1.0) for x in got)
         with open(cell / "ocpp" / "calls-evse1.csv") as fh:
             calls = list(csv.DictReader(fh))
         assert sum(1 for c in calls if c["action"] == "MeterValues") == 100

@@ -45,7 +45,7 @@ def _estimate_s(plan: Plan, cell: Cell, added_rtt_ms: float) -> float:
     rtt = added_rtt_ms / 1000.0
     t = 5.0
     if cell.baselines:
-        t += plan.ping_count * plan.ping_interval_s + rtt + 2
+        t += 2 * (plan.ping_count * plan.ping_interval_s + rtt + 2)  # ping, then labkit's echo probe
         seconds, omit = tcp_timing(plan, added_rtt_ms)
         t += 2 * (seconds + omit + 3 * rtt + 1) + 2 * (plan.udp_seconds + 1)
     if plan.ocpp_phase:
@@ -215,6 +215,12 @@ class Bench:
                     r, cell_dir, evses[0], inv.cpo, plan.ping_count, plan.ping_interval_s, wait_s), cell_dir)
                 if rows:
                     probes.write_ping_csv(cell_dir / "ping.csv", rows)
+                # labkit's own probe (microsecond RTTs: ping prints whole ms above 100 ms), same count and pacing,
+                # after ping rather than beside it so neither loads the other's path
+                rows = self._phase(meta, "echo", lambda: probes.run_echo(
+                    r, cell_dir, evses[0], inv.cpo, plan.ping_count, plan.ping_interval_s, wait_s), cell_dir)
+                if rows:
+                    probes.write_echo_csv(cell_dir / "echo.csv", rows)
             rates = [v for v in (expected.get("uplink_rate_bps"), expected.get("downlink_rate_bps")) if v]
             tcp_seconds, tcp_omit = tcp_timing(plan, expected.get("added_rtt_ms") or 0, min(rates, default=None))
             if cell.baselines and (tcp_seconds or plan.udp_seconds):
