@@ -533,7 +533,8 @@ def _load_cell_files(cid: str, cdir: Path, run_dir: Path, cj: dict, frames: dict
     if e.exists():
         add("echo", e)
     elif echo_expected and p.exists():
-        problems.append(Problem(_rel(run_dir, e), "missing while ping.csv is there: no echo RTT here (the "
+        note = phase_note("echo") if isinstance(phases.get("echo"), dict) else ""
+        problems.append(Problem(_rel(run_dir, e), f"missing while ping.csv is there{note}: no echo RTT here (the "
                                                   "OCPP overhead uses ping's for a profile without echo)", "note"))
 
     idir = cdir / "iperf"

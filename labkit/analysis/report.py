@@ -1,11 +1,14 @@
 """``labkit report``: one results directory -> report.md, report.html, figures/ and tables/*.csv.
 
-The report opens with what is missing or suspect (so a partial or corrupt run says so first), then the run's
-provenance, the network baselines (ping: configured against measured RTT; iperf3: goodput against the
-configured rate), OCPP round-trip times in the dissertation's table layout (plus p95, p99 and a bootstrap
-95% CI for the median), call outcomes, the protocol's own cost (OCPP RTT minus ping RTT per action),
-scaling with the number of chargers, RTT and CPU over time, and outages. docs/reading-results.md explains
-how to read each part.
+The report opens with a warning when transaction messages were lost or delivered twice, and with what is
+missing or suspect (so a partial or corrupt run says so first), then the run's provenance and what ran
+(event loop, schema validation, versions per host), the network baselines (ping: configured against
+measured RTT, with the echo probe as a cross-check; iperf3: goodput against the configured rate), OCPP
+round-trip times in the dissertation's table layout (plus p95, p99 and a bootstrap 95% CI for the median),
+call outcomes, the transaction accounting (sent, acknowledged, handled, duplicates, lost), the protocol's
+own cost (OCPP RTT minus the network RTT per action: the echo probe's where measured, else ping's), scaling
+with the number of chargers, RTT and CPU over time, and outages. docs/reading-results.md explains how to
+read each part.
 """
 
 from __future__ import annotations

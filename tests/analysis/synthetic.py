@@ -363,6 +363,7 @@ def make_run(root: Path, *, plan: str = "tests", seed: int = 7, backend: str = "
                 if not v1:
                     _write_echo(cdir, prof, ping_count, t, base_rtt_ms, engine,
                                 np.random.default_rng([seed, len(cells)]))
+                    phases["echo"] = {"started": t, "status": "complete", "ended": t + ping_count * 0.2}
                 phases["ping"] = {"started": t, "status": "complete", "ended": t + ping_count * 0.2}
                 t += ping_count * 0.2 + 0.5
                 (cdir / "iperf").mkdir()
@@ -469,19 +470,20 @@ def _iputils(rtt_ms: float) -> str:
 
 def _write_echo(cdir: Path, prof: SynthProfile, count: int, t: float, base_rtt_ms: float, engine: str,
                 rng: np.random.Generator) -> None:
-    """labkit's echo probe: the same path as ping, timed to the microsecond (its own random stream)."""
+    """labkit's echo probe (labkit.echo): the same path as ping, timed to the microsecond (its own random
+    stream); ``t_wall`` is when a probe was sent, so lost probes have one too."""
     rows = []
     for direction, src, dst in (("up", "evse1", "cpo"), ("down", "cpo", "evse1")):
         for seq in range(1, count + 1):
             ts = t + seq * 0.2 + 0.1
             if rng.random() < prof.loss_pct / 100 * 2:
-                rows.append((src, dst, direction, seq, "", "", 1))
+                rows.append((src, dst, direction, seq, f"{ts:.6f}", "", 1))
                 continue
             ser = sum(60 * 8 / r * 1000 for r in (prof.up_rate_bps, prof.down_rate_bps) if r)
             eng = 0.12 if prof.added_rtt_ms and engine == "userspace" else 0.0
             rtt = (base_rtt_ms + 0.02 + prof.added_rtt_ms + ser + eng + rng.gamma(2, 0.02)
                    + abs(rng.normal(0, prof.jitter_ms)) * 1.2)
-            rows.append((src, dst, direction, seq, f"{ts + rtt / 1000:.6f}", f"{rtt:.3f}", 0))
+            rows.append((src, dst, direction, seq, f"{ts:.6f}", f"{math.ceil(rtt * 1000) / 1000:.3f}", 0))
     _write_csv(cdir / "echo.csv", list(RF.ECHO.columns), rows)
 
 
