@@ -97,7 +97,7 @@ _encode = _DecimalEncoder(separators=(",", ":")).encode
 #: ``json.dumps(payload, separators=(",", ":"))``, built once: a received transaction payload -> its key's text
 _compact = json.JSONEncoder(separators=(",", ":")).encode
 #: a transaction message's duplicates are counted among the last this many transaction keys of its station
-TX_WINDOW = 256
+TX_WINDOW = 64
 #: how much of an unknown action name or an over-long message id a csms.csv row keeps
 TEXT_MAX_CHARS = 128
 

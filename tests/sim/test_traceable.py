@@ -154,3 +154,17 @@ def test_a_lost_answer_is_delivered_twice_and_the_columns_count_it(csms_factory,
     assert len(handled) == n + 3 and len(handled_keys) == n + 2
     assert duplicates == 1 == sum(c - 1 for c in handled_keys.values())
     assert not sent - set(handled_keys)  # lost: sent and never handled
+
+
+def test_duplicates_are_counted_per_station_over_a_bounded_window():
+    from labkit.sim.csms import TX_WINDOW, Csms, CsmsConfig
+
+    server = Csms(CsmsConfig().check())
+    try:
+        assert [server.count_tx("a", "k1"), server.count_tx("a", "k1"), server.count_tx("b", "k1")] == [1, 2, 1]
+        for i in range(TX_WINDOW):  # k1 of station a falls out of its window
+            server.count_tx("a", f"other{i}")
+        assert server.count_tx("a", "k1") == 1 and server.count_tx("b", "k1") == 2
+        assert max(len(seen) for seen in server.tx_seen.values()) == TX_WINDOW
+    finally:
+        server.health.close()
