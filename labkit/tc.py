@@ -11,6 +11,8 @@ ifb is needed. A rate-limited direction gets an HTB root with one class (handle 
   ``LABKIT-SHAPE``), without ``--queue-bypass``: with no engine attached, packets are dropped (fail-closed).
 
 Units: rates go to tc as ``<n>bit`` (bits per second, never the ambiguous ``kbps``), times as ``<n>us``.
+``layout`` says what each interface must hold (``HtbClass``, ``Netem``, ``Fifo``): the commands are rendered
+from it, and ``labkit.shaping.verify`` checks the read-back against the same values.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labkit.profiles import FRAME_BYTES, Direction, Profile
-from labkit.units import tc_rate, tc_time
+from labkit.units import tc_rate, tc_us
 
 ENGINES = ("netem", "userspace")
 DIRECTIONS = ("uplink", "downlink")
@@ -70,24 +72,149 @@ def delay_line_packets(d: Direction, other_rate_bps: int | None) -> int:
     return max(DELAY_LINE_MIN, math.ceil(per_s * max(d.max_delay_ms, 1.0) / 1000.0) + DELAY_LINE_SLACK)
 
 
+def tc_percent(pct: float) -> str:
+    """A percentage for tc with every digit the profile gave (``%g`` would keep only six: 33.3333%)."""
+    return f"{pct:.12g}%"
+
+
 def netem_args(d: Direction, limit: int) -> str:
     """The netem parameters for one direction (without ``tc qdisc ... netem``)."""
-    parts = [f"limit {limit}"]
-    if d.delay_ms or d.jitter_ms:
-        parts.append(f"delay {tc_time(d.delay_ms)}")
-        if d.jitter_ms:
-            parts.append(tc_time(d.jitter_ms))
-            if d.distribution != "uniform":
-                parts.append(f"distribution {d.distribution}")
-    if d.loss_pct:
-        parts.append(f"loss random {d.loss_pct:g}%")
-    if d.corrupt_pct:
-        parts.append(f"corrupt {d.corrupt_pct:g}%")
-    if d.duplicate_pct:
-        parts.append(f"duplicate {d.duplicate_pct:g}%")
-    if d.jitter_ms and not d.reorder:
-        parts.append(f"rate {NETEM_ORDER_RATE}")
+    return _netem_args(_netem(d, limit))
+
+
+@dataclass(frozen=True)
+class HtbClass:
+    """HTB root ``1:`` (``default 10``) with class ``1:10``: the direction's rate."""
+
+    rate_bps: int
+    ceil_bps: int
+    burst_bytes: int
+    cburst_bytes: int
+    quantum: int = FRAME_BYTES
+    default_class: int = 0x10
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "htb", "rate_bps": self.rate_bps, "ceil_bps": self.ceil_bps, "burst_bytes": self.burst_bytes,
+                "cburst_bytes": self.cburst_bytes, "quantum": self.quantum, "default_class": self.default_class}
+
+
+@dataclass(frozen=True)
+class Netem:
+    """A netem qdisc (handle ``10:``): the delay line of the netem engine. Times in whole microseconds."""
+
+    limit: int
+    delay_us: int = 0
+    jitter_us: int = 0
+    distribution: str = "uniform"
+    loss_pct: float = 0.0
+    corrupt_pct: float = 0.0
+    duplicate_pct: float = 0.0
+    rate_bps: int | None = None  # only NETEM_ORDER_RATE, to keep jittered packets in order
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "netem", **{k: getattr(self, k) for k in (
+            "limit", "delay_us", "jitter_us", "distribution", "loss_pct", "corrupt_pct", "duplicate_pct", "rate_bps")}}
+
+
+@dataclass(frozen=True)
+class Fifo:
+    """A pfifo leaf (handle ``10:``) of ``limit`` packets: the bottleneck queue under the userspace engine."""
+
+    limit: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "pfifo", "limit": self.limit}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What one direction's egress interface holds: an HTB class (or nothing) and a leaf under it (or, without
+    HTB, as the root qdisc). Both None: the interface keeps its default qdisc."""
+
+    htb: HtbClass | None = None
+    leaf: Netem | Fifo | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.htb is None and self.leaf is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"htb": self.htb.to_dict() if self.htb else None, "leaf": self.leaf.to_dict() if self.leaf else None}
+
+
+#: bits per second in tc's ``rate 100gbit`` above
+NETEM_ORDER_RATE_BPS = 100_000_000_000
+
+
+def _netem(d: Direction, limit: int) -> Netem:
+    return Netem(limit=limit, delay_us=tc_us(d.delay_ms), jitter_us=tc_us(d.jitter_ms),
+                 distribution=d.distribution if d.jitter_ms else "uniform", loss_pct=d.loss_pct,
+                 corrupt_pct=d.corrupt_pct, duplicate_pct=d.duplicate_pct,
+                 rate_bps=NETEM_ORDER_RATE_BPS if (d.jitter_ms and not d.reorder) else None)
+
+
+def layout(profile: Profile, direction: str, engine: str = "netem") -> Layout:
+    """What ``direction``'s interface must hold under ``engine``: the single source of the tc commands and of
+    what the read-back is checked against."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r} (allowed: {', '.join(ENGINES)})")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r} (allowed: {', '.join(DIRECTIONS)})")
+    d = profile.direction(direction)
+    other = profile.direction("downlink" if direction == "uplink" else "uplink")
+    if not d.shaped or (engine == "userspace" and d.rate_bps is None):
+        # nothing for tc to do in this direction (the userspace engine holds any delay)
+        return Layout()
+    if d.rate_bps is None:  # netem engine, delay without a rate limit: netem is the root
+        return Layout(leaf=_netem(d, delay_line_packets(d, other.rate_bps)))
+    burst = htb_burst_bytes(d.rate_bps, profile.added_rtt_ms)
+    htb = HtbClass(rate_bps=d.rate_bps, ceil_bps=d.rate_bps, burst_bytes=burst, cburst_bytes=burst)
+    queue = d.queue_pkts or 1
+    if engine == "netem" and d.needs_delay_line:
+        return Layout(htb=htb, leaf=_netem(d, delay_line_packets(d, other.rate_bps) + queue))
+    return Layout(htb=htb, leaf=Fifo(limit=queue))
+
+
+def _netem_args(n: Netem) -> str:
+    parts = [f"limit {n.limit}"]
+    if n.delay_us or n.jitter_us:
+        parts.append(f"delay {n.delay_us}us")
+        if n.jitter_us:
+            parts.append(f"{n.jitter_us}us")
+            if n.distribution != "uniform":
+                parts.append(f"distribution {n.distribution}")
+    if n.loss_pct:
+        parts.append(f"loss random {tc_percent(n.loss_pct)}")
+    if n.corrupt_pct:
+        parts.append(f"corrupt {tc_percent(n.corrupt_pct)}")
+    if n.duplicate_pct:
+        parts.append(f"duplicate {tc_percent(n.duplicate_pct)}")
+    if n.rate_bps is not None:
+        rate = NETEM_ORDER_RATE if n.rate_bps == NETEM_ORDER_RATE_BPS else tc_rate(n.rate_bps)
+        parts.append(f"rate {rate}")
     return " ".join(parts)
+
+
+def layout_commands(lay: Layout, iface: str) -> list[str]:
+    """The tc commands that give a clean ``iface`` the layout ``lay``."""
+    dev = _q(iface)
+    if lay.empty:
+        return []
+    leaf = lay.leaf
+    if lay.htb is None:
+        assert isinstance(leaf, Netem)
+        return [f"tc qdisc add dev {dev} root handle {LEAF_HANDLE} netem {_netem_args(leaf)}"]
+    h = lay.htb
+    cmds = [
+        f"tc qdisc add dev {dev} root handle {ROOT_HANDLE} htb default {h.default_class:x}",
+        f"tc class add dev {dev} parent {ROOT_HANDLE} classid {CLASS_ID} htb rate {tc_rate(h.rate_bps)} "
+        f"ceil {tc_rate(h.ceil_bps)} burst {h.burst_bytes}b cburst {h.cburst_bytes}b quantum {h.quantum}",
+    ]
+    if isinstance(leaf, Netem):
+        cmds.append(f"tc qdisc add dev {dev} parent {CLASS_ID} handle {LEAF_HANDLE} netem {_netem_args(leaf)}")
+    elif isinstance(leaf, Fifo):
+        cmds.append(f"tc qdisc add dev {dev} parent {CLASS_ID} handle {LEAF_HANDLE} pfifo limit {leaf.limit}")
+    return cmds
 
 
 def tc_commands(profile: Profile, iface: str, direction: str, engine: str = "netem") -> list[str]:
@@ -95,34 +222,7 @@ def tc_commands(profile: Profile, iface: str, direction: str, engine: str = "net
 
     They add to the interface's default qdisc (HTB cannot be changed in place): run ``clear_tc_commands``
     first, tolerantly. An unshaped direction needs no command (an empty list)."""
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r} (allowed: {', '.join(ENGINES)})")
-    if direction not in DIRECTIONS:
-        raise ValueError(f"unknown direction {direction!r} (allowed: {', '.join(DIRECTIONS)})")
-    d = profile.direction(direction)
-    other = profile.direction("downlink" if direction == "uplink" else "uplink")
-    dev = _q(iface)
-    if not d.shaped or (engine == "userspace" and d.rate_bps is None):
-        # nothing for tc to do in this direction (the userspace engine holds any delay)
-        return []
-    if d.rate_bps is None:  # netem engine, delay without a rate limit: netem is the root
-        limit = delay_line_packets(d, other.rate_bps)
-        return [f"tc qdisc add dev {dev} root handle {LEAF_HANDLE} netem {netem_args(d, limit)}"]
-    rtt = profile.added_rtt_ms
-    rate = tc_rate(d.rate_bps)
-    burst = htb_burst_bytes(d.rate_bps, rtt)
-    cmds = [
-        f"tc qdisc add dev {dev} root handle {ROOT_HANDLE} htb default 10",
-        f"tc class add dev {dev} parent {ROOT_HANDLE} classid {CLASS_ID} htb rate {rate} ceil {rate} "
-        f"burst {burst}b cburst {burst}b quantum {FRAME_BYTES}",
-    ]
-    queue = d.queue_pkts or 1
-    if engine == "netem" and d.needs_delay_line:
-        limit = delay_line_packets(d, other.rate_bps) + queue
-        cmds.append(f"tc qdisc add dev {dev} parent {CLASS_ID} handle {LEAF_HANDLE} netem {netem_args(d, limit)}")
-    else:
-        cmds.append(f"tc qdisc add dev {dev} parent {CLASS_ID} handle {LEAF_HANDLE} pfifo limit {queue}")
-    return cmds
+    return layout_commands(layout(profile, direction, engine), iface)
 
 
 def clear_tc_commands(iface: str) -> list[str]:
@@ -176,20 +276,23 @@ class Plan:
     engine: str
     ifaces: dict[str, str]  # direction -> interface
     tc: dict[str, list[str]] = field(default_factory=dict)  # direction -> commands
+    layouts: dict[str, Layout] = field(default_factory=dict)  # direction -> what its interface must hold
     rules: list[str] = field(default_factory=list)
     engine_config: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"profile": self.profile, "engine": self.engine, "ifaces": self.ifaces, "tc": self.tc,
-                "rules": self.rules, "engine_config": self.engine_config}
+                "layouts": {d: lay.to_dict() for d, lay in self.layouts.items()}, "rules": self.rules,
+                "engine_config": self.engine_config}
 
 
 def plan(profile: Profile, *, uplink_iface: str, downlink_iface: str, engine: str, seed: int = 1,
          status_file: str = "/tmp/labkit/shaper-status.json") -> Plan:
     """The full plan for a gateway: tc per direction, and for the userspace engine its rules and config."""
     p = Plan(profile=profile.name, engine=engine, ifaces={"uplink": uplink_iface, "downlink": downlink_iface})
-    p.tc["uplink"] = tc_commands(profile, uplink_iface, "uplink", engine)
-    p.tc["downlink"] = tc_commands(profile, downlink_iface, "downlink", engine)
+    for d in DIRECTIONS:
+        p.layouts[d] = layout(profile, d, engine)
+        p.tc[d] = layout_commands(p.layouts[d], p.ifaces[d])
     if engine == "userspace":
         p.rules = nfqueue_rules(profile, uplink_iface, downlink_iface)
         if p.rules:

@@ -144,3 +144,8 @@ def tc_rate(bps: int) -> str:
 def tc_time(ms: float) -> str:
     """A time for tc in microseconds (``us``), exact to the microsecond."""
     return f"{int(round(ms * 1000))}us"
+
+
+def tc_us(ms: float) -> int:
+    """A time in whole microseconds, the unit labkit gives tc (profiles hold whole microseconds)."""
+    return int(round(ms * 1000))
