@@ -147,8 +147,17 @@ class Queue:
             d = self.delay_ns + int(rng.uniform(-self.jitter_ns, self.jitter_ns))
         return d if d > 0 else 0
 
+    def running(self) -> dict[str, Any]:
+        """The parameters this queue is actually served with, in the engine's own units (ns, probability 0-1,
+        packets): what ``labkit.shaping`` compares with the plan."""
+        return {"direction": self.direction, "delay_ns": self.delay_ns, "jitter_ns": self.jitter_ns,
+                "distribution": self.distribution, "reorder": self.reorder, "loss": self.loss,
+                "corrupt": self.corrupt, "duplicate": self.duplicate, "maxlen": self.maxlen,
+                "copy_mode": "packet" if self.copy_mode == COPY_PACKET else "meta"}
+
     def stats(self) -> dict[str, Any]:
-        return {"queue": self.num, "direction": self.direction, "seen": self.seen, "dropped_loss": self.lost,
+        return {"queue": self.num, "direction": self.direction, "running": self.running(),
+                "seen": self.seen, "dropped_loss": self.lost,
                 "corrupted": self.corrupted, "duplicated": self.duplicated, "released": self.released,
                 "pending": len(self.pending), "max_pending": self.max_pending, "maxlen": self.maxlen,
                 "lateness": self.lateness.summary(), "pickup": self.pickup.summary(), "unstamped": self.unstamped}
@@ -156,6 +165,47 @@ class Queue:
 
 class _Stop(Exception):
     pass
+
+
+def _queue_from_config(num: Any, q: dict[str, Any]) -> Queue:
+    """One queue of the engine's config; a value the engine cannot serve as written is refused (ValueError),
+    never quietly replaced by a default (an unknown distribution would otherwise become uniform)."""
+    where = f"queues.{num}"
+
+    def number(key: str, default: float, low: float, high: float) -> float:
+        v = q.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not low <= v <= high:
+            raise ValueError(f"{where}.{key}: {v!r} (allowed: {low:g} to {high:g})")
+        return float(v)
+
+    unknown = set(q) - {"direction", "delay_ms", "jitter_ms", "distribution", "reorder", "loss_pct", "corrupt_pct",
+                        "duplicate_pct", "maxlen"}
+    if unknown:
+        raise ValueError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+    try:
+        qnum = int(num)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: queue number {num!r} (allowed: 0 to 65535)") from None
+    if not 0 <= qnum <= 65535:
+        raise ValueError(f"{where}: queue number {num!r} (allowed: 0 to 65535)")
+    direction = q.get("direction")
+    if direction not in ("uplink", "downlink"):
+        raise ValueError(f"{where}.direction: {direction!r} (allowed: uplink, downlink)")
+    distribution = q.get("distribution", "uniform")
+    if distribution not in ("uniform", "normal"):
+        raise ValueError(f"{where}.distribution: {distribution!r} (allowed: uniform, normal)")
+    reorder = q.get("reorder", False)
+    if not isinstance(reorder, bool):
+        raise ValueError(f"{where}.reorder: {reorder!r} (allowed: true, false)")
+    maxlen = q.get("maxlen", 1024)
+    if isinstance(maxlen, bool) or not isinstance(maxlen, int) or not 1 <= maxlen <= 0xFFFFFFFF:
+        raise ValueError(f"{where}.maxlen: {maxlen!r} (allowed: 1 to {0xFFFFFFFF} packets)")
+    return Queue(num=qnum, direction=direction,
+                 delay_ns=int(round(number("delay_ms", 0, 0, 3_600_000) * 1e6)),
+                 jitter_ns=int(round(number("jitter_ms", 0, 0, 3_600_000) * 1e6)),
+                 distribution=distribution, reorder=reorder,
+                 loss=number("loss_pct", 0, 0, 100) / 100.0, corrupt=number("corrupt_pct", 0, 0, 100) / 100.0,
+                 duplicate=number("duplicate_pct", 0, 0, 100) / 100.0, maxlen=maxlen)
 
 
 class Engine:
@@ -179,11 +229,7 @@ class Engine:
         self.last_release = 0  # monotonic ns of the releaser's last release
         self.queues: dict[int, Queue] = {}
         for num, q in config["queues"].items():
-            queue = Queue(num=int(num), direction=q["direction"], delay_ns=int(round(q["delay_ms"] * 1e6)),
-                          jitter_ns=int(round(q.get("jitter_ms", 0) * 1e6)),
-                          distribution=q.get("distribution", "uniform"), reorder=bool(q.get("reorder", False)),
-                          loss=q.get("loss_pct", 0) / 100.0, corrupt=q.get("corrupt_pct", 0) / 100.0,
-                          duplicate=q.get("duplicate_pct", 0) / 100.0, maxlen=int(q.get("maxlen", 1024)))
+            queue = _queue_from_config(num, q)
             queue.pending = [] if queue.reorder else deque()
             self.queues[queue.num] = queue
         self.sock: NfqSocket | None = None

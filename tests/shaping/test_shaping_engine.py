@@ -104,3 +104,28 @@ def test_config_spin_and_arrival():
             Engine({"queues": q, "spin_us": bad})
     with pytest.raises(ValueError, match="arrival: 'soon' .allowed: kernel, read"):
         Engine({"queues": q, "arrival": "soon"})
+
+
+def test_the_engine_reports_the_parameters_it_runs():
+    eng = Engine({"queues": {"1": {"direction": "downlink", "delay_ms": 12.345, "jitter_ms": 0.5,
+                                   "distribution": "normal", "loss_pct": 33.333333, "corrupt_pct": 1,
+                                   "maxlen": 2000}}})
+    q = eng.queues[1]
+    assert q.stats()["running"] == {"direction": "downlink", "delay_ns": 12_345_000, "jitter_ns": 500_000,
+                                    "distribution": "normal", "reorder": False, "loss": 33.333333 / 100,
+                                    "corrupt": 0.01, "duplicate": 0.0, "maxlen": 2000, "copy_mode": "packet"}
+
+
+@pytest.mark.parametrize("queue,message", [
+    ({"direction": "uplink", "delay_ms": 1, "distribution": "pareto"},
+     r"queues.0.distribution: 'pareto' \(allowed: uniform, normal\)"),
+    ({"direction": "sideways"}, r"queues.0.direction: 'sideways' \(allowed: uplink, downlink\)"),
+    ({"direction": "uplink", "delay_ms": -1}, r"queues.0.delay_ms: -1 \(allowed: 0 to 3.6e\+06\)"),
+    ({"direction": "uplink", "loss_pct": 150}, r"queues.0.loss_pct: 150 \(allowed: 0 to 100\)"),
+    ({"direction": "uplink", "maxlen": 2**32}, r"queues.0.maxlen: 4294967296 \(allowed: 1 to 4294967295 packets\)"),
+    ({"direction": "uplink", "reorder": "yes"}, r"queues.0.reorder: 'yes' \(allowed: true, false\)"),
+    ({"direction": "uplink", "dealy_ms": 5}, r"queues.0: unknown setting\(s\) dealy_ms"),
+])
+def test_a_config_the_engine_cannot_serve_as_written_is_refused(queue, message):
+    with pytest.raises(ValueError, match=message):
+        Engine({"queues": {"0": queue}})
