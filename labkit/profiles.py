@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from labkit.errors import ConfigError
 from labkit.units import UnitError, format_ms, format_rate, parse_duration_ms, parse_percent, parse_rate
@@ -39,6 +39,20 @@ MIN_QUEUE_SLOW = 8
 #: netem's normal table spans +-4 standard deviations (values are int16 / NETEM_DIST_SCALE 8192).
 NORMAL_SPAN = 4.0
 
+# Physical bounds of a direction. Rates: tc holds them in whole bytes per second, HTB's burst as a time in
+# 64 ns ticks in 32 bits (274.9 s: at 89 bit/s two full frames already overflow it); below 1 kbit/s a single
+# frame takes over 12 s, which no link labkit models comes near; 100 Gbit/s is the fastest Ethernet a gateway
+# of this kind forwards (and the rate netem's ordering uses). Delays: tc gives them in whole microseconds;
+# tc before iproute2 6.9 in 64 ns ticks in 32 bits (274.9 s at most); a minute is six times NB-IoT's worst
+# coverage (3GPP TR 45.820 allows 10 s), and with it and 100 Gbit/s every netem limit and NFQUEUE length
+# stays inside 32 bits (the delay line of a 100 Gbit/s direction holding 60 s is 2.5e9 packets).
+RATE_MIN_BPS = 1_000
+RATE_MAX_BPS = 100_000_000_000
+DELAY_MAX_MS = 60_000.0
+#: the smallest non-zero probability (percent): netem holds probabilities in steps of 1 / (2^32 - 1)
+#: (2.3e-8 %), so a smaller one would be applied as 0 by netem and as itself by the userspace engine
+PERCENT_MIN = 1e-6
+
 
 def _parsed(parse: Any, v: Any) -> Any:
     """``parse(v)``, with a unit error turned into the ValueError pydantic reports against the field."""
@@ -55,9 +69,9 @@ class DirectionSpec(BaseModel):
 
     rate: int | None = Field(default=None, description="bottleneck rate, e.g. \"112 kbit/s\" (none: unlimited)")
     delay: float = Field(default=0.0, description="one-way delay added, e.g. \"250 ms\"")
+    distribution: Literal["uniform", "normal"] = "uniform"
     jitter: float = Field(default=0.0, description="delay variation, e.g. \"20 ms\" (uniform: +-jitter; "
                                                    "normal: standard deviation, cut at 4)")
-    distribution: Literal["uniform", "normal"] = "uniform"
     reorder: bool = Field(default=False, description="let jitter reorder packets (netem's habit); default: keep order")
     loss: float = Field(default=0.0, description="random loss in percent, e.g. \"0.5 %\"")
     corrupt: float = Field(default=0.0, description="percent of packets with one bit flipped")
@@ -67,23 +81,67 @@ class DirectionSpec(BaseModel):
     @field_validator("rate", mode="before")
     @classmethod
     def _rate(cls, v: Any) -> Any:
-        return None if v is None else _parsed(parse_rate, v)
+        if v is None:
+            return None
+        bps = _parsed(parse_rate, v)
+        if not RATE_MIN_BPS <= bps <= RATE_MAX_BPS:
+            raise ValueError(f"{v!r} is {bps:.6g} bit/s (allowed: {format_rate(RATE_MIN_BPS)} to "
+                             f"{format_rate(RATE_MAX_BPS)})")
+        return bps
 
     @field_validator("delay", "jitter", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> Any:
-        return _parsed(parse_duration_ms, v)
+        ms = _parsed(parse_duration_ms, v)
+        if ms > DELAY_MAX_MS:
+            raise ValueError(f"{v!r} is {ms:.10g} ms (allowed: 0 to {DELAY_MAX_MS / 1000:g} s, in whole "
+                             f"microseconds)")
+        us = ms * 1000.0
+        if abs(us - round(us)) > 1e-6 * max(1.0, us):
+            raise ValueError(f"{v!r} is not a whole number of microseconds, the unit tc takes (allowed: 0 to "
+                             f"{DELAY_MAX_MS / 1000:g} s, in whole microseconds)")
+        return ms
 
     @field_validator("loss", "corrupt", "duplicate", mode="before")
     @classmethod
     def _percent(cls, v: Any) -> Any:
-        return _parsed(parse_percent, v)
+        pct = _parsed(parse_percent, v)
+        if 0 < pct < PERCENT_MIN:
+            raise ValueError(f"{v!r} is below netem's resolution (allowed: 0, or {PERCENT_MIN:g} to 100 %)")
+        return pct
 
     @field_validator("distribution", mode="before")
     @classmethod
     def _dist(cls, v: Any) -> Any:
         if v not in DISTRIBUTIONS:
             raise ValueError(f"unknown distribution {v!r} (allowed: {', '.join(DISTRIBUTIONS)})")
+        return v
+
+    @field_validator("jitter")
+    @classmethod
+    def _jitter_fits_delay(cls, v: float, info: ValidationInfo) -> float:
+        # checked on the jitter field (so the error points at its line) against delay and distribution,
+        # which pydantic validated before it; skipped when one of them is wrong (that error comes first)
+        if not v or "delay" not in info.data or "distribution" not in info.data:
+            return v
+        delay, dist = info.data["delay"], info.data["distribution"]
+        if dist == "uniform" and v > delay:
+            raise ValueError(f"jitter {v:g} ms exceeds delay {delay:g} ms: uniform jitter would need negative "
+                             f"delays (allowed: 0 to the delay)")
+        if dist == "normal" and NORMAL_SPAN * v > delay:
+            raise ValueError(f"normal jitter {v:g} ms (cut at {NORMAL_SPAN:g} sigma) exceeds delay {delay:g} ms: "
+                             f"keep jitter <= delay/{NORMAL_SPAN:g} (allowed: 0 to {delay / NORMAL_SPAN:g} ms)")
+        span = v * (NORMAL_SPAN if dist == "normal" else 1.0)
+        if delay + span > DELAY_MAX_MS:
+            raise ValueError(f"delay {delay:g} ms + jitter span {span:g} ms exceeds {DELAY_MAX_MS / 1000:g} s, the "
+                             f"longest delay a packet may get (allowed: 0 to {DELAY_MAX_MS - delay:g} ms of span)")
+        return v
+
+    @field_validator("reorder")
+    @classmethod
+    def _reorder_needs_jitter(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and info.data.get("jitter") == 0:
+            raise ValueError("reorder needs jitter (without jitter packets keep their order)")
         return v
 
     @field_validator("queue", mode="before")
@@ -101,18 +159,6 @@ class DirectionSpec(BaseModel):
         if not 1 <= v <= 1_000_000:
             raise ValueError(f"queue must be from 1 to 1000000 packets (got {v})")
         return v
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DirectionSpec:
-        if self.jitter > 0 and self.distribution == "uniform" and self.jitter > self.delay:
-            raise ValueError(f"jitter {self.jitter:g} ms exceeds delay {self.delay:g} ms: uniform jitter would need "
-                             f"negative delays")
-        if self.jitter > 0 and self.distribution == "normal" and NORMAL_SPAN * self.jitter > self.delay:
-            raise ValueError(f"normal jitter {self.jitter:g} ms (cut at {NORMAL_SPAN:g} sigma) exceeds delay "
-                             f"{self.delay:g} ms: keep jitter <= delay/{NORMAL_SPAN:g}")
-        if self.reorder and self.jitter == 0:
-            raise ValueError("reorder needs jitter (without jitter packets keep their order)")
-        return self
 
 
 class ProfileSpec(BaseModel):

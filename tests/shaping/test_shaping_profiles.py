@@ -85,7 +85,7 @@ def test_default_queue_is_one_bdp():
     ('    both: {rate: "0 kbit/s"}\n', 4, "profiles.p.both.rate", "above zero"),
     ('    both: {rate: "14kbps"}\n', 4, "profiles.p.both.rate", "ambiguous"),
     ('    both: {rate: "14 furlongs/s"}\n', 4, "profiles.p.both.rate", "unknown rate unit"),
-    ('    both: {delay: "20 ms", jitter: "30 ms"}\n', 4, "profiles.p.both", "exceeds delay"),
+    ('    both: {delay: "20 ms", jitter: "30 ms"}\n', 4, "profiles.p.both.jitter", "exceeds delay"),
     ('    both: {delay: "20 ms", jitter: "2 ms", distribution: pareto}\n', 4, "profiles.p.both.distribution",
      "allowed: uniform, normal"),
     ('    both: {speed: "1 Mbit/s"}\n', 4, "profiles.p.both.speed", "unknown field"),
@@ -104,3 +104,70 @@ def test_errors_name_file_line_and_field(body, line, field, message):
 def test_yaml_syntax_error_has_a_line():
     with pytest.raises(ConfigError, match=r"^bad.yaml:3: YAML: "):
         profiles_from("profiles:\n  p:\n    description: a: b\n    both: none\n", "bad.yaml")
+
+
+RATE_RANGE = "(allowed: 1 kbit/s to 100 Gbit/s)"
+DELAY_RANGE = "(allowed: 0 to 60 s, in whole microseconds)"
+
+
+@pytest.mark.parametrize("body,field,message", [
+    # physical bounds: what tc and the engine represent and what makes sense (labkit.profiles, RATE_MIN_BPS ...)
+    ('rate: "1e30 bit/s"', "rate", f"'1e30 bit/s' is 1e+30 bit/s {RATE_RANGE}"),
+    ('rate: "100.001 Gbit/s"', "rate", f"'100.001 Gbit/s' is 1.00001e+11 bit/s {RATE_RANGE}"),
+    ('rate: "999 bit/s"', "rate", f"'999 bit/s' is 999 bit/s {RATE_RANGE}"),
+    ('rate: "1e400 bit/s"', "rate", "not a finite rate"),
+    ('delay: "1e12 ms"', "delay", f"'1e12 ms' is 1e+12 ms {DELAY_RANGE}"),
+    ('delay: "60.000001 s"', "delay", f"'60.000001 s' is 60000.001 ms {DELAY_RANGE}"),
+    ('delay: "12.3456 ms"', "delay", "'12.3456 ms' is not a whole number of microseconds, the unit tc takes "
+                                     f"{DELAY_RANGE}"),
+    ('delay: "1 s", jitter: "0.5 us"', "jitter", "not a whole number of microseconds"),
+    ('delay: "10 ms", jitter: "61 s"', "jitter", DELAY_RANGE),
+    ('loss: "100.5 %"', "loss", "a percentage must be from 0 to 100"),
+    ('corrupt: "-1 %"', "corrupt", "a percentage must be from 0 to 100"),
+    ('duplicate: "1e-9 %"', "duplicate", "below netem's resolution (allowed: 0, or 1e-06 to 100 %)"),
+    ('delay: "50 s", jitter: "11 s"', "jitter", "delay 50000 ms + jitter span 11000 ms exceeds 60 s"),
+    ('delay: "40 s", jitter: "6 s", distribution: normal', "jitter", "delay 40000 ms + jitter span 24000 ms "
+                                                                     "exceeds 60 s"),
+])
+def test_physical_bounds(body, field, message):
+    with pytest.raises(ConfigError) as exc:
+        profiles_from("profiles:\n  p:\n    description: x\n    both: {" + body + "}\n", "mine.yaml")
+    msg = str(exc.value)
+    assert msg.startswith(f"mine.yaml:4: profiles.p.both.{field}: "), msg
+    assert message in msg, msg
+    assert exc.value.exit_code == 2
+
+
+def test_the_bounds_themselves_are_allowed():
+    ps = profiles_from("""
+        profiles:
+          lo:
+            description: the low ends
+            uplink: {rate: "1 kbit/s", delay: "1 us", loss: "0.000001 %"}
+            downlink: {rate: "100 Gbit/s", delay: "60 s"}
+          hi:
+            description: the high ends
+            both: {delay: "30 s", jitter: "30 s", loss: "100 %"}
+    """)
+    assert ps.get("lo").uplink.rate_bps == 1000 and ps.get("lo").downlink.rate_bps == 100_000_000_000
+    assert ps.get("lo").downlink.delay_ms == 60_000 and ps.get("lo").uplink.delay_ms == 0.001
+    assert ps.get("hi").uplink.max_delay_ms == 60_000
+
+
+@pytest.mark.parametrize("lines,line,field,message", [
+    # an error about two fields points at the line of the field it is reported on, in block style too
+    (['delay: "20 ms"', 'jitter: "30 ms"'], 6, "jitter", "jitter 30 ms exceeds delay 20 ms"),
+    (['jitter: "30 ms"', 'delay: "20 ms"'], 5, "jitter", "jitter 30 ms exceeds delay 20 ms"),
+    (['delay: "20 ms"', 'jitter: "6 ms"', "distribution: normal"], 6, "jitter", "normal jitter 6 ms (cut at 4 "
+                                                                              "sigma) exceeds delay 20 ms"),
+    (['delay: "20 ms"', "reorder: true"], 6, "reorder", "reorder needs jitter"),
+    (['delay: "20 ms"', 'rate: "1e30 bit/s"'], 6, "rate", RATE_RANGE),
+])
+def test_errors_about_two_fields_point_at_the_field(lines, line, field, message):
+    text = "profiles:\n  p:\n    description: x\n    uplink:\n" + "".join(f"      {ln}\n" for ln in lines)
+    text += "    downlink: none\n"
+    with pytest.raises(ConfigError) as exc:
+        profiles_from(text, "mine.yaml")
+    msg = str(exc.value)
+    assert msg.startswith(f"mine.yaml:{line}: profiles.p.uplink.{field}: "), msg
+    assert message in msg, msg
