@@ -42,7 +42,8 @@ PING = Table(
     required=("direction", "lost"),
 )
 
-#: echo.csv: one row per probe of labkit's own UDP echo (microsecond timestamps), lost probes included
+#: echo.csv: one row per probe of labkit's own ICMP echo (`labkit echo`: kernel timestamps, microseconds), lost probes
+#: included
 ECHO = Table(
     "echo",
     ("src", "dst", "direction", "seq", "t_wall", "rtt_ms", "lost"),
