@@ -236,7 +236,7 @@ class Fleet:
             return ""
         reasons: dict[str, int] = {}
         for s in self.stations:
-            why = s.last_failure or "no connection attempt finished"
+            why = s.last_failure or "never finished a connection attempt"
             reasons[why] = reasons.get(why, 0) + 1
         parts = [f"{n} {why}" for why, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))]
         return "no station ever connected: " + "; ".join(parts)

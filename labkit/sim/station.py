@@ -175,7 +175,7 @@ class Station:
                 delay = min(delay * 2.0, cfg.backoff_max_s)
                 continue
             if ws.subprotocol != subprotocol:
-                self.last_failure = f"no subprotocol agreed (asked for {subprotocol})"
+                self.last_failure = f"got no subprotocol (asked for {subprotocol})"
                 self.fleet.event(
                     self,
                     "connect_failed",

@@ -105,6 +105,13 @@ def test_fleet_exits_1_when_no_station_ever_connected(csms_factory, tmp_path):
     nobody = run_fleet(tmp_path / "b", f"ws://127.0.0.1:{free_port()}/", *args)
     assert nobody.rc == 1
     assert nobody.stderr.strip().splitlines()[-1] == "labkit fleet: no station ever connected: 3 connection refused"
+    other = csms_factory("--ocpp", "2.0.1")  # the fleet speaks 1.6: the handshake completes, then closes
+    wrong = run_fleet(tmp_path / "d", other.url, *args)
+    assert wrong.rc == 1
+    assert wrong.stderr.strip().splitlines()[-1] == (
+        "labkit fleet: no station ever connected: 3 got no subprotocol (asked for ocpp1.6)"
+    )
+    assert {(r["outcome"], r["error_code"]) for r in other.rows()} == {("refused", "NoSubprotocol")}
     # and with the password it connects and exits 0
     ok = run_fleet(tmp_path / "c", csms.url, *args, env={"LABKIT_OCPP_PASSWORD": "right"})
     assert ok.rc == 0 and "no station" not in ok.stderr
