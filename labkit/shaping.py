@@ -10,6 +10,7 @@ checked against the plan and returned (and saved where the caller asks): that is
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 import tempfile
@@ -140,15 +141,26 @@ def clear(remote: RemoteLike, inv: Inventory, *, labdir: Any = None) -> dict[str
     return state
 
 
+def _resolve(profile: Profile | str) -> Profile:
+    if isinstance(profile, str):
+        from labkit import profiles as _profiles
+
+        return _profiles.get(profile)  # an unknown name fails here, before anything is touched
+    return profile
+
+
+def _mismatch(problems: list[str]) -> str:
+    return "; ".join(problems)
+
+
 def apply(remote: RemoteLike, inv: Inventory, profile: Profile | str, *, engine: str | None = "auto",
           seed: int = 1, record: Path | None = None, labdir: Any = None) -> dict[str, Any]:
     """Give the gateway ``profile`` (a Profile or a name; replacing any other), read it back, verify it.
 
+    Every value the kernel (and the userspace engine) reports is compared with the plan (``verify``). On a
+    mismatch the link is cleared and a ShapingError names each differing value; nothing is recorded.
     Returns the applied state; saves it to ``record`` or to ``labdir``'s shaping.json when given."""
-    if isinstance(profile, str):
-        from labkit import profiles as _profiles
-
-        profile = _profiles.get(profile)  # an unknown name fails here, before anything is touched
+    profile = _resolve(profile)
     engine = engine or "auto"
     if record is None and labdir is not None:
         record = _shaping_file(labdir)
@@ -159,7 +171,9 @@ def apply(remote: RemoteLike, inv: Inventory, profile: Profile | str, *, engine:
     plan = tc.plan(profile, uplink_iface=ifaces["uplink"], downlink_iface=ifaces["downlink"], engine=eng,
                    seed=seed, status_file=status_path)
     started = time.time()
-    # the old profile goes whole: rules, engine, qdiscs
+    # the old profile goes whole: rules, engine, qdiscs (and the record of it)
+    if record is not None:
+        Path(record).unlink(missing_ok=True)
     _run(remote, gw, _tolerant(tc.clear_nfqueue_rules()))
     stop_engine(remote, gw)
     # HTB cannot be changed in place: the old qdiscs go, then the new ones are added (a gap of a few ms)
@@ -186,11 +200,53 @@ def apply(remote: RemoteLike, inv: Inventory, profile: Profile | str, *, engine:
         "plan": plan.to_dict(), "expected": profile.expected(), "applied_at": started, "engine_pid": pid,
         "problems": problems, "verified": not problems,
     })
+    if problems:
+        # what the kernel holds is not the profile: nothing may be measured on it
+        try:
+            clear(remote, inv)
+            cleared = "the link was cleared"
+        except LabkitError as exc:
+            cleared = f"clearing the link failed too ({exc})"
+        raise ShapingError(f"profile {profile.name!r} on {gw.name} does not read back as planned, {cleared}: "
+                           f"{_mismatch(problems)}")
     if record is not None:
         _save(record, state)
+    return state
+
+
+def engine_in_use(state: dict[str, Any]) -> str:
+    """Which engine a read-back shows: ``userspace`` when labkit's NFQUEUE rules or engine are there, else
+    ``netem`` (a rate-only profile looks the same under both: HTB with a pfifo leaf)."""
+    eng = state.get("engine_process") or {}
+    if state.get("rules") or eng.get("alive") or (eng.get("status") or {}).get("state") == "running":
+        return "userspace"
+    return "netem"
+
+
+def reverify(remote: RemoteLike, inv: Inventory, profile: Profile | str, *, engine: str | None = None,
+             seed: int | None = None) -> dict[str, Any]:
+    """Check what the gateway holds *now* against ``profile``, changing nothing: the same read-back and
+    value-by-value comparison as ``apply``, for a caller that must know the link is still what it applied
+    (before each measurement). ``engine`` is the one it was applied with (default: as the read-back shows);
+    ``seed``, when given, must be the engine's. Raises ShapingError naming every differing value."""
+    profile = _resolve(profile)
+    gw = inv.gateway
+    ifaces = gateway_ifaces(inv)
+    state = read_back(remote, inv)
+    eng = engine if engine not in (None, "auto") else engine_in_use(state)
+    if eng not in tc.ENGINES:
+        raise ConfigError(f"--engine: unknown engine {eng!r} (allowed: {', '.join(tc.ENGINES)})")
+    _, status_path = _paths(gw)
+    running_seed = ((state.get("engine_process") or {}).get("status") or {}).get("seed")
+    plan = tc.plan(profile, uplink_iface=ifaces["uplink"], downlink_iface=ifaces["downlink"], engine=eng,
+                   seed=seed if seed is not None else (running_seed if isinstance(running_seed, int) else 1),
+                   status_file=status_path)
+    problems = verify(plan, profile, state)
+    state.update({"profile": profile.name, "engine": eng, "plan": plan.to_dict(), "expected": profile.expected(),
+                  "problems": problems, "verified": not problems, "reverified_at": time.time()})
     if problems:
-        raise ShapingError(f"profile {profile.name!r} on {gw.name} does not read back as planned: "
-                           f"{'; '.join(problems)}")
+        raise ShapingError(f"profile {profile.name!r} on {gw.name}: the link no longer holds what the profile "
+                           f"plans (nothing was changed): {_mismatch(problems)}")
     return state
 
 
@@ -248,20 +304,26 @@ def _json_or_text(text: str) -> Any:
 
 
 def read_back(remote: RemoteLike, inv: Inventory, *, engine_pid: int | None = None) -> dict[str, Any]:
-    """What the gateway holds now: per interface ``tc -j qdisc``/``tc -j class``, the NFQUEUE rules with their
-    counters, and (``engine_process``) the userspace engine's report and whether its process is alive."""
+    """What the gateway holds now: per interface ``tc -j qdisc show`` and ``tc -d -j class show`` (JSON from
+    iproute2 6.2 on, text before: both are parsed), the version of tc, the NFQUEUE rules with their counters
+    and the FORWARD chain's jump, and (``engine_process``) the userspace engine's report and whether its
+    process is alive."""
     gw = inv.gateway
     ifaces = gateway_ifaces(inv)
     out: dict[str, Any] = {"gateway": gw.name, "ifaces": ifaces, "read_at": time.time(), "directions": {}}
+    v = _run(remote, gw, "tc -V", check=False)
+    out["tc_version"] = (v.stdout or "").strip()
     for d, iface in ifaces.items():
         q = _run(remote, gw, f"tc -j qdisc show dev {shlex.quote(iface)}")
-        c = _run(remote, gw, f"tc -j class show dev {shlex.quote(iface)}")
+        c = _run(remote, gw, f"tc -d -j class show dev {shlex.quote(iface)}")
         out["directions"][d] = {"iface": iface, "qdisc": _json_or_text(q.stdout), "class": _json_or_text(c.stdout)}
     r = _run(remote, gw, f"iptables -w -S {tc.CHAIN} 2>/dev/null; echo; "
                          f"iptables -w -L {tc.CHAIN} -n -v -x 2>/dev/null", check=False)
     rules, _, counters = r.stdout.partition("\n\n")
     out["rules"] = [ln for ln in rules.splitlines() if ln.strip()]
     out["rule_counters"] = counters.strip()
+    f = _run(remote, gw, "iptables -w -S FORWARD 2>/dev/null", check=False)
+    out["forward_rules"] = [ln for ln in f.stdout.splitlines() if ln.strip()]
     status = _engine_status(remote, gw)
     pid = engine_pid or (status or {}).get("pid")
     if pid and status and status.get("state") == "running":
@@ -276,7 +338,7 @@ def read_back(remote: RemoteLike, inv: Inventory, *, engine_pid: int | None = No
             time.sleep(0.05)
     engine: dict[str, Any] = {"status": status}  # the userspace engine's process and its own report
     if pid:
-        alive = _run(remote, gw, f"kill -0 {int(pid)} 2>/dev/null", check=False).exited == 0
+        alive = _run(remote, gw, _alive_cmd(int(pid)), check=False).exited == 0
         engine["pid"] = pid
         engine["alive"] = alive
         if status:
@@ -289,57 +351,407 @@ def read_back(remote: RemoteLike, inv: Inventory, *, engine_pid: int | None = No
     return out
 
 
+def _alive_cmd(pid: int) -> str:
+    """Exit 0 when process ``pid`` lives: exists and is not a zombie (a killed engine whose parent has not
+    reaped it yet still answers ``kill -0``)."""
+    return f"kill -0 {pid} 2>/dev/null && [ \"$(sed 's/.*) //' /proc/{pid}/stat | cut -c1)\" != Z ]"
+
+
 def _qdiscs(state: dict, d: str) -> list[dict]:
     q = state["directions"][d]["qdisc"]
     return q if isinstance(q, list) else []
 
 
-def _class_rate_bps(class_out: Any) -> int | None:
-    """The rate of class 1:10 from ``tc -j class show`` (JSON) or its text form (older iproute2)."""
-    if isinstance(class_out, list):
-        for c in class_out:
-            if c.get("handle") == tc.CLASS_ID and "rate" in c:
-                return int(c["rate"]) * 8  # tc's JSON gives bytes per second
-        return None
-    m = re.search(r"class htb 1:10 .*?rate (\d+(?:\.\d+)?)([KMG]?)bit", str(class_out))
+# -- what tc prints, as ranges ---------------------------------------------------------------------------------------
+# tc prints some values rounded. A value read back is therefore turned into the range of kernel values that
+# print that way, a planned value into the range of kernel values tc may make of it, and the two must meet.
+# Each rounding is tc's own (iproute2 5.15 to 6.15, read on a netem kernel: tests/shaping/data/README.md):
+#
+# - rates: tc holds them in whole bytes per second (``1001bit`` becomes 125 byte/s = 1000 bit/s), so up to
+#   7 bit/s below the plan; ``tc class show`` before iproute2 6.2 prints text (no JSON), where a rate is cut to
+#   a whole number of its printed unit (``1234567bit`` prints as ``1234Kbit``);
+# - sizes (HTB burst): before iproute2 6.15 tc turns a burst into whole microseconds and 64 ns ticks and back,
+#   rounding down twice (3028 B at 26.8 kbit/s reads 3027 B): up to 2 us of the rate plus a byte below the
+#   plan; from 6.15 it rounds the ticks up: up to one 64 ns tick of the rate plus a byte above. The text form
+#   prints ``4Kb`` / ``1Mb`` for sizes within 16 / 1024 bytes of a multiple of 1024 / 1048576;
+# - delay and jitter: before iproute2 6.9 tc gives netem 64 ns ticks (rounded down: 12345 us runs as
+#   12344.96 us) and prints whole microseconds rounded down (12344 us); from 6.9 it gives and prints
+#   nanoseconds. JSON prints seconds with six significant digits (%g: 1.234567 s prints as 1.23457);
+# - loss, corruption, duplication: netem holds a fraction of 2^32 - 1, and JSON prints that fraction with six
+#   significant digits;
+# - counts (limits, quantum) and the htb default class are exact.
+U32 = 0xFFFFFFFF
+PSCHED_TICK_US = 0.064  # the kernel's packet-scheduler tick (PSCHED_SHIFT 6: 64 ns)
+
+
+def _g6_half(x: float) -> float:
+    """Half a unit in the last place of ``x`` printed with %g (six significant digits)."""
+    if x == 0:
+        return 0.0
+    return 0.5 * 10 ** (math.floor(math.log10(abs(x))) - 5)
+
+
+def _meet(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] <= b[1] + 1e-9 and b[0] <= a[1] + 1e-9
+
+
+_RATE_UNITS = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
+               "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
+
+
+Reading = tuple[float, float, float]  # (lowest, highest kernel value that prints so, the value printed)
+
+
+def _text_rate(text: str) -> Reading | None:
+    """``1234Kbit`` -> the range of bit/s tc prints that way (it cuts to a whole number of the unit)."""
+    m = re.fullmatch(r"(\d+)([KMGT]i?|)bit", text)
     if not m:
         return None
-    return int(float(m.group(1)) * {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}[m.group(2)])
+    unit = _RATE_UNITS[m.group(2)]
+    n = int(m.group(1)) * unit
+    return (n, n + unit - 1, n)
+
+
+def _text_size(text: str) -> Reading | None:
+    """``3027b`` / ``4Kb`` / ``1Mb`` (optionally ``/cell``) -> the range of bytes tc prints that way."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(b|Kb|Mb)(?:/\d+)?", text)
+    if not m:
+        return None
+    n = float(m.group(1))
+    if m.group(2) == "b":
+        return (n, n, n)
+    if m.group(2) == "Kb":
+        return (n * 1024 - 15, n * 1024 + 15, n * 1024)
+    return (n * 1048576 - 1023, n * 1048576 + 1023, n * 1048576)
+
+
+def _handle(value: Any) -> str:
+    """A qdisc handle as tc's text prints it: ``"10:"`` (JSON from 6.2 gives a class's leaf as ``"0x10"``)."""
+    text = str(value)
+    if text.startswith("0x"):
+        return f"{int(text, 16):x}:"
+    return text
+
+
+def parse_classes(out: Any) -> list[dict[str, Any]]:
+    """``tc [-d] -j class show`` as records: kind, handle, root, parent, leaf, and for HTB the ranges of
+    rate/ceil (bit/s) and burst/cburst (bytes) and the quantum. iproute2 before 6.2 ignores ``-j`` for
+    classes and prints text; 6.2 and later print JSON (rates in byte/s, sizes in bytes)."""
+    records: list[dict[str, Any]] = []
+    if isinstance(out, list):
+        for c in out:
+            rec: dict[str, Any] = {"kind": c.get("class"), "handle": c.get("handle"), "root": bool(c.get("root")),
+                                   "parent": c.get("parent"), "leaf": _handle(c["leaf"]) if c.get("leaf") else None}
+            for key in ("rate", "ceil"):
+                if isinstance(c.get(key), int):
+                    rec[key] = (c[key] * 8,) * 3
+            for key in ("burst", "cburst"):
+                if isinstance(c.get(key), int):
+                    rec[key] = (c[key],) * 3
+            if isinstance(c.get("quantum"), int):
+                rec["quantum"] = c["quantum"]
+            records.append(rec)
+        return records
+    for line in str(out or "").splitlines():
+        m = re.match(r"class (\S+) (\S+) (?:root|parent (\S+)) (?:leaf (\S+) )?(.*)$", line.strip())
+        if not m:
+            continue
+        rec = {"kind": m.group(1), "handle": m.group(2), "root": m.group(3) is None, "parent": m.group(3),
+               "leaf": m.group(4)}
+        words = m.group(5).split()
+        for key, value in zip(words, words[1:], strict=False):
+            if key in ("rate", "ceil") and key not in rec:
+                rec[key] = _text_rate(value)
+            elif key in ("burst", "cburst") and key not in rec:
+                rec[key] = _text_size(value)
+            elif key == "quantum" and value.isdigit():
+                rec["quantum"] = int(value)
+        records.append(rec)
+    return records
+
+
+def _fmt_rate(bps: float) -> str:
+    return format_rate(bps)
+
+
+def _fmt_us(us: float) -> str:
+    return f"{us / 1000:.6g} ms" if us >= 1000 or us == 0 else f"{us:.6g} us"
+
+
+def _fmt_bytes(n: float) -> str:
+    return f"{n:.0f} bytes"
+
+
+def _fmt_pct(p: float) -> str:
+    return f"{p:.6g} %"
+
+
+class _Check:
+    """Collects the differences of one direction as ``<direction> (<where>) <field>: applied X, planned Y``."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.problems: list[str] = []
+
+    def add(self, field: str, applied: str, planned: str) -> None:
+        self.problems.append(f"{self.where} {field}: applied {applied}, planned {planned}")
+
+    @staticmethod
+    def pair(fmt, applied: float, planned: float) -> tuple[str, str]:
+        a, p = fmt(applied), fmt(planned)
+        if a == p:  # both print the same when rounded for people: say the exact figures
+            unit = {_fmt_rate: " bit/s", _fmt_us: " us", _fmt_pct: " %", _fmt_bytes: " bytes"}.get(fmt, "")
+            a, p = f"{applied:.12g}{unit}", f"{planned:.12g}{unit}"
+        return a, p
+
+    def exact(self, field: str, applied: Any, planned: Any, fmt=str) -> None:
+        if applied != planned:
+            self.add(field, "none" if applied is None else fmt(applied), "none" if planned is None else fmt(planned))
+
+    def ranged(self, field: str, read: Reading | None, planned: tuple[float, float], planned_value: float,
+               fmt) -> None:
+        if read is None:
+            self.add(field, "unreadable", fmt(planned_value))
+        elif not _meet(read[:2], planned):
+            self.add(field, *self.pair(fmt, read[2], planned_value))
+
+
+def _rate_range(bps: int) -> tuple[float, float]:
+    # tc holds whole bytes per second
+    return (bps - 7, bps)
+
+
+def _burst_range(size: int, rate_bps: int) -> tuple[float, float]:
+    # tc's round trip of a burst through whole microseconds and 64 ns ticks (see the table above)
+    per_us = rate_bps / 8 / 1e6
+    return (size - 2 * per_us - 1, size + PSCHED_TICK_US * per_us + 1)
+
+
+def _delay_ok(read_s: float, planned_us: int) -> bool:
+    read_us = read_s * 1e6
+    half = _g6_half(read_s) * 1e6
+    # kernel value: planned rounded down to a 64 ns tick (tc < 6.9) or exact; read: cut to a whole us (tc < 6.9)
+    # or exact, then %g
+    return _meet((read_us - half, read_us + half + 1.0), (planned_us - PSCHED_TICK_US, planned_us))
+
+
+def _fraction_ok(read: float, planned_pct: float) -> bool:
+    # netem holds rint(p * (2^32 - 1)); JSON prints the fraction with %g
+    return abs(read - planned_pct / 100.0) <= _g6_half(read) + 1.0 / U32
+
+
+def _check_netem(c: _Check, n: tc.Netem, opts: dict[str, Any]) -> None:
+    c.exact("netem limit", opts.get("limit"), n.limit, lambda v: f"{v} packets")
+    delay = opts.get("delay") or {}
+    d_s, j_s = float(delay.get("delay", 0) or 0), float(delay.get("jitter", 0) or 0)
+    if not _delay_ok(d_s, n.delay_us):
+        c.add("netem delay", *c.pair(_fmt_us, d_s * 1e6, n.delay_us))
+    if not _delay_ok(j_s, n.jitter_us):
+        c.add("netem jitter", *c.pair(_fmt_us, j_s * 1e6, n.jitter_us))
+    # netem does not report its delay distribution (the kernel keeps the table and dumps no trace of it)
+    for key, field, planned in (("loss-random", "loss", n.loss_pct), ("corrupt", "corrupt", n.corrupt_pct),
+                                ("duplicate", "duplicate", n.duplicate_pct)):
+        got = float((opts.get(key) or {}).get(field, 0) or 0)
+        if not _fraction_ok(got, planned):
+            c.add(f"netem {field}", *c.pair(_fmt_pct, got * 100, planned))
+    for key in ("delay", "loss-random", "corrupt", "duplicate"):
+        corr = (opts.get(key) or {}).get("correlation", 0) or 0
+        if corr:
+            c.add(f"netem {key} correlation", _fmt_pct(float(corr) * 100), "0 %")
+    for key in ("loss-state", "loss-gemodel", "reorder", "slot"):
+        if key in opts:
+            c.add(f"netem {key}", json.dumps(opts[key], sort_keys=True), "none")
+    if opts.get("ecn"):
+        c.add("netem ecn", "on", "off")
+    if opts.get("gap"):
+        c.add("netem gap", str(opts["gap"]), "0")
+    rate = opts.get("rate") or {}
+    got_rate = rate.get("rate")
+    if n.rate_bps is None:
+        if got_rate:
+            c.add("netem rate", _fmt_rate(got_rate * 8), "none")
+    elif not isinstance(got_rate, int):
+        c.add("netem rate", "none", _fmt_rate(n.rate_bps))
+    elif not _meet((got_rate * 8, got_rate * 8), _rate_range(n.rate_bps)):
+        c.add("netem rate", *c.pair(_fmt_rate, got_rate * 8, n.rate_bps))
+    for key in ("packetoverhead", "cellsize", "celloverhead"):
+        if rate.get(key):
+            c.add(f"netem rate {key}", str(rate[key]), "0")
+
+
+def _check_leaf(c: _Check, leaf: tc.Netem | tc.Fifo, q: dict[str, Any] | None, role: str) -> None:
+    kind = "netem" if isinstance(leaf, tc.Netem) else "pfifo"
+    if q is None:
+        c.add(role, "none", f"{kind} {tc.LEAF_HANDLE}")
+        return
+    if q.get("kind") != kind or q.get("handle") != tc.LEAF_HANDLE:
+        c.add(role, f"{q.get('kind')} {q.get('handle')}", f"{kind} {tc.LEAF_HANDLE}")
+        return
+    opts = q.get("options") or {}
+    if isinstance(leaf, tc.Netem):
+        _check_netem(c, leaf, opts)
+    else:
+        c.exact("pfifo limit", opts.get("limit"), leaf.limit, lambda v: f"{v} packets")
+
+
+def _check_htb(c: _Check, h: tc.HtbClass, root: dict[str, Any], class_out: Any) -> str | None:
+    """The HTB root's default class and class 1:10's values; returns the class's leaf handle."""
+    default = (root.get("options") or {}).get("default")
+    try:
+        default_class = int(str(default), 16)
+    except ValueError:
+        default_class = None
+    c.exact("htb default class", default_class, h.default_class, lambda v: f"{v:x}")
+    classes = [r for r in parse_classes(class_out) if r.get("kind") == "htb"]
+    cls = next((r for r in classes if r.get("handle") == tc.CLASS_ID), None)
+    if cls is None:
+        c.add(f"htb class {tc.CLASS_ID}", "none", f"rate {_fmt_rate(h.rate_bps)}")
+        return None
+    for r in classes:
+        if r is not cls:
+            c.add(f"htb class {r.get('handle')}", "present", "none")
+    if not cls["root"]:
+        c.add(f"htb class {tc.CLASS_ID} parent", str(cls.get("parent")), "root")
+    for key, planned in (("rate", h.rate_bps), ("ceil", h.ceil_bps)):
+        c.ranged(f"htb {key}", cls.get(key), _rate_range(planned), planned, _fmt_rate)
+    for key, planned in (("burst", h.burst_bytes), ("cburst", h.cburst_bytes)):
+        rate = h.rate_bps if key == "burst" else h.ceil_bps
+        c.ranged(f"htb {key}", cls.get(key), _burst_range(planned, rate), planned, _fmt_bytes)
+    if "quantum" in cls:  # printed with -d only (read_back asks for it)
+        c.exact("htb quantum", cls["quantum"], h.quantum, lambda v: f"{v} bytes")
+    return cls.get("leaf")
+
+
+#: qdisc kinds labkit applies; the kernel's own defaults (noqueue, mq, pfifo_fast, fq_codel) are not these
+LABKIT_KINDS = ("htb", "netem", "pfifo", "tbf")
+
+
+def verify_direction(direction: str, iface: str, lay: tc.Layout, qdisc_out: Any, class_out: Any) -> list[str]:
+    """Differences between one direction's planned layout and ``tc -j qdisc show`` / ``tc -d -j class show``
+    of its interface."""
+    c = _Check(f"{direction} ({iface})")
+    if not isinstance(qdisc_out, list):
+        c.add("qdiscs", f"unreadable ({str(qdisc_out)[:60]!r})", "tc -j output")
+        return c.problems
+    # the ingress side (ingress, clsact) is not labkit's
+    qdiscs = [q for q in qdisc_out if q.get("kind") not in ("ingress", "clsact")]
+    root = next((q for q in qdiscs if q.get("root")), None)
+    if lay.empty:
+        if root is not None and root.get("kind") in LABKIT_KINDS:
+            c.add("root qdisc", f"{root.get('kind')} {root.get('handle')}", "the interface's default (unshaped)")
+        return c.problems
+    seen = []
+    if lay.htb is not None:
+        if root is None or root.get("kind") != "htb" or root.get("handle") != tc.ROOT_HANDLE:
+            c.add("root qdisc", f"{root.get('kind')} {root.get('handle')}" if root else "none",
+                  f"htb {tc.ROOT_HANDLE}")
+            return c.problems
+        seen.append(root)
+        class_leaf = _check_htb(c, lay.htb, root, class_out)
+        leaves = [q for q in qdiscs if q.get("parent") == tc.CLASS_ID]
+        leaf = leaves[0] if leaves else None
+        _check_leaf(c, lay.leaf, leaf, f"leaf qdisc of {tc.CLASS_ID}")
+        seen.extend(leaves[:1])
+        if leaf is not None and class_leaf is not None and class_leaf != leaf.get("handle"):
+            c.add(f"htb class {tc.CLASS_ID} leaf", str(class_leaf), str(leaf.get("handle")))
+    else:
+        _check_leaf(c, lay.leaf, root, "root qdisc")
+        seen.append(root)
+    for q in qdiscs:
+        if q not in seen:
+            c.add(f"qdisc {q.get('kind')} {q.get('handle')} (parent {q.get('parent', 'root')})", "present", "none")
+    return c.problems
+
+
+def _rule_specs(plan: tc.Plan) -> list[str]:
+    """The ``iptables -S`` lines the plan's rules give in chain LABKIT-SHAPE."""
+    return [r.split("iptables -w ", 1)[1] for r in plan.rules if f" -A {tc.CHAIN} " in r]
+
+
+def _check_engine(plan: tc.Plan, state: dict[str, Any]) -> list[str]:
+    """The userspace engine: alive, running the plan's profile, and per queue the parameters it reports
+    running (delay, jitter, distribution, reorder, loss, corrupt, duplicate, queue length) equal to the plan;
+    each queue bound in the kernel. The engine holds what it was given (ns, probabilities) and reports it
+    unrounded, so the comparison is exact."""
+    problems = []
+    cfg = plan.engine_config or {}
+    eng = state.get("engine_process") or {}
+    status = eng.get("status") or {}
+    if not eng.get("alive") or status.get("state") != "running":
+        state_text = status.get("state") or "no report"
+        return [f"userspace engine: applied {'dead' if eng.get('pid') else 'not started'} ({state_text}), "
+                f"planned running"]
+    age = eng.get("status_age_s")
+    if isinstance(age, (int, float)) and age > STATUS_STALE_S:
+        problems.append(f"userspace engine report: applied {age:g} s old, planned at most {STATUS_STALE_S:g} s")
+    if status.get("profile") != cfg.get("profile"):
+        problems.append(f"userspace engine profile: applied {status.get('profile')!r}, planned {cfg.get('profile')!r}")
+    if "seed" in cfg and status.get("seed") != cfg["seed"]:
+        problems.append(f"userspace engine seed: applied {status.get('seed')}, planned {cfg['seed']}")
+    served = {q.get("queue"): q for q in status.get("queues", [])}
+    ifaces = plan.ifaces
+    for num, want in (cfg.get("queues") or {}).items():
+        d = want["direction"]
+        path = (f"{ifaces['downlink']} -> {ifaces['uplink']}" if d == "uplink"
+                else f"{ifaces['uplink']} -> {ifaces['downlink']}")
+        c = _Check(f"{d} ({path}, NFQUEUE {num})")
+        got = served.pop(int(num), None)
+        if got is None:
+            c.add("engine queue", "not served", "served")
+            problems += c.problems
+            continue
+        run = got.get("running")
+        if not isinstance(run, dict):
+            c.add("engine parameters", "not reported (an engine older than this labkit)", "reported")
+            problems += c.problems
+            continue
+        c.exact("engine direction", run.get("direction"), d)
+        for key, field in (("delay_ns", "delay_ms"), ("jitter_ns", "jitter_ms")):
+            planned_ns = int(round(want[field] * 1e6))
+            c.exact(f"engine {key[:-3]}", run.get(key), planned_ns, lambda v: _fmt_us(v / 1000))
+        if want["jitter_ms"]:
+            c.exact("engine distribution", run.get("distribution"), want["distribution"])
+        c.exact("engine reorder", run.get("reorder"), want["reorder"])
+        for key, field in (("loss", "loss_pct"), ("corrupt", "corrupt_pct"), ("duplicate", "duplicate_pct")):
+            applied = run.get(key)
+            if applied != want[field] / 100.0:
+                c.add(f"engine {key}", "none" if applied is None else _fmt_pct(applied * 100),
+                      _fmt_pct(want[field]))
+        c.exact("engine queue length", run.get("maxlen"), want["maxlen"], lambda v: f"{v} packets")
+        if "kernel" not in got:
+            c.add("engine queue binding", "not bound in the kernel", "bound")
+        problems += c.problems
+    for num, got in sorted(served.items(), key=lambda kv: str(kv[0])):
+        problems.append(f"{got.get('direction')} (NFQUEUE {num}) engine queue: applied served, planned none")
+    return problems
 
 
 def verify(plan: tc.Plan, profile: Profile, state: dict) -> list[str]:
-    """Differences between the plan and what was read back (empty: applied as planned)."""
-    problems = []
+    """Differences between the plan and what was read back (empty: applied as planned), value by value:
+    qdiscs and their handles, the HTB default class and class 1:10 (rate, ceil, burst, cburst, quantum), the
+    leaf (netem: limit, delay, jitter, loss, corruption, duplication, its ordering rate and nothing else;
+    pfifo: limit), labkit's rules, and under the userspace engine what the engine reports running. Each
+    difference reads ``<direction> (<interface>) <field>: applied X, planned Y``."""
+    problems: list[str] = []
     for d in tc.DIRECTIONS:
-        direction = profile.direction(d)
-        kinds = {q.get("kind"): q for q in _qdiscs(state, d)}
-        iface = plan.ifaces[d]
-        if direction.rate_bps is not None:
-            if "htb" not in kinds:
-                problems.append(f"{d} ({iface}): no htb qdisc")
-                continue
-            rate = _class_rate_bps(state["directions"][d]["class"])
-            if rate is None or abs(rate - direction.rate_bps) > max(0.01 * direction.rate_bps, 1000):
-                problems.append(f"{d} ({iface}): class rate {format_rate(rate) if rate else 'missing'}, "
-                                f"planned {format_rate(direction.rate_bps)}")
-            leaf = "netem" if (plan.engine == "netem" and direction.needs_delay_line) else "pfifo"
-            if leaf not in kinds:
-                problems.append(f"{d} ({iface}): no {leaf} leaf")
-        elif direction.needs_delay_line and plan.engine == "netem":
-            if "netem" not in kinds:
-                problems.append(f"{d} ({iface}): no netem qdisc")
-        elif "htb" in kinds or "netem" in kinds:
-            problems.append(f"{d} ({iface}): should be unshaped but holds {', '.join(k for k in kinds if k)}")
+        lay = plan.layouts.get(d) or tc.layout(profile, d, plan.engine)
+        read = state["directions"][d]
+        problems += verify_direction(d, plan.ifaces[d], lay, read["qdisc"], read["class"])
+    want_rules = _rule_specs(plan)
+    have_rules = [ln for ln in state.get("rules", []) if ln.startswith(f"-A {tc.CHAIN} ")]
+    if want_rules != have_rules:
+        problems.append(f"rules in {tc.CHAIN}: applied {have_rules or 'none'}, planned {want_rules or 'none'}")
+    jump = f"-A FORWARD -j {tc.CHAIN}"
+    jumps = [ln for ln in state.get("forward_rules", []) if ln.strip() == jump]
+    if want_rules and "forward_rules" in state and len(jumps) != 1:
+        problems.append(f"FORWARD jumps to {tc.CHAIN}: applied {len(jumps)}, planned 1")
+    if not want_rules and jumps:
+        problems.append(f"FORWARD jumps to {tc.CHAIN}: applied {len(jumps)}, planned 0")
     if plan.engine == "userspace" and plan.engine_config is not None:
-        want = {int(q) for q in plan.engine_config["queues"]}
-        have = {int(m.group(1)) for ln in state["rules"] for m in [re.search(r"--queue-num (\d+)", ln)] if m}
-        if want != have:
-            problems.append(f"NFQUEUE rules for queues {sorted(have)}, planned {sorted(want)}")
-        eng = state["engine_process"]
-        if not eng.get("alive"):
-            problems.append("the userspace engine is not running")
-    elif state["rules"]:
-        problems.append(f"unexpected rules in {tc.CHAIN}")
+        problems += _check_engine(plan, state)
+    elif (state.get("engine_process") or {}).get("alive"):
+        problems.append(f"userspace engine: applied running (pid {state['engine_process'].get('pid')}), "
+                        f"planned none")
     return problems
 
 

@@ -143,20 +143,27 @@ def _remote(inv):
 @click.option("--lab", default="lab", envvar="LABKIT_LAB", show_default=True, help="The lab to shape.")
 @click.option("--engine", type=click.Choice(["auto", "netem", "userspace"]), default="auto", show_default=True,
               help="netem where the gateway's kernel has it, else the userspace engine.")
-@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the engine's random choices.")
+@click.option("--seed", type=int, default=None,
+              help="Seed of the engine's random choices (default 1; with --verify: the running engine's).")
 @click.option("--clear", "do_clear", is_flag=True, help="Remove all shaping (an unshaped link).")
 @click.option("--show", "do_show", is_flag=True, help="Read back what the gateway holds now.")
+@click.option("--verify", "do_verify", is_flag=True,
+              help="Check that the gateway still holds PROFILE, value by value, without applying anything "
+                   "(exit status 1 on a difference).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @PROFILES_OPT
-def shape(profile: str | None, lab: str, engine: str, seed: int, do_clear: bool, do_show: bool, as_json: bool,
-          profiles_files: tuple[str, ...]) -> None:
+def shape(profile: str | None, lab: str, engine: str, seed: int | None, do_clear: bool, do_show: bool,
+          do_verify: bool, as_json: bool, profiles_files: tuple[str, ...]) -> None:
     """Give the lab's link a profile (both directions), or --clear it, or --show it.
 
-    A new profile replaces the old one whole. What was applied is read back from the gateway and saved in
-    the lab directory (shaping.json).
+    A new profile replaces the old one whole. What was applied is read back from the gateway, compared
+    with the plan value by value (a difference clears the link and exits 1) and saved in the lab directory
+    (shaping.json). PROFILE --verify repeats the comparison later without changing anything.
     """
     if sum(bool(x) for x in (profile, do_clear, do_show)) != 1:
         raise ConfigError("shape: give exactly one of PROFILE, --clear or --show")
+    if do_verify and not profile:
+        raise ConfigError("shape: --verify needs the PROFILE to compare with")
     from labkit import shaping
 
     prof = _load(profiles_files).get(profile) if profile else None  # before anything is touched
@@ -165,29 +172,35 @@ def shape(profile: str | None, lab: str, engine: str, seed: int, do_clear: bool,
     try:
         if do_show:
             state = shaping.show(remote, inv)
+        elif do_verify:
+            state = shaping.reverify(remote, inv, prof, engine=None if engine == "auto" else engine, seed=seed)
         elif do_clear:
             with labdir.lock():
                 state = shaping.clear(remote, inv)
                 (labdir.path / "shaping.json").unlink(missing_ok=True)
         else:
             with labdir.lock():
-                state = shaping.apply(remote, inv, prof, engine=engine, seed=seed,
+                state = shaping.apply(remote, inv, prof, engine=engine, seed=1 if seed is None else seed,
                                       record=labdir.path / "shaping.json")
     finally:
         remote.close()
     if as_json:
         click.echo(json.dumps(state, indent=2, default=str))
         return
-    click.echo(_describe(state, prof, do_clear))
+    click.echo(_describe(state, prof, do_clear, do_verify))
 
 
-def _describe(state: dict, prof, cleared: bool) -> str:
+def _describe(state: dict, prof, cleared: bool, verified_only: bool = False) -> str:
     lines = []
     if cleared:
         lines.append(f"{state['gateway']}: shaping cleared (read back: nothing left)")
+    elif prof is not None and verified_only:
+        lines.append(f"{state['gateway']}: holds {prof.name} ({state['engine']} engine), every value verified "
+                     f"by read-back; nothing changed")
+        lines.append(f"  {prof.summary()}")
     elif prof is not None:
         lines.append(f"{state['gateway']}: {prof.name} applied with the {state['engine']} engine, "
-                     f"verified by read-back")
+                     f"every value verified by read-back")
         lines.append(f"  {prof.summary()}")
     for d, info in state["directions"].items():
         kinds = [q.get("kind") for q in info["qdisc"]] if isinstance(info["qdisc"], list) else [str(info["qdisc"])]
