@@ -186,3 +186,52 @@ def test_the_main_job_in_a_lab_home_with_a_space_a_quote_and_a_command(tmp_path)
     assert not list(tmp_path.rglob("x")), list(tmp_path.rglob("x"))
     assert {n for n in namespaces() if n.startswith(f"lk-{name}-")} == set()
     shutil.rmtree(base, ignore_errors=True)
+
+
+# -- secrets ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_password_is_nowhere_in_results_lab_directory_or_ps(tmp_path):
+    """A bench with OCPP Basic auth (security profile 1): the password works (every station connects), and a
+    grep over `ps` output during the run, the run's results directory and the lab directory finds it nowhere."""
+    import secrets as _secrets
+
+    password = "pw-" + _secrets.token_hex(12)
+    pwfile = tmp_path / "ocpp-password"
+    pwfile.write_text(password + "\n")
+    pwfile.chmod(0o600)
+    home = tmp_path / "home"
+    work = tmp_path / "work"
+    work.mkdir()
+    name = "s" + os.urandom(3).hex()
+    up = _labkit("up", "--name", name, "--backend", "netns", "--evse", "2", home=home)
+    assert up.returncode == 0, up.stderr
+    seen_in_ps = []
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "labkit", "bench", "--lab", name, "none", "--evse", "2",
+                                 "--baselines", "none", "--meter-values", "40", "--meter-interval", "0.05",
+                                 "--password-file", str(pwfile)],
+                                env=dict(os.environ, LABKIT_HOME=str(home)), cwd=work,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        polls = 0
+        while proc.poll() is None:
+            ps = subprocess.run(["ps", "-eww", "e", "-o", "pid,args"], capture_output=True, text=True).stdout
+            polls += 1
+            if password in ps:
+                seen_in_ps.append([ln for ln in ps.splitlines() if password in ln])
+            time.sleep(0.2)
+        out, err = proc.communicate()
+        assert proc.returncode == 0, err
+        assert polls > 10
+    finally:
+        _labkit("down", "--lab", name, home=home)
+    assert seen_in_ps == []
+    run = next((work / "results").iterdir())
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["plan"]["auth"] == "basic" and m["status"] == "complete"
+    calls = (run / "cells" / "none__n2x1__r1" / "ocpp" / "calls-evse1.csv").read_text()
+    assert calls.count(",ok,") >= 40  # the password was accepted
+    for root in (run, home):
+        hits = subprocess.run(["grep", "-rla", "--", password, str(root)], capture_output=True, text=True).stdout
+        assert hits == "", hits
+    # nothing of it left on the host side either (netns hosts share this machine's /tmp)
+    assert not list(Path("/tmp").glob(f"labkit-secret-{name}.*"))

@@ -43,6 +43,10 @@ class OcppPhase:
     progress: Callable[[str, int, int | None], None]
     gateway_procs: dict[str, str] = field(default_factory=dict)  # name -> pid file (the shaping engine)
     outage_log: dict[str, Any] = field(default_factory=dict)
+    #: the HTTP Basic auth password (OCPP security profile 1), or None; never in argv, logs or results: it
+    #: reaches the hosts as a file in a private directory, removed once the CSMS and the fleets have read it
+    secret: str | None = field(default=None, repr=False)
+    _secret_files: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def evses(self) -> list[HostConn]:
@@ -52,9 +56,11 @@ class OcppPhase:
     def csms_command(self, cpo: HostConn) -> str:
         wd = cpo.workdir
         hb = max(1, int(round(self.plan.heartbeat_s)))
-        return shlex.join([cpo.labkit, "csms", "--listen", f"{cpo.addresses['cpo']}:{CSMS_PORT}",
-                           "--heartbeat-interval", str(hb), "--out", f"{wd}/csms.csv",
-                           "--status", f"{wd}/csms-status.json"])
+        args = [cpo.labkit, "csms", "--listen", f"{cpo.addresses['cpo']}:{CSMS_PORT}",
+                "--heartbeat-interval", str(hb), "--out", f"{wd}/csms.csv", "--status", f"{wd}/csms-status.json"]
+        if cpo.name in self._secret_files:
+            args += ["--password-file", self._secret_files[cpo.name]]
+        return shlex.join(args)
 
     def fleet_command(self, evse: HostConn) -> str:
         p, wd = self.plan, evse.workdir
@@ -70,6 +76,8 @@ class OcppPhase:
             timeout = p.ws_ping_timeout_s if p.ws_ping_timeout_s is not None else p.ws_ping_interval_s
             args += ["--ping-interval", f"{p.ws_ping_interval_s:g}", "--ping-timeout", f"{timeout:g}",
                      "--close-timeout", f"{max(timeout, 1):g}"]
+        if evse.name in self._secret_files:
+            args += ["--password-file", self._secret_files[evse.name]]
         if p.scenario == "thesis-2021":
             args += ["--meter-values", str(p.meter_values), "--meter-interval", f"{p.meter_interval_s:g}"]
         else:
@@ -86,8 +94,10 @@ class OcppPhase:
             return f"mkdir -p {wd} && rm -f {files} {wd}/*-status.json"
 
         r.run_many(hosts, fresh, sudo=True)
-        summary: dict[str, Any] = {"started": time.time()}
+        summary: dict[str, Any] = {"started": time.time(), "auth": "basic" if self.secret else "none"}
         try:
+            if self.secret:
+                self._push_secret([cpo] + self.evses)
             self.progress("ocpp: starting the CSMS", 0, None)
             r.start(cpo, "csms", self.csms_command(cpo), sudo=True, nofile=1048576)
             t_csms = time.monotonic()
@@ -97,8 +107,14 @@ class OcppPhase:
             self._start_monitors(hosts)
             self.progress("ocpp: starting the fleets", 0, len(self.evses))
             r.start_many(self.evses, "fleet", self.fleet_command, sudo=True, nofile=1048576)
+            if self.secret:
+                # a fleet writes its status file only after reading its configuration, the password included
+                self._each(self.evses, lambda h: self._wait_status(h, "fleet-status.json", lambda s: True, "fleet",
+                                                                  CSMS_READY_TIMEOUT_S))
+                self._forget_secret()
             summary["fleets"] = self._follow()
         finally:
+            self._forget_secret()
             self._restore_link()
             self._stop_all(hosts)
             summary["ended"] = time.time()
@@ -107,6 +123,34 @@ class OcppPhase:
         if self.outage_log:
             summary["outage"] = self.outage_log
         return summary
+
+    # -- the password -----------------------------------------------------------------------------------
+    def _each(self, hosts: list[HostConn], fn: Callable[[HostConn], Any]) -> list[Any]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(16, max(len(hosts), 1))) as pool:
+            return list(pool.map(fn, hosts))
+
+    def _push_secret(self, hosts: list[HostConn]) -> None:
+        """Write the password to a private directory on each host (``mktemp -d``: 0700), as a 0600 file over
+        SFTP; the commands name that file (``--password-file``)."""
+        lab = shlex.quote(f"labkit-secret-{self.inventory.lab}.XXXXXXXX")
+
+        def push(h: HostConn) -> tuple[str, str]:
+            d = self.remote.run(h, f"mktemp -d -p \"${{TMPDIR:-/tmp}}\" {lab}").stdout.strip()
+            path = f"{d}/ocpp-password"
+            self.remote.write_secret(h, path, self.secret + "\n")
+            return h.name, path
+
+        self._secret_files.update(self._each(hosts, push))
+
+    def _forget_secret(self) -> None:
+        files, self._secret_files = dict(self._secret_files), {}
+        if not files:
+            return
+        hosts = [self.inventory.host(n) for n in files]
+        self._each(hosts, lambda h: self.remote.run(
+            h, f"rm -rf {shlex.quote(str(Path(files[h.name]).parent))}", sudo=True, check=False))
 
     def _start_monitors(self, hosts: list[HostConn]) -> None:
         def cmd(h: HostConn) -> str:

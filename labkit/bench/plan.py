@@ -87,6 +87,9 @@ class Plan:
     outage: Outage | None = None
     pcap: bool = False
     name: str = ""
+    #: OCPP security profile 1 (HTTP Basic auth): "basic" when the bench was given a password (never the
+    #: password itself), else "none"
+    auth: str = "none"
 
     def cells(self) -> list[Cell]:
         out = []

@@ -59,7 +59,7 @@ def _estimate_s(plan: Plan, cell: Cell, added_rtt_ms: float) -> float:
 class Bench:
     def __init__(self, handle: LabHandle, plan: Plan, *, results_root: Path, argv: list[str],
                  progress: ProgressFn = _quiet, label: str = "", resume: Path | None = None,
-                 log: Callable[[str], None] = lambda s: None):
+                 log: Callable[[str], None] = lambda s: None, secret: str | None = None):
         self.handle = handle
         self.plan = plan
         self.results_root = results_root
@@ -70,6 +70,7 @@ class Bench:
         self.log = log
         self.inv = handle.inventory
         self.expected = {p: link.expected(p) for p in plan.profiles}
+        self.secret = secret  # the OCPP Basic auth password: handed to the OCPP phase only, never recorded
 
     # -- the run ------------------------------------------------------------------------------------
     def run(self) -> RunDir:
@@ -239,7 +240,7 @@ class Bench:
                     meta["tcp_test_s"] = {"seconds": tcp_seconds, "omit": tcp_omit}
             if plan.ocpp_phase:
                 phase = OcppPhase(r, inv, plan, cell, cell_dir, run.run_id, self.progress,
-                                  gateway_procs=link.engine_processes(inv))
+                                  gateway_procs=link.engine_processes(inv), secret=self.secret)
                 phase_progress = self.progress
 
                 def prog(msg, done=0, total=None):
@@ -308,8 +309,9 @@ class Bench:
 
 def run_bench(lab_name: str, plan: Plan, *, results_root: Path, argv: list[str] | None = None,
               progress: ProgressFn = _quiet, label: str = "", resume: Path | None = None,
-              log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> RunDir:
-    """Validate everything, then run; returns the results directory."""
+              log: Callable[[str], None] = lambda s: print(s, file=sys.stderr), secret: str | None = None) -> RunDir:
+    """Validate everything, then run; returns the results directory. ``secret``: the OCPP Basic auth password
+    (the plan records ``auth: basic``, never the password)."""
     handle = open_lab(lab_name)
     if resume is not None:
         stored = RunDir.open(resume).manifest()
@@ -319,6 +321,12 @@ def run_bench(lab_name: str, plan: Plan, *, results_root: Path, argv: list[str] 
 
             raise ConfigError(f"--resume: {resume} was run on lab {stored['lab']['spec']['name']!r}, not {lab_name!r}")
     validate(plan, lab_evse=len(handle.inventory.evses), known_profiles=link.known_profiles())
+    if resume is not None and plan.auth == "basic" and not secret:
+        from labkit.errors import ConfigError
+
+        raise ConfigError("--resume: this run used a password (auth: basic): give it again with --password-file "
+                          "or LABKIT_OCPP_PASSWORD")
+    plan.auth = "basic" if secret else "none"
     bench = Bench(handle, plan, results_root=results_root, argv=argv or sys.argv, progress=progress,
-                  label=label, resume=resume, log=log)
+                  label=label, resume=resume, log=log, secret=secret)
     return bench.run()

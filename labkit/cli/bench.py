@@ -43,14 +43,20 @@ from labkit.errors import ConfigError
               help="Where run directories are written.")
 @click.option("--name", "label", default="", help="A label appended to the run directory's name.")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False), help="Finish an interrupted run.")
+@click.option("--password-file", type=click.Path(dir_okay=False),
+              help="OCPP security profile 1: HTTP Basic auth between the fleets and the CSMS with the password on the "
+              "first line of this file (or in LABKIT_OCPP_PASSWORD); never on the command line, never recorded.")
 @click.pass_context
 def bench(ctx, profiles, lab_name, plan_name, family, evse_counts, stations_per_host, repeats, scenario, ocpp, seed,
           ping_count, ping_interval, iperf_seconds, udp_seconds, meter_values, meter_interval, heartbeat, duration,
-          baselines, no_ocpp, ws_ping, pcap, outage, results_root, label, resume):
+          baselines, no_ocpp, ws_ping, pcap, outage, results_root, label, resume, password_file):
     """Baselines and OCPP timings for each PROFILE (e.g. labkit bench vsat gprs)."""
     from labkit.bench.plan import THESIS_EVSE, Outage, Plan, parse_counts, thesis_plan
     from labkit.bench.runner import run_bench
     from labkit.progress import Reporter
+    from labkit.sim.settings import read_password
+
+    secret = read_password(password_file)
 
     if resume and (profiles or plan_name):
         raise ConfigError("--resume: takes the plan from the run directory; give no profiles or --plan")
@@ -77,7 +83,8 @@ def bench(ctx, profiles, lab_name, plan_name, family, evse_counts, stations_per_
     with Reporter("bench", quiet=ctx.obj["quiet"]) as rep:
         argv = ctx.obj.get("argv") or ["labkit", *sys.argv[1:]]
         run = run_bench(lab_name, plan, results_root=Path(results_root), argv=argv,
-                        progress=rep.update, label=label, resume=Path(resume) if resume else None, log=rep.log)
+                        progress=rep.update, label=label, resume=Path(resume) if resume else None, log=rep.log,
+                        secret=secret)
     m = run.manifest()
     done = sum(1 for c in m["cells"] if c["status"] == "complete")
     why = f" ({m['reason']})" if m.get("reason") else ""
