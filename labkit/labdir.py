@@ -136,10 +136,11 @@ class LabDir:
             for entry in dirs + files:
                 p = Path(root) / entry
                 st = os.lstat(p)
-                if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022 and not stat.S_ISLNK(st.st_mode):
-                    raise ConfigError(f"--lab: refusing lab directory {self.path}: {p} is "
-                                      f"{'owned by uid ' + str(st.st_uid) if st.st_uid not in (0, os.geteuid()) else 'writable by others'}"
-                                      f" (remove {self.path} or choose another name)")
+                foreign = st.st_uid not in (0, os.geteuid())
+                if foreign or st.st_mode & 0o022 and not stat.S_ISLNK(st.st_mode):
+                    what = f"owned by uid {st.st_uid}" if foreign else "writable by others"
+                    raise ConfigError(f"--lab: refusing lab directory {self.path}: {p} is {what} "
+                                      f"(remove {self.path} or choose another name)")
                 if stat.S_ISLNK(st.st_mode):
                     raise ConfigError(f"--lab: refusing lab directory {self.path}: {p} is a symbolic link "
                                       f"(labkit never makes one there; remove {self.path})")

@@ -38,9 +38,11 @@ def runtime_dir() -> Path:
 
 
 @contextmanager
-def machine_lock(wait: float = 120.0, what: str = "") -> Iterator[None]:
-    """Hold the machine-wide lock (labs choosing subnets, changing shared settings); waits up to ``wait``."""
-    path = runtime_dir() / "machine.lock"
+def machine_lock(wait: float = 120.0, what: str = "", name: str = "machine") -> Iterator[None]:
+    """Hold a machine-wide lock; waits up to ``wait`` seconds. ``machine`` (the default) guards what labs choose
+    and create from shared name and address spaces (namespaces, interfaces, subnets, networks) and shared
+    settings; other names guard slower shared resources (``libvirt-pool``) without holding the main one."""
+    path = runtime_dir() / f"{name}.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     deadline = time.monotonic() + wait
     try:

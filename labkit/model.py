@@ -19,7 +19,6 @@ from labkit.errors import ConfigError
 from labkit.names import NAME_RE, NAME_RULE
 from labkit.yamlfile import FieldError, load_yaml, validate
 
-
 BACKENDS = ("auto", "netns", "vagrant")
 ROLES = ("cpo", "gateway", "evse")
 MAX_EVSE = 1000

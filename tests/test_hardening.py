@@ -112,7 +112,8 @@ def test_failed_ssh_probes_close_their_connections(home, lab, tmp_path):
     lines = Path(handle.inventory.cpo.known_hosts).read_text().splitlines()
     keys = [ln.split(None, 1)[1] for ln in lines]
     wrong.write_text("".join(f"{ln.split()[0]} {keys[(i + 1) % len(keys)]}\n" for i, ln in enumerate(lines)))
-    inv = Inventory(lab=lab, backend="netns", hosts=[replace(h, known_hosts=str(wrong)) for h in handle.inventory.hosts])
+    inv = Inventory(lab=lab, backend="netns",
+                    hosts=[replace(h, known_hosts=str(wrong)) for h in handle.inventory.hosts])
     before = _ssh_connections()
     samples = []
     with Remote(inv, connect_timeout=2) as remote:

@@ -14,7 +14,6 @@ Every VM, volume and network is written to the lab's journal before it is create
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import hashlib
 import ipaddress
@@ -36,7 +35,7 @@ from labkit import vagrantfile
 from labkit.backends.base import HostState, Progress, no_progress
 from labkit.errors import BackendError, ConfigError, LabkitError
 from labkit.inventory import HostConn, Inventory
-from labkit.labdir import LabDir, labkit_home
+from labkit.labdir import LabDir
 from labkit.model import Lab
 from labkit.resources import resource
 
@@ -219,11 +218,11 @@ def choose_mgmt_network(lab: Lab) -> ipaddress.IPv4Network:
 
 @contextmanager
 def _host_lock(name: str) -> Iterator[None]:
-    """A machine-wide lock (management network choice, storage pool), across labs."""
-    path = labkit_home() / f".{name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    """A machine-wide lock across labs (in every LABKIT_HOME): ``libvirt-networks`` is labkit.machine's main
+    lock (management subnets are chosen against every backend's), ``libvirt-pool`` one of its own."""
+    from labkit import machine
+
+    with machine.machine_lock(wait=3600, what=name, name="machine" if name == "libvirt-networks" else name):
         yield
 
 
