@@ -78,7 +78,7 @@ CSMS = Table(
     ("t_wall", "station_id", "ocpp_version", "action", "handle_ms", "outcome", "error_code", "req_bytes",
      "resp_bytes", "message_id", "connection", "tx_key", "attempt"),
     numeric=frozenset({"t_wall", "handle_ms", "req_bytes", "resp_bytes", "connection", "attempt"}),
-    required=("t_wall", "action"),
+    required=("t_wall", "outcome"),  # refused handshakes and unreadable frames have no action
     added=frozenset({"message_id", "connection", "tx_key", "attempt"}),
 )
 
