@@ -53,130 +53,138 @@ CSMS_COUNTS = {"handled", "duplicates", "lost", "acked_unrecorded", "handled_uns
 COMPLETE = "complete"
 FLEET_ONLY = "fleet side only (no csms.csv with tx_key)"
 NOT_AVAILABLE = "not available (no tx_key: format /1 files)"
-_KEY = ["cell", "station_id", "tx_key"]
 
 
-def _is_tx_action(df: pd.DataFrame) -> pd.Series:
+def _is_tx_action(df: pd.DataFrame) -> np.ndarray:
     """Rows whose action is a transaction message of their OCPP version (any version when it is unknown)."""
+    if df.empty:
+        return np.zeros(0, dtype=bool)
     any_version = frozenset().union(*RF.TX_ACTIONS.values())
-    action = df["action"].astype(str)
-    version = df["ocpp_version"].astype(str)
-    out = pd.Series(False, index=df.index)
-    known = version.isin(list(RF.TX_ACTIONS))
+    action = df["action"].astype(str).to_numpy()
+    version = df["ocpp_version"].astype(str).to_numpy()
+    out = np.zeros(len(df), dtype=bool)
+    known = np.isin(version, list(RF.TX_ACTIONS))
     for v, actions in RF.TX_ACTIONS.items():
-        sel = version == v
-        if sel.any():
-            out |= sel & action.isin(list(actions))
-    return out | (~known & action.isin(list(any_version)))
-
-
-def _keys(df: pd.DataFrame) -> pd.Series:
-    """One string per (cell, station, tx_key), for set operations."""
-    return df["cell"].astype(str) + "\x1f" + df["station_id"].astype(str) + "\x1f" + df["tx_key"].astype(str)
-
-
-def _count(keys: pd.DataFrame, group: list[str], index: pd.Index) -> pd.Series:
-    if keys.empty:
-        return pd.Series(0, index=index, dtype="int64")
-    c = keys.groupby(group, observed=True).size()
-    if len(group) == 1:
-        c.index = c.index.astype(str)
-    else:
-        c.index = pd.MultiIndex.from_arrays([c.index.get_level_values(i).astype(str) for i in range(len(group))],
-                                            names=group)
-    return c.reindex(index, fill_value=0).astype("int64")
+        out |= (version == v) & np.isin(action, list(actions))
+    return out | (~known & np.isin(action, list(any_version)))
 
 
 def tx_table(run: Run, by_station: bool = False) -> pd.DataFrame:
     """The accounting per cell (``by_station``: per cell and station), with profile and N; see the module
     docstring for the columns. Counts are nullable integers: empty where the accounting is not available.
     Computed once per loaded run (kept in ``run.cache``): the frames of a loaded run are not meant to change."""
-    key = ("tx_table", by_station)
-    if key not in run.cache:
-        run.cache[key] = _tx_table(run, by_station)
-    return run.cache[key].copy()
+    if "tx_table" not in run.cache:
+        run.cache["tx_table"] = _tx_tables(run)
+    return run.cache["tx_table"][1 if by_station else 0].copy()
 
 
-def _tx_table(run: Run, by_station: bool) -> pd.DataFrame:
-    group = ["cell", "station_id"] if by_station else ["cell"]
+def _codes(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer codes of the values of two columns, over both: (codes of a, codes of b, the values)."""
+    both = np.concatenate([a.astype(object).to_numpy(), b.astype(object).to_numpy()])
+    codes, values = pd.factorize(both)
+    return codes[: len(a)].astype(np.int64), codes[len(a):].astype(np.int64), np.asarray(values, dtype=object)
+
+
+def _tx_tables(run: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per cell, per cell and station). A tx_key belongs to one station, so a cell's counts are the sums of
+    its stations' (a cell without any row has zeros)."""
+    cells = [c for c in (run.cells["cell"].astype(str) if len(run.cells) else [])
+             if any((k, c) in run.columns for k in ("calls", "csms"))]
+    fleet_ok = [c for c in cells if run.has_column("calls", c, "tx_key")]
+    csms_ok = [c for c in fleet_ok if run.has_column("csms", c, "tx_key")]
+    st = _per_station(run, fleet_ok, csms_ok)
+    per_cell = st.groupby("cell", sort=False)[COUNTS].sum() if len(st) else pd.DataFrame(columns=COUNTS)
+    cell = pd.DataFrame({"cell": cells}).join(per_cell, on="cell")
+    cell[COUNTS] = cell[COUNTS].fillna(0)
+    return _finish(run, cell, fleet_ok, csms_ok, False), _finish(run, st, fleet_ok, csms_ok, True)
+
+
+def _finish(run: Run, frame: pd.DataFrame, fleet_ok: list[str], csms_ok: list[str], by_station: bool) -> pd.DataFrame:
     head = ["cell", "profile", "stations"] + (["station_id"] if by_station else []) + ["accounting"]
-    empty = pd.DataFrame({c: pd.Series(dtype="object") for c in head}
-                         | {c: pd.Series(dtype="Int64") for c in COUNTS})
-    call_cells = {c for (k, c) in run.columns if k == "calls"}
-    csms_cells = {c for (k, c) in run.columns if k == "csms"}
-    cells = [c for c in (run.cells["cell"].astype(str) if len(run.cells) else []) if c in call_cells | csms_cells]
-    if not cells:
-        return empty
-    fleet_ok = {c for c in cells if run.has_column("calls", c, "tx_key")}
-    csms_ok = {c for c in fleet_ok if run.has_column("csms", c, "tx_key")}
-
-    calls, csms = run.calls, run.csms
-    cols = ["cell", "station_id", "tx_key", "action", "ocpp_version", "outcome", "attempt"]
-    fl = calls.loc[calls["cell"].isin(list(fleet_ok)), cols] if len(calls) else calls.reindex(columns=cols)
-    fl = fl.astype({"cell": str, "station_id": str, "outcome": str})
-    tagged = fl["tx_key"].astype(str) != ""
-    tx = fl.loc[tagged]
-    cs_cols = ["cell", "station_id", "tx_key", "action", "ocpp_version", "outcome"]
-    cs = csms.loc[csms["cell"].isin(list(csms_ok)), cs_cols] if len(csms) else csms.reindex(columns=cs_cols)
-    cs = cs.astype({"cell": str, "station_id": str, "outcome": str})
-    cs_tagged = cs["tx_key"].astype(str) != ""
-
-    # the rows of the result: every cell with OCPP files; per station, every station seen in either record
-    if by_station:
-        seen = pd.concat([fl[["cell", "station_id"]], cs[["cell", "station_id"]]]).drop_duplicates()
-        seen = seen[seen["cell"].isin(cells)]
-        order = {c: i for i, c in enumerate(cells)}
-        seen = seen.assign(_o=seen["cell"].map(order)).sort_values(["_o", "station_id"]).drop(columns="_o")
-        index = pd.MultiIndex.from_frame(seen, names=group)
-        cell_of = pd.Series(seen["cell"].to_numpy(), index=index)
-    else:
-        index = pd.Index(cells, name="cell")
-        cell_of = pd.Series(cells, index=index)
-    if not len(index):
-        return empty
-
-    all_keys = tx[_KEY].drop_duplicates()
-    sent = tx.loc[tx["outcome"] != "send_failed", _KEY].drop_duplicates()
-    acked = tx.loc[tx["outcome"] == "ok", _KEY].drop_duplicates()
-    firsts = tx.loc[tx["attempt"] == 1, _KEY]
-    shared = firsts[firsts.duplicated(keep=False)].drop_duplicates()
-    ok_rows = cs.loc[cs_tagged & (cs["outcome"] == "ok"), _KEY]
-    handled = ok_rows.drop_duplicates()
-    refused = pd.concat([tx.loc[tx["outcome"] == "call_error", _KEY],
-                         cs.loc[cs_tagged & (cs["outcome"] == "call_error"), _KEY]])
-    sent_k, acked_k, handled_k, refused_k = _keys(sent), _keys(acked), _keys(handled), _keys(refused)
-    rejected = sent[sent_k.isin(refused_k) & ~sent_k.isin(handled_k) & ~sent_k.isin(acked_k)]
-    lost = sent[~sent_k.isin(handled_k) & ~sent_k.isin(acked_k) & ~sent_k.isin(refused_k)]
-    acked_unrec = acked[~acked_k.isin(handled_k)]
-    handled_unsent = handled[~handled_k.isin(sent_k)]
-    never = all_keys[~_keys(all_keys).isin(sent_k)]
-    untagged = pd.concat([fl.loc[~tagged & _is_tx_action(fl), group],
-                          cs.loc[~cs_tagged & _is_tx_action(cs), group]])
-
-    out = pd.DataFrame(index=index)
-    out["tx_messages"] = _count(all_keys, group, index)
-    out["sent"] = _count(sent, group, index)
-    out["acknowledged"] = _count(acked, group, index)
-    out["handled"] = _count(handled, group, index)
-    out["duplicates"] = _count(ok_rows, group, index) - out["handled"]
-    out["lost"] = _count(lost, group, index)
-    out["rejected"] = _count(rejected, group, index)
-    out["acked_unrecorded"] = _count(acked_unrec, group, index)
-    out["handled_unsent"] = _count(handled_unsent, group, index)
-    out["never_sent"] = _count(never, group, index)
-    out["shared_keys"] = _count(shared, group, index)
-    out["untagged"] = _count(untagged, group, index)
-    out = out.astype("Int64")
-    c = cell_of.to_numpy()
-    in_fleet = np.isin(c, list(fleet_ok))
-    in_csms = np.isin(c, list(csms_ok))
-    out.loc[~in_fleet, COUNTS] = pd.NA
-    out.loc[in_fleet & ~in_csms, list(CSMS_COUNTS)] = pd.NA
-    out["accounting"] = np.where(in_csms, COMPLETE, np.where(in_fleet, FLEET_ONLY, NOT_AVAILABLE))
-    out = out.reset_index()
+    if frame.empty:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in head}
+                            | {c: pd.Series(dtype="Int64") for c in COUNTS})
+    frame = frame.copy()
+    frame[COUNTS] = frame[COUNTS].astype("int64").astype("Int64")
+    in_fleet = frame["cell"].isin(fleet_ok).to_numpy()
+    in_csms = frame["cell"].isin(csms_ok).to_numpy()
+    frame.loc[~in_fleet, COUNTS] = pd.NA
+    frame.loc[in_fleet & ~in_csms, list(CSMS_COUNTS)] = pd.NA
+    frame["accounting"] = np.where(in_csms, COMPLETE, np.where(in_fleet, FLEET_ONLY, NOT_AVAILABLE))
     meta = run.cells.assign(cell=run.cells["cell"].astype(str)).set_index("cell")[["profile", "stations"]]
-    out = out.join(meta, on="cell")
-    return out[head + COUNTS].reset_index(drop=True)
+    frame = frame.join(meta, on="cell")
+    return frame[head + COUNTS].reset_index(drop=True)
+
+
+def _per_station(run: Run, fleet_ok: list[str], csms_ok: list[str]) -> pd.DataFrame:
+    """The counts per (cell, station) of the cells with transaction keys, cells in run order, stations by
+    name; every station seen in either record has a row."""
+    cols = ["cell", "station_id", "tx_key", "action", "ocpp_version", "outcome", "attempt"]
+    calls, csms = run.calls, run.csms
+    f = calls.loc[calls["cell"].isin(fleet_ok), cols] if len(calls) else calls.reindex(columns=cols)
+    c = csms.loc[csms["cell"].isin(csms_ok), cols[:-1]] if len(csms) else csms.reindex(columns=cols[:-1])
+    if f.empty and c.empty:
+        return pd.DataFrame(columns=["cell", "station_id", *COUNTS])
+    # every (cell, station, tx_key) as one integer: set operations on integers, not on strings
+    cf, cc, cell_v = _codes(f["cell"], c["cell"])
+    sf, sc, st_v = _codes(f["station_id"], c["station_id"])
+    kf, kc, key_v = _codes(f["tx_key"], c["tx_key"])
+    n_st, n_key = max(len(st_v), 1), max(len(key_v), 1)
+    blank = np.flatnonzero(key_v == "")
+    tag_f = kf != (blank[0] if len(blank) else -1)
+    tag_c = kc != (blank[0] if len(blank) else -1)
+    kk_f = (cf * n_st + sf) * n_key + kf
+    kk_c = (cc * n_st + sc) * n_key + kc
+    out_f = f["outcome"].astype(object).to_numpy()
+    out_c = c["outcome"].astype(object).to_numpy()
+
+    all_keys = np.unique(kk_f[tag_f])
+    sent = np.unique(kk_f[tag_f & (out_f != "send_failed")])
+    acked = np.unique(kk_f[tag_f & (out_f == "ok")])
+    firsts, n_first = np.unique(kk_f[tag_f & (f["attempt"].to_numpy() == 1)], return_counts=True)
+    shared = firsts[n_first > 1]
+    ok_rows = kk_c[tag_c & (out_c == "ok")]
+    handled = np.unique(ok_rows)
+    refused = np.unique(np.concatenate([kk_f[tag_f & (out_f == "call_error")], kk_c[tag_c & (out_c == "call_error")]]))
+    in_handled, in_acked, in_refused = (np.isin(sent, x) for x in (handled, acked, refused))
+    rejected = sent[in_refused & ~in_handled & ~in_acked]
+    lost = sent[~in_handled & ~in_acked & ~in_refused]
+    acked_unrec = acked[~np.isin(acked, handled)]
+    handled_unsent = handled[~np.isin(handled, sent)]
+    never = all_keys[~np.isin(all_keys, sent)]
+    untagged_f = ~tag_f
+    untagged_f[untagged_f] = _is_tx_action(f.loc[untagged_f])
+    untagged_c = ~tag_c
+    untagged_c[untagged_c] = _is_tx_action(c.loc[untagged_c])
+
+    g_f, g_c = cf * n_st + sf, cc * n_st + sc  # (cell, station) codes of the rows
+    pairs = np.unique(np.concatenate([g_f, g_c]))
+    order = {name: i for i, name in enumerate(fleet_ok)}
+    rows = sorted(((str(cell_v[p // n_st]), str(st_v[p % n_st]), int(p)) for p in pairs),
+                  key=lambda t: (order.get(t[0], len(order)), t[1]))
+    groups = np.array([r[2] for r in rows], dtype=np.int64)
+    n_groups = len(cell_v) * n_st
+    frame = pd.DataFrame({"cell": [r[0] for r in rows], "station_id": [r[1] for r in rows]})
+
+    def count(group_codes: np.ndarray) -> np.ndarray:
+        return np.bincount(group_codes, minlength=n_groups)[groups]
+
+    def count_keys(keys: np.ndarray) -> np.ndarray:
+        return count(keys // n_key)
+
+    frame["tx_messages"] = count_keys(all_keys)
+    frame["sent"] = count_keys(sent)
+    frame["acknowledged"] = count_keys(acked)
+    frame["handled"] = count_keys(handled)
+    frame["duplicates"] = count_keys(ok_rows) - frame["handled"]
+    frame["lost"] = count_keys(lost)
+    frame["rejected"] = count_keys(rejected)
+    frame["acked_unrecorded"] = count_keys(acked_unrec)
+    frame["handled_unsent"] = count_keys(handled_unsent)
+    frame["never_sent"] = count_keys(never)
+    frame["shared_keys"] = count_keys(shared)
+    frame["untagged"] = count(np.concatenate([g_f[untagged_f], g_c[untagged_c]]))
+    return frame
 
 
 def totals(tbl: pd.DataFrame) -> dict[str, int | None]:
