@@ -95,8 +95,10 @@ def tx_warning(doc: Document, tx: pd.DataFrame) -> None:
                          + (f" and {len(cells) - 4} more cell(s)" if len(cells) > 4 else ""))
     if not parts:
         return
-    doc.warn("**Transaction messages not delivered exactly once:** " + "; ".join(parts) + ". See *Transaction "
-             "messages* below: OCPP delivers them at least once, so a retry after a lost answer is handled twice.")
+    once = tx[["lost", "duplicates", "rejected"]].fillna(0).to_numpy().sum() > 0
+    doc.warn("**Transaction messages " + ("not delivered exactly once" if once else "not accounted for") + ":** "
+             + "; ".join(parts) + ". See *Transaction messages* below: OCPP delivers them at least once, so a "
+             "retry after a lost answer is handled twice.")
 
 
 def provenance_section(doc: Document, run: Run) -> None:
@@ -341,7 +343,7 @@ def transactions_section(doc: Document, run: Run, tx: pd.DataFrame) -> None:
     avail = tx[tx["accounting"] != X.NOT_AVAILABLE]
     if avail.empty:
         doc.p(f"*Transaction accounting not available: this run's calls files have no `tx_key` (results format "
-              f"`{run.format}`, before labkit-results/2). The counts are unknown, not zero.*")
+              f"`{run.format}`; the keys came with labkit-results/2). The counts are unknown, not zero.*")
         return
     doc.p("OCPP delivers transaction messages (StartTransaction, MeterValues, StopTransaction; TransactionEvent "
           "in 2.0.1) *at least once*: a station keeps them while offline and sends one again when its answer "
