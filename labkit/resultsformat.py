@@ -43,7 +43,7 @@ PING = Table(
 )
 
 #: echo.csv: one row per probe of labkit's own ICMP echo (`labkit echo`: kernel timestamps, microseconds), lost probes
-#: included
+#: included; its ``t_wall`` is when the probe was sent (ping.csv's is when the reply came)
 ECHO = Table(
     "echo",
     ("src", "dst", "direction", "seq", "t_wall", "rtt_ms", "lost"),

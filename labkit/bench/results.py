@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit.errors import ConfigError
-
-FORMAT = "labkit-results/1"
+from labkit.resultsformat import FORMAT  # noqa: F401 - the one definition (re-exported for the runner)
 
 
 def iso(t: float | None = None) -> str:

@@ -764,7 +764,7 @@ class Csms:
             "pid": os.getpid(),
             "listen": self.listen_url,
             "phase": self.phase,
-            "versions": list(self.cfg.versions),
+            "ocpp_versions": list(self.cfg.versions),
             "connections": self.connections,
             "connections_peak": self.connections_peak,
             "stations_seen": len(self.stations_seen),
