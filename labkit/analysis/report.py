@@ -195,8 +195,9 @@ def ping_section(doc: Document, run: Run, jobs: FigureJobs, seed: int) -> None:
         doc.h("Cross-check: labkit's echo probe against ping", 3)
         doc.p("labkit's own RTT probe (echo.csv) is timed to the microsecond; iputils ping prints three "
               "significant digits (whole milliseconds from 100 ms on). Both cross the same shaped path, so their "
-              "medians should agree within the ping's rounding (up to 0.5 ms above 100 ms) and the difference "
-              "in the probes' sizes. The OCPP overhead below uses the echo RTT where a profile has it.")
+              "medians should agree within the ping's rounding (up to 0.5 ms above 100 ms; both send the same "
+              "56-byte payload) and ping's user-space send stamp (a few tens of microseconds). The OCPP overhead "
+              "below uses the echo RTT where a profile has it.")
         doc.table(pd.DataFrame({
             "profile": xc["profile"], "direction": xc["direction"].map(F.DIR_LABEL),
             "echo median (ms)": xc["echo_median_ms"].map(lambda v: fmt_num(v, 3)),
