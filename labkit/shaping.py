@@ -678,8 +678,8 @@ def _check_engine(plan: tc.Plan, state: dict[str, Any]) -> list[str]:
     eng = state.get("engine_process") or {}
     status = eng.get("status") or {}
     if not eng.get("alive") or status.get("state") != "running":
-        state_text = status.get("state") or "no report"
-        return [f"userspace engine: applied {'dead' if eng.get('pid') else 'not started'} ({state_text}), "
+        last = f"its last report says {status['state']}" if status.get("state") else "no report"
+        return [f"userspace engine: applied {'dead' if eng.get('pid') else 'not running'} ({last}), "
                 f"planned running"]
     age = eng.get("status_age_s")
     if isinstance(age, (int, float)) and age > STATUS_STALE_S:

@@ -121,7 +121,8 @@ def test_reverify_refuses_values_changed_by_hand(topo, remote):
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and remote.run(topo.inventory.gateway, f"kill -0 {pid}", check=False).ok:
         time.sleep(0.1)  # SIGKILL takes a moment; a zombie left unreaped counts as dead (shaping._alive_cmd)
-    with pytest.raises(shaping.ShapingError, match=r"userspace engine: applied dead \(running\), planned running"):
+    with pytest.raises(shaping.ShapingError,
+                       match=r"userspace engine: applied dead \(its last report says running\), planned running"):
         shaping.reverify(remote, topo.inventory, prof)
     shaping.clear(remote, topo.inventory)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from vmhelpers import lab_file, leftovers
+from vmhelpers import LYING_TC, gw_root, lab_file, leftovers
 
 from tests.conftest import run_cli
 
@@ -88,6 +89,11 @@ def test_vm_lab_end_to_end(home, test_box, tmp_path, capsys):
         assert [(h["name"], h["state"], h["reachable"]) for h in st["hosts"]] == [
             ("cpo", "running", "ok"), ("gw", "running", "ok"), ("evse1", "running", "ok")]
 
+        # the gateway's real netem: a qdisc changed by hand is refused by the read-back, before any measurement
+        t0 = time.monotonic()
+        _read_back_refuses_a_wrong_netem(capsys, results)
+        timings["read_back_refusals"] = round(time.monotonic() - t0, 1)
+
         assert _timed("bench_vm", timings, "bench", "none", PROFILE, "--lab", "vg1", "--name", "vm", *bench) == 0
         vm_run = _run_dir(results, "vm")
         manifest = json.loads((vm_run / "manifest.json").read_text())
@@ -123,6 +129,51 @@ def test_vm_lab_end_to_end(home, test_box, tmp_path, capsys):
         _record("end_to_end", timings)
     assert leftovers("vg1") == {}
     assert not (home / "labs" / "vg1" / "state.jsonl").exists()
+
+
+def _read_back_refuses_a_wrong_netem(capsys, results: Path) -> None:
+    """On the gateway VM's real netem: a qdisc changed by hand after the profile was applied is refused by the
+    read-back (``labkit shape PROFILE --verify``), value by value; and when tc gives netem another delay
+    than labkit planned, ``labkit bench`` refuses the link before it measures anything, and clears it."""
+    from labkit import profiles, tc
+
+    planned = tc.layout(profiles.get(PROFILE), "uplink", "netem").leaf
+    assert planned.delay_us == 500_000
+    capsys.readouterr()
+    assert run_cli("shape", PROFILE, "--lab", "vg1") == 0
+    assert "every value verified by read-back" in capsys.readouterr().out
+    assert run_cli("shape", PROFILE, "--verify", "--lab", "vg1") == 0
+    change = "tc qdisc change dev eth1 parent 1:10 handle 10: netem "
+    for by_hand, message in (
+            (f"limit {planned.limit} delay 400ms", "uplink (eth1) netem delay: applied 400 ms, planned 500 ms"),
+            (f"limit {planned.limit} delay 500ms loss random 1%", "uplink (eth1) netem loss: applied 1 %, planned 0 %"),
+            ("limit 1000 delay 500ms", f"uplink (eth1) netem limit: applied 1000 packets, planned {planned.limit} "
+                                       f"packets")):
+        assert gw_root("vg1", change + by_hand) == 0
+        capsys.readouterr()
+        assert run_cli("shape", PROFILE, "--verify", "--lab", "vg1") == 1, by_hand
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("labkit: error: ")]
+        assert len(err) == 1 and err[0].endswith(f"(nothing was changed): {message}"), err
+    # a tc that gives netem 400 ms when asked for 500: apply reads it back, refuses, clears; bench measures nothing
+    lying = LYING_TC.format(want=planned.delay_us, give=400_000)
+    assert gw_root("vg1", f"printf '%s' {shlex.quote(lying)} > /usr/local/sbin/tc && chmod 755 /usr/local/sbin/tc") == 0
+    try:
+        capsys.readouterr()
+        assert run_cli("bench", PROFILE, "--lab", "vg1", "--name", "lying", "--ping-count", "10", "--no-ocpp",
+                       "--results", str(results)) != 0
+        assert "uplink (eth1) netem delay: applied 400 ms, planned 500 ms" in capsys.readouterr().err
+    finally:
+        assert gw_root("vg1", "rm -f /usr/local/sbin/tc") == 0
+    run = _run_dir(results, "lying")
+    [cell] = sorted((run / "cells").iterdir())
+    meta = json.loads((cell / "cell.json").read_text())
+    assert meta["phases"]["shape"]["status"] == "failed", meta["phases"]
+    assert "netem delay: applied 400 ms, planned 500 ms" in meta["phases"]["shape"]["error"]
+    assert list(meta["phases"]) == ["shape"] and not (cell / "ping.csv").exists()
+    capsys.readouterr()
+    assert run_cli("shape", "--show", "--json", "--lab", "vg1") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert all(q["kind"] not in ("htb", "netem") for d in shown["directions"].values() for q in d["qdisc"])
 
 
 def _fails_cleanly(home, capsys, f: Path, lab: str, fragment: str) -> str:

@@ -77,3 +77,20 @@ def lab_file(base: Path, dest: Path, **vagrant_overrides) -> Path:
     with open(dest, "w") as fh:
         yaml.dump(data, fh)
     return dest
+
+
+def gw_root(lab: str, script: str) -> int:
+    """Run a shell script as root on the lab's gateway VM (``labkit ssh``; the Vagrant user has sudo)."""
+    import shlex
+
+    from tests.conftest import run_cli
+
+    return run_cli("ssh", "--lab", lab, "gw", f"sudo sh -c {shlex.quote(script)}")
+
+
+#: a stand-in for a tc that gives netem another delay than it is asked for (installed in /usr/local/sbin,
+#: ahead of /usr/sbin in sudo's secure_path): what apply's read-back must catch before a bench measures
+LYING_TC = """#!/bin/sh
+case "$*" in *netem*"delay {want}us"*) set -- $(echo "$*" | sed 's/delay {want}us/delay {give}us/') ;; esac
+exec /usr/sbin/tc "$@"
+"""
