@@ -38,6 +38,14 @@ def apply(remote: Remote, inventory: Inventory, labdir: LabDir, name: str, engin
     return shaping.apply(remote, inventory, name, engine=engine, labdir=labdir)
 
 
+def reverify(remote: Remote, inventory: Inventory, name: str, engine: str | None = None) -> dict[str, Any]:
+    """Check that the gateway still holds profile ``name`` as applied, value by value, changing nothing
+    (raises ShapingError naming every difference)."""
+    from labkit import shaping
+
+    return shaping.reverify(remote, inventory, name, engine=engine)
+
+
 def clear(remote: Remote, inventory: Inventory, labdir: LabDir) -> dict[str, Any]:
     from labkit import shaping
 

@@ -157,7 +157,8 @@ def run_echo(remote: Remote, cell_dir: Path, evse: HostConn, cpo: HostConn, coun
     res = remote.run_many([evse, cpo], lambda h: echo_command(h.labkit, pairs[h.name][2], count, interval_s, wait_s,
                                                                src=h.name, dst=pairs[h.name][1].name,
                                                                direction=pairs[h.name][3]),
-                          check=False, timeout=timeout)
+                          sudo=True, check=False, timeout=timeout)  # raw ICMP where ping_group_range excludes
+                                                                    # the SSH user (a VM's vagrant)
     out_dir = cell_dir / "echo"
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []

@@ -250,6 +250,10 @@ class Bench:
                 meta["ocpp"] = self._phase(meta, "ocpp", phase.run, cell_dir)
                 if phase.outage_log:
                     meta["outage"] = phase.outage_log
+            # the link must still be what was applied after the measurements (a changed qdisc, an engine that
+            # died): the cell fails otherwise
+            self._phase(meta, "verify", lambda: link.reverify(r, inv, cell.profile, engine=meta["engine"]),
+                        cell_dir)
             try:
                 meta["link_end"] = link.end_state(r, inv)
             except LabkitError as exc:
