@@ -122,6 +122,19 @@ def test_vm_lab_end_to_end(home, test_box, tmp_path, capsys):
         assert _timed("compare", timings, "compare", str(vm_run), str(ns_run), "-o", str(out), "--no-figures") == 0
         text = (out / "compare.md").read_text()
         assert vm_run.name in text and ns_run.name in text and "vagrant" in text and "netns" in text
+        # the same instrument on both: the simulators ran on the same event loop and validation mode on the VMs
+        # and in the namespaces (uvloop travels in the wheelhouse), as recorded by what really ran
+        ran = {}
+        for label, run in (("vm", vm_run), ("ns", ns_run)):
+            m = json.loads((run / "manifest.json").read_text())
+            assert {h: f["event_loop"] for h, f in m["hosts"].items()} == dict.fromkeys(m["hosts"], "uvloop"), label
+            cell = json.loads((run / "cells" / f"{PROFILE}__n1x1__r1" / "cell.json").read_text())
+            statuses = [cell["ocpp"]["csms"], *cell["ocpp"]["fleets"].values()]
+            ran[label] = {(s["event_loop"], s["validation"]) for s in statuses}
+        assert ran["vm"] == ran["ns"] == {("uvloop", "fast")}, ran
+        differs = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("what ran differs")]
+        assert not [ln for ln in differs if "event loop" in ln or "validation" in ln], differs
+        assert "uvloop" in text  # compare's run table shows the loop of both
     finally:
         t0 = time.monotonic()
         assert run_cli("down", "--lab", "vg1") == 0
