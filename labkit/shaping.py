@@ -259,7 +259,7 @@ def _start_engine(remote: RemoteLike, gw: HostConn, config: dict, config_path: s
         remote.put(gw, local, config_path)
     finally:
         Path(local).unlink(missing_ok=True)
-    cmd = f"{gw.labkit} shaper run --config {shlex.quote(config_path)}"
+    cmd = shlex.join([gw.labkit, "shaper", "run", "--config", config_path])
     pid = remote.start(gw, ENGINE_PROC, cmd, sudo=gw.sudo)
     deadline = time.monotonic() + ENGINE_START_TIMEOUT
     while time.monotonic() < deadline:

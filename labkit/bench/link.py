@@ -6,6 +6,7 @@ internals.
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from labkit.inventory import Inventory
@@ -62,7 +63,7 @@ def end_state(remote: Remote, inventory: Inventory) -> dict[str, Any]:
     gw = inventory.gateway
     stats = {}
     for iface in sorted(gw.ifaces.values()):
-        out = remote.run(gw, f"tc -s -j qdisc show dev {iface}", sudo=True, check=False).stdout
+        out = remote.run(gw, f"tc -s -j qdisc show dev {shlex.quote(iface)}", sudo=True, check=False).stdout
         try:
             stats[iface] = json.loads(out or "[]")
         except json.JSONDecodeError:
