@@ -185,11 +185,17 @@ def test_killed_bench_leaves_an_unshaped_link_and_an_incomplete_run(home, lab_up
     proc.wait(timeout=60)
     assert proc.returncode != 0
     run = only_run(results)
-    _wait_for(lambda: json.loads((run / "manifest.json").read_text())["status"] != "running", 60,
-              "the run to be marked")
+
+    def marked_and_cleaned() -> bool:
+        # the guard marks the run first, then cleans up and records it (guard.ended); bench cleans up itself
+        m = json.loads((run / "manifest.json").read_text())
+        return m["status"] != "running" and ("guard" not in m or "ended" in m["guard"])
+
+    _wait_for(marked_and_cleaned, 120, "the run to be marked and the link cleared")
     m = json.loads((run / "manifest.json").read_text())
     assert m["status"] == "incomplete" and m["reason"]
     assert m["link_cleared"] is True
+    assert ("guard" in m) == (how == "SIGKILL")
     assert [c["status"] for c in m["cells"]] == ["incomplete", "pending"]
     cell = run / "cells" / "3g__n1x1__r1"
     with open(cell / "ping.csv") as fh:

@@ -1,8 +1,9 @@
-"""The reader against labkit.bench's own writers, fed with real ping, iperf3 and monitor output on loopback.
+"""The reader against labkit.bench's own writers, fed with real ping, labkit echo, iperf3 and monitor output
+on loopback.
 
-A full ``labkit bench`` run needs the profiles, the shaping engine and the OCPP simulators, which are not
-on main yet; until they are, this test assembles a results directory the way labkit.bench.runner does
-(RunDir, probes.parse_ping/write_ping_csv, probes.iperf_client/iperf_figures, labkit.monitor, merge_csv,
+A full ``labkit bench`` run needs the profiles, the shaping engine and the OCPP simulators; this test instead
+assembles a results directory the way labkit.bench.runner does (RunDir, probes.parse_ping/write_ping_csv,
+probes.echo_command/parse_echo/write_echo_csv, probes.iperf_client/iperf_figures, labkit.monitor, merge_csv,
 summary.write_summary), with real tools talking to 127.0.0.1 only. The OCPP call files and csms.csv are
 written here in the columns of labkit.resultsformat (the one definition the fleet and the CSMS write with),
 transaction keys included. Then it checks that the analysis reads everything without complaint and agrees
@@ -141,6 +142,16 @@ def bench_dir(tmp_path_factory, iperf3_server_module) -> Path:
                     + probes.parse_ping(texts[1], plan.ping_count, "cpo", "evse1", "down"))
             probes.write_ping_csv(d / "ping.csv", rows)
             meta["phases"]["ping"] = {"started": t, "status": "complete", "ended": time.time()}
+            t = time.time()
+            labkit = str(Path(sys.executable).with_name("labkit"))
+            echoes = [subprocess.run(["bash", "-c", probes.echo_command(labkit, "127.0.0.1", plan.ping_count, 0.2, 1,
+                                                                        src=src, dst=dst, direction=way)],
+                                     capture_output=True, text=True, timeout=60, check=True).stdout
+                      for src, dst, way in (("evse1", "cpo", "up"), ("cpo", "evse1", "down"))]
+            probes.write_echo_csv(d / "echo.csv",
+                                  probes.parse_echo(echoes[0], plan.ping_count, "evse1", "cpo", "up")
+                                  + probes.parse_echo(echoes[1], plan.ping_count, "cpo", "evse1", "down"))
+            meta["phases"]["echo"] = {"started": t, "status": "complete", "ended": time.time()}
             t = time.time()
             with iperf3_server_module() as port:
                 raw = _iperf(d, port)
