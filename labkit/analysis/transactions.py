@@ -196,6 +196,23 @@ def totals(tbl: pd.DataFrame) -> dict[str, int | None]:
     return out
 
 
+#: count -> what a non-zero value means (the suspect lines of ``tx_findings``, in this order)
+_FINDINGS = (
+    ("lost", "{n} transaction message(s) LOST: sent, never handled by the CSMS nor acknowledged"),
+    ("duplicates", "{n} DUPLICATE delivery(ies): the CSMS handled a transaction message more than once (a retry "
+                   "after a lost answer: OCPP delivers at least once)"),
+    ("rejected", "{n} transaction message(s) rejected: answered with a CallError, never handled"),
+    ("acked_unrecorded", "{n} transaction message(s) acknowledged but absent from csms.csv: the records disagree "
+                         "(csms.csv cut short, or tx_key computed differently on the two sides)"),
+    ("handled_unsent", "{n} transaction message(s) handled by the CSMS but not recorded as sent by the fleet (a "
+                       "calls file cut short?)"),
+    ("never_sent", "{n} transaction message(s) never sent (every attempt send_failed)"),
+    ("shared_keys", "{n} tx_key(s) shared by more than one message (several first attempts): their second "
+                    "delivery counts as a duplicate"),
+    ("untagged", "{n} row(s) of transaction actions without a tx_key: not in the transaction accounting"),
+)
+
+
 def tx_findings(run: Run, tbl: pd.DataFrame | None = None) -> list[Problem]:
     """What the accounting finds suspect, per cell, as ``Problem``s (kind ``suspect``; ``note`` for what
     limits the accounting)."""
@@ -218,30 +235,7 @@ def tx_findings(run: Run, tbl: pd.DataFrame | None = None) -> list[Problem]:
             out.append(Problem(where, f"no csms.csv with tx_key: whether the {n(r.sent)} transaction message(s) "
                                       "sent reached the CSMS cannot be told (lost and duplicates not counted)",
                                "note"))
-        if n(r.lost):
-            out.append(Problem(where, f"{n(r.lost)} transaction message(s) LOST: sent, never handled by the CSMS "
-                                      "nor acknowledged", "suspect"))
-        if n(r.duplicates):
-            out.append(Problem(where, f"{n(r.duplicates)} DUPLICATE delivery(ies): the CSMS handled a transaction "
-                                      "message more than once (a retry after a lost answer: OCPP delivers at "
-                                      "least once)", "suspect"))
-        if n(r.rejected):
-            out.append(Problem(where, f"{n(r.rejected)} transaction message(s) rejected: answered with a CallError, "
-                                      "never handled", "suspect"))
-        if n(r.acked_unrecorded):
-            out.append(Problem(where, f"{n(r.acked_unrecorded)} transaction message(s) acknowledged but absent "
-                                      "from csms.csv: the records disagree (csms.csv cut short, or tx_key "
-                                      "computed differently on the two sides)", "suspect"))
-        if n(r.handled_unsent):
-            out.append(Problem(where, f"{n(r.handled_unsent)} transaction message(s) handled by the CSMS but not "
-                                      "recorded as sent by the fleet (a calls file cut short?)", "suspect"))
-        if n(r.never_sent):
-            out.append(Problem(where, f"{n(r.never_sent)} transaction message(s) never sent (every attempt "
-                                      "send_failed)", "suspect"))
-        if n(r.shared_keys):
-            out.append(Problem(where, f"{n(r.shared_keys)} tx_key(s) shared by more than one message (several "
-                                      "first attempts): their second delivery counts as a duplicate", "suspect"))
-        if n(r.untagged):
-            out.append(Problem(where, f"{n(r.untagged)} row(s) of transaction actions without a tx_key: not in "
-                                      "the transaction accounting", "suspect"))
+        for count, text in _FINDINGS:
+            if n(getattr(r, count)):
+                out.append(Problem(where, text.format(n=n(getattr(r, count))), "suspect"))
     return out

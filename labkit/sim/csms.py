@@ -197,6 +197,11 @@ class CsmsMixin:
                 handlers["_skip_schema_validation"] = True
 
     # the receive loop -----------------------------------------------------------------------------
+    def _closed_row(self, code: str, req_bytes: int) -> None:
+        """The row of a connection closed at the transport level (no action, no answer)."""
+        self.server.row(self.id, self._ocpp_version, "", None, "closed", code, req_bytes, None,
+                        connection=self._conn_no)
+
     async def start(self) -> None:
         cfg = self.server.cfg
         rate, burst = cfg.max_rate_per_s, float(cfg.burst)
@@ -205,17 +210,7 @@ class CsmsMixin:
                 raw = await self._connection.recv()
             except ConnectionClosed as exc:
                 if exc.sent is not None and exc.sent.code == 1009:
-                    self.server.row(
-                        self.id,
-                        self._ocpp_version,
-                        "",
-                        None,
-                        "closed",
-                        "MessageTooBig",
-                        cfg.ws.max_message_bytes,
-                        None,
-                        connection=self._conn_no,
-                    )
+                    self._closed_row("MessageTooBig", cfg.ws.max_message_bytes)
                 raise
             now = time.monotonic()
             self._tokens = min(burst, self._tokens + (now - self._last_refill) * rate)
@@ -225,17 +220,7 @@ class CsmsMixin:
                 return
             self._tokens -= 1.0
             if isinstance(raw, bytes):
-                self.server.row(
-                    self.id,
-                    self._ocpp_version,
-                    "",
-                    None,
-                    "closed",
-                    "BinaryFrame",
-                    len(raw),
-                    None,
-                    connection=self._conn_no,
-                )
+                self._closed_row("BinaryFrame", len(raw))
                 await self._connection.close(1003, "OCPP-J frames are text")
                 return
             await self.route_message(raw)
