@@ -59,4 +59,5 @@ mkdir -p /run/sshd
 if [ "$dev" = 1 ] && [ -x .ci/vagrant.sh ]; then
   bash .ci/vagrant.sh
 fi
+if [ "$dev" = 1 ] && [ -x .ci/docker.sh ]; then bash .ci/docker.sh; fi
 echo "install.sh: done: $(labkit --version)"

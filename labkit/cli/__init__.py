@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "box": "vagrant:box",
     "monitor": "bench:monitor",
     "echo": "echo:echo",
+    "image": "image:image",
 }
 
 
