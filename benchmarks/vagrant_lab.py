@@ -42,8 +42,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="leave the lab up")
     ap.add_argument("--out", default="benchmarks/out/vagrant_lab.json")
     a = ap.parse_args()
-    from labkit.backends.vagrant import build_test_box
     from labkit.labdir import LabDir
+    from labkit.testbox import build_test_box
 
     res: dict = {"evse": a.evse, "profile": a.profile, "cpus": os.cpu_count()}
     t0 = time.monotonic()

@@ -9,22 +9,22 @@ and installs labkit from a wheelhouse pushed from this machine (``labkit.wheelho
 
 Every VM, volume and network is written to the lab's journal before it is created, and vagrant runs with
 ``LABKIT_VAGRANT_LAB`` in its environment, so ``down`` can destroy all of it even after ``up`` was killed.
-``build_test_box`` makes the small Debian box the end-to-end test uses (``labkit box build``).
+
+This module holds the backend itself; the commands it runs are in ``vagrant_cmd``, the libvirt networks,
+pool and volumes in ``libvirt_net``, the ``vagrant ssh-config`` parsing in ``vagrant_ssh``. The test box
+(``labkit box build``) is ``labkit.testbox``.
 """
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import ipaddress
 import json
-import os
 import re
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,293 +33,45 @@ from typing import Any
 
 from labkit import vagrantfile
 from labkit.backends.base import HostState, Progress, no_progress
-from labkit.errors import BackendError, ConfigError, LabkitError
+from labkit.backends.libvirt_net import (
+    POOL,
+    choose_mgmt_network,
+    host_lock,
+    libvirt_networks,
+    network_xml,
+    preload_box_volume,
+)
+from labkit.backends.vagrant_cmd import (
+    LAB_MARK,
+    LIBVIRT_URI,
+    box_list,
+    kvm_usable,
+    libvirt_reachable,
+    run,
+    vagrant_bin,
+    vagrant_env,
+    vagrant_plugins,
+    virsh,
+)
+from labkit.backends.vagrant_ssh import fetch_host_key, parse_ssh_config
+from labkit.errors import BackendError, ConfigError
 from labkit.inventory import HostConn, Inventory
 from labkit.labdir import LabDir
 from labkit.model import Lab
 from labkit.resources import resource
 
-LIBVIRT_URI = vagrantfile.LIBVIRT_URI
-POOL = "default"
-POOL_DIR = "/var/lib/libvirt/images"
-#: environment variable that marks every vagrant process labkit starts for a lab (its lab directory)
-LAB_MARK = "LABKIT_VAGRANT_LAB"
-#: where the management networks of libvirt labs are taken from (one free /24 each)
-MGMT_POOL = ipaddress.IPv4Network("10.251.0.0/16")
 #: the venv labkit installs on every VM, and the directory it may write to
 VENV = "/opt/labkit/venv"
 WORKDIR = "/var/lib/labkit"
 #: commands every host needs, and the Debian/Ubuntu package that brings each
 REQUIRED_COMMANDS = {"python3": "python3", "ip": "iproute2", "tc": "iproute2", "ping": "iputils-ping",
                      "iperf3": "iperf3"}
-BOX_CACHE = Path(os.environ.get("LABKIT_BOX_CACHE", "/var/cache/labkit"))
-
-
-# --------------------------------------------------------------------------------------------------
-# small process helpers
-
-
-def _run(cmd: list[str], *, timeout: float = 120, check: bool = True, env: dict | None = None,
-         cwd: str | Path | None = None) -> subprocess.CompletedProcess:
-    try:
-        cp = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
-    except FileNotFoundError:
-        raise BackendError(f"{cmd[0]} is not installed") from None
-    except subprocess.TimeoutExpired:
-        raise BackendError(f"`{' '.join(cmd)}` did not finish within {timeout:.0f} s") from None
-    if check and cp.returncode != 0:
-        msg = (cp.stderr.strip() or cp.stdout.strip()).splitlines()
-        raise BackendError(f"`{' '.join(cmd)}` failed: {msg[-1] if msg else f'exit status {cp.returncode}'}")
-    return cp
-
-
-def virsh(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-    return _run(["virsh", "-q", "-c", LIBVIRT_URI, *args], check=check, timeout=timeout)
-
-
-def kvm_usable() -> tuple[bool, str]:
-    """Whether hardware virtualisation works here (``/dev/kvm`` and the CPU's vmx/svm flag)."""
-    if not os.path.exists("/dev/kvm"):
-        return False, "/dev/kvm does not exist"
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return False, "/dev/kvm is not accessible to this user"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False, "cannot read /proc/cpuinfo"
-    if not re.search(r"^flags\s*:.*\b(vmx|svm)\b", flags, re.M):
-        return False, "the CPU shows no vmx/svm flag (no hardware virtualisation; /dev/kvm cannot run guests)"
-    return True, "KVM"
-
-
-def vagrant_bin() -> str | None:
-    return shutil.which("vagrant")
-
-
-def _vagrant_env(labdir: LabDir | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env["VAGRANT_NO_COLOR"] = "1"
-    env.setdefault("VAGRANT_CHECKPOINT_DISABLE", "1")  # no phoning home
-    if labdir is not None:
-        env[LAB_MARK] = str(labdir.path)
-    return env
-
-
-def vagrant_plugins() -> list[str]:
-    cp = _run([vagrant_bin() or "vagrant", "plugin", "list", "--machine-readable"], timeout=60, check=False,
-              env=_vagrant_env())
-    return [line.split(",", 3)[3] for line in cp.stdout.splitlines() if ",plugin-name," in line]
-
-
-def libvirt_reachable() -> tuple[bool, str]:
-    if not shutil.which("virsh"):
-        return False, "virsh is not installed (Debian: apt install libvirt-clients)"
-    cp = virsh("uri", check=False, timeout=15)
-    if cp.returncode != 0:
-        return False, (f"cannot connect to libvirt at {LIBVIRT_URI} (is libvirtd running? start it with "
-                       "`libvirtd -d` or `systemctl start libvirtd`)")
-    return True, LIBVIRT_URI
-
-
-def _box_list() -> list[tuple[str, str, str]]:
-    """(name, provider, version) of every installed box."""
-    cp = _run([vagrant_bin() or "vagrant", "box", "list", "--machine-readable"], timeout=60, env=_vagrant_env())
-    boxes, cur = [], {}
-    for line in cp.stdout.splitlines():
-        parts = line.split(",", 3)
-        if len(parts) < 4:
-            continue
-        kind, data = parts[2], parts[3]
-        if kind == "box-name":
-            cur = {"name": data}
-        elif kind == "box-provider":
-            cur["provider"] = data
-        elif kind == "box-version":
-            cur["version"] = data
-            boxes.append((cur.get("name", ""), cur.get("provider", ""), data))
-    return boxes
-
-
-def vagrant_home() -> Path:
-    return Path(os.environ.get("VAGRANT_HOME") or Path.home() / ".vagrant.d")
-
-
-# --------------------------------------------------------------------------------------------------
-# libvirt resources
-
-
-def _network_xml(name: str, bridge: str, net: ipaddress.IPv4Network | None) -> str:
-    """An isolated network: no <forward> (nothing leaves this machine), no DNS (dnsmasq forwards no queries).
-
-    With ``net`` (the management network) the host takes its first address and DHCP hands out the rest;
-    without (the data networks) the host has no address on it at all and there is no DHCP.
-    """
-    lines = ["<network>", f"  <name>{name}</name>", f"  <bridge name='{bridge}' stp='off' delay='0'/>"]
-    if net is not None:
-        hosts = list(net.hosts())
-        lines += ["  <dns enable='no'/>",
-                  f"  <ip address='{hosts[0]}' netmask='{net.netmask}'>",
-                  f"    <dhcp><range start='{hosts[min(9, len(hosts) - 1)]}' end='{hosts[-1]}'/></dhcp>",
-                  "  </ip>"]
-    lines.append("</network>")
-    return "\n".join(lines) + "\n"
-
-
-def libvirt_networks() -> dict[str, str]:
-    """Every libvirt network (name -> its XML)."""
-    cp = virsh("net-list", "--all", "--name", check=False)
-    out = {}
-    for name in cp.stdout.split():
-        x = virsh("net-dumpxml", name, check=False)
-        if x.returncode == 0:
-            out[name] = x.stdout
-    return out
-
-
-def _used_networks() -> list[ipaddress.IPv4Network]:
-    used = []
-    for xml in libvirt_networks().values():
-        for addr, mask in re.findall(r"<ip[^>]*address='([\d.]+)'[^>]*(?:netmask|prefix)='([\d.]+)'", xml):
-            try:
-                used.append(ipaddress.IPv4Network(f"{addr}/{mask}", strict=False))
-            except ValueError:
-                pass
-    try:
-        routes = json.loads(_run(["ip", "-j", "-4", "route", "show", "table", "all"], check=False).stdout or "[]")
-    except json.JSONDecodeError:
-        routes = []
-    for r in routes:
-        dst = r.get("dst", "")
-        if dst and dst != "default":
-            try:
-                used.append(ipaddress.IPv4Network(dst, strict=False))
-            except ValueError:
-                pass
-    try:
-        addrs = json.loads(_run(["ip", "-j", "-4", "addr"], check=False).stdout or "[]")
-    except json.JSONDecodeError:
-        addrs = []
-    for link in addrs:
-        for a in link.get("addr_info", []):
-            used.append(ipaddress.IPv4Network(f"{a['local']}/{a.get('prefixlen', 32)}", strict=False))
-    return used
-
-
-def choose_mgmt_network(lab: Lab) -> ipaddress.IPv4Network:
-    """The lab file's ``networks.mgmt``, else the first /24 of 10.251.0.0/16 nothing here uses."""
-    if lab.spec.networks.mgmt is not None:
-        return lab.spec.networks.mgmt
-    used = _used_networks() + [lab.spec.networks.cpo, lab.spec.networks.evse]
-    for cand in MGMT_POOL.subnets(new_prefix=24):
-        if not any(cand.overlaps(u) for u in used):
-            return cand
-    raise BackendError(f"no free /24 left in {MGMT_POOL} for the management network: set networks.mgmt")
-
-
-@contextmanager
-def _host_lock(name: str) -> Iterator[None]:
-    """A machine-wide lock across labs (in every LABKIT_HOME): ``libvirt-networks`` is labkit.machine's main
-    lock (management subnets are chosen against every backend's), ``libvirt-pool`` one of its own."""
-    from labkit import machine
-
-    with machine.machine_lock(wait=3600, what=name, name="machine" if name == "libvirt-networks" else name):
-        yield
-
-
-def ensure_pool() -> None:
-    """libvirt's ``default`` storage pool (vagrant-libvirt would create the same)."""
-    if virsh("pool-info", POOL, check=False).returncode == 0:
-        if "running" not in virsh("pool-info", POOL).stdout:
-            virsh("pool-start", POOL)
-        return
-    virsh("pool-define-as", POOL, "dir", "--target", POOL_DIR)
-    virsh("pool-build", POOL, check=False)
-    virsh("pool-start", POOL)
-    virsh("pool-autostart", POOL, check=False)
-
-
-def box_volume_name(box: str, version: str, image: Path) -> str:
-    """The volume name vagrant-libvirt (0.11) gives a box image in the storage pool."""
-    if not version or version == "0":
-        version = f"0_{int(image.stat().st_mtime)}"
-    return box.replace("/", "-VAGRANTSLASH-") + f"_vagrant_box_image_{version}_box.img"
-
-
-def preload_box_volume(box: str, version: str | None, progress: Progress = no_progress) -> str | None:
-    """Put a libvirt box's image into the storage pool with virsh (seconds) so vagrant-libvirt does not
-    upload it through its own slow stream (minutes). Returns the volume name, or None when not applicable."""
-    base = vagrant_home() / "boxes" / box.replace("/", "-VAGRANTSLASH-")
-    if not base.is_dir():
-        return None
-    versions = sorted((p.name for p in base.iterdir() if (p / "libvirt" / "box.img").exists()),
-                      key=_version_key)
-    if version:
-        versions = [v for v in versions if v == version]
-    if not versions:
-        return None
-    v = versions[-1]
-    image = base / v / "libvirt" / "box.img"
-    meta = json.loads((base / v / "libvirt" / "metadata.json").read_text())
-    if meta.get("disks"):
-        return None  # box format v2: leave it to vagrant-libvirt
-    name = box_volume_name(box, v, image)
-    with _host_lock("libvirt-pool"):
-        ensure_pool()
-        if virsh("vol-info", "--pool", POOL, name, check=False).returncode == 0:
-            return name
-        progress(f"loading box {box} {v} into libvirt pool {POOL}", 0, None)
-        size_gb = int(meta.get("virtual_size", 0)) or 2
-        virsh("vol-create-as", POOL, name, f"{size_gb}G", "--format", "qcow2")
-        try:
-            virsh("vol-upload", "--pool", POOL, name, str(image), timeout=1800)
-        except LabkitError:
-            virsh("vol-delete", "--pool", POOL, name, check=False)
-            raise
-    return name
-
-
-def _version_key(v: str) -> tuple:
-    return tuple(int(x) if x.isdigit() else 0 for x in re.split(r"[.\-_]", v))
-
-
-# --------------------------------------------------------------------------------------------------
-# ssh-config and the inventory
-
-
-def parse_ssh_config(text: str) -> dict[str, dict[str, str]]:
-    """``vagrant ssh-config`` output -> host -> {hostname, port, user, identityfile}."""
-    import paramiko
-
-    cfg = paramiko.SSHConfig.from_text(text)
-    out = {}
-    for name in cfg.get_hostnames():
-        if name == "*":
-            continue
-        d = cfg.lookup(name)
-        ident = d.get("identityfile") or [""]
-        out[name] = {"hostname": d.get("hostname", ""), "port": str(d.get("port", "22")),
-                     "user": d.get("user", "vagrant"), "identityfile": ident[0]}
-    return out
-
-
-def _fetch_host_key(host: str, port: int, timeout: float = 30):
-    import paramiko
-
-    sock = __import__("socket").create_connection((host, port), timeout=timeout)
-    t = paramiko.Transport(sock)
-    try:
-        t.start_client(timeout=timeout)
-        return t.get_remote_server_key()
-    finally:
-        t.close()
-
-
-# --------------------------------------------------------------------------------------------------
-# the backend
 
 
 @dataclass
 class _Timer:
+    """Records how long each ``with timer(name):`` block took, in seconds, into ``timings``."""
+
     timings: dict[str, float]
 
     @contextmanager
@@ -408,7 +160,7 @@ class VagrantBackend:
         provider = self.resolve_provider(lab)
         spec = lab.spec.vagrant
         box = spec.box_for(provider)
-        boxes = [b for b in _box_list() if b[0] == box and b[1] == provider]
+        boxes = [b for b in box_list() if b[0] == box and b[1] == provider]
         if spec.box_version:
             boxes = [b for b in boxes if b[2] == spec.box_version]
         if not boxes:
@@ -434,7 +186,7 @@ class VagrantBackend:
 
         with tempfile.TemporaryDirectory(prefix="labkit-validate-") as tmp:
             Path(tmp, "Vagrantfile").write_text(self.render(lab, provider))
-            cp = _run([vagrant_bin(), "validate"], cwd=tmp, check=False, timeout=120, env=_vagrant_env())
+            cp = run([vagrant_bin(), "validate"], cwd=tmp, check=False, timeout=120, env=vagrant_env())
             if cp.returncode != 0:
                 lines = [ln.strip() for ln in (cp.stderr + cp.stdout).splitlines()
                          if ln.strip() and not ln.startswith("==>")]
@@ -464,14 +216,14 @@ class VagrantBackend:
         vdir.mkdir(parents=True, exist_ok=True)
         mgmt = None
         if provider == "libvirt":
-            with timer("networks"), _host_lock("libvirt-networks"):
+            with timer("networks"), host_lock("libvirt-networks"):
                 mgmt = choose_mgmt_network(lab)
                 details["mgmt_network"] = str(mgmt)
                 details["domain_type"] = self.libvirt_options(lab).get("driver", "kvm")
                 for net in ("mgmt", "cpo", "evse"):
                     name = vagrantfile.network_name(lab.name, net)
                     labdir.record("libvirt_network", name=name)
-                    xml = _network_xml(name, vagrantfile.bridge_name(lab.name, net), mgmt if net == "mgmt" else None)
+                    xml = network_xml(name, vagrantfile.bridge_name(lab.name, net), mgmt if net == "mgmt" else None)
                     path = vdir / f"network-{net}.xml"
                     path.write_text(xml)
                     if virsh("net-info", name, check=False).returncode != 0:
@@ -504,7 +256,7 @@ class VagrantBackend:
 
         log = labdir.logs / log_name
         labdir.logs.mkdir(parents=True, exist_ok=True)
-        return vagrant.Vagrant(str(vdir), env=_vagrant_env(labdir),
+        return vagrant.Vagrant(str(vdir), env=vagrant_env(labdir),
                                out_cm=vagrant.make_file_cm(str(log)), err_cm=vagrant.make_file_cm(str(log)))
 
     def _vagrant_up(self, lab: Lab, labdir: LabDir, provider: str, vdir: Path, progress: Progress) -> None:
@@ -638,7 +390,7 @@ class VagrantBackend:
                                    f"(see {labdir.logs / 'vagrant.log'})")
             port = int(c["port"])
             try:
-                key = _fetch_host_key(c["hostname"], port)
+                key = fetch_host_key(c["hostname"], port)
             except Exception as exc:
                 raise BackendError(f"{h.name}: SSH at {c['hostname']}:{port} does not answer ({exc})") from None
             hk.add(c["hostname"] if port == 22 else f"[{c['hostname']}]:{port}", key.get_name(), key)
@@ -770,11 +522,11 @@ class VagrantBackend:
                         errors.append(f"network {name} is still there")
         vbox = [e for e in journal if e.get("kind") == "virtualbox_vm"]
         if vbox and shutil.which("VBoxManage"):
-            listed = _run(["VBoxManage", "list", "vms"], check=False).stdout
+            listed = run(["VBoxManage", "list", "vms"], check=False).stdout
             for e in reversed(vbox):
                 if f'"{e["name"]}"' in listed:
-                    _run(["VBoxManage", "controlvm", e["name"], "poweroff"], check=False)
-                    cp = _run(["VBoxManage", "unregistervm", e["name"], "--delete"], check=False)
+                    run(["VBoxManage", "controlvm", e["name"], "poweroff"], check=False)
+                    cp = run(["VBoxManage", "unregistervm", e["name"], "--delete"], check=False)
                     if cp.returncode != 0:
                         errors.append(f"VirtualBox VM {e['name']}: {cp.stderr.strip()}")
         if errors:
@@ -813,116 +565,3 @@ class VagrantBackend:
         return len(procs)
 
 
-# --------------------------------------------------------------------------------------------------
-# the locally built test box
-
-
-TEST_BOX_PREFIX = "labkit/test-"
-
-
-def insecure_public_key() -> Path:
-    """Vagrant's well-known insecure public key, as shipped with the installed Vagrant."""
-    for pattern in ("/usr/share/rubygems-integration/all/gems/vagrant-*/keys/vagrant.pub",
-                    "/usr/lib/ruby/vendor_ruby/vagrant*/keys/vagrant.pub",
-                    "/opt/vagrant/embedded/gems/gems/vagrant-*/keys/vagrant.pub",
-                    "/opt/vagrant/embedded/gems/*/gems/vagrant-*/keys/vagrant.pub"):
-        found = sorted(glob.glob(pattern))
-        if found:
-            return Path(found[-1])
-    raise BackendError("cannot find Vagrant's insecure public key (keys/vagrant.pub in the Vagrant installation)")
-
-
-def _default_mirror() -> str:
-    """The Debian mirror apt already uses here, else deb.debian.org."""
-    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")) + ["/etc/apt/sources.list"]:
-        try:
-            text = Path(path).read_text()
-        except OSError:
-            continue
-        m = re.search(r"^URIs:\s*(\S+/debian)/?\s*$", text, re.M) or \
-            re.search(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+/debian)/?\s", text, re.M)
-        if m:
-            return m.group(1)
-    return "http://deb.debian.org/debian"
-
-
-@dataclass
-class TestBox:
-    name: str
-    version: str
-    dir: Path
-    built: bool  # False: taken from the cache
-    seconds: dict[str, float]
-
-    def lab_yaml(self, driver: str = "qemu") -> str:
-        return (f"# the local test box (labkit box build): direct kernel boot, domain type {driver}\n"
-                f"backend: vagrant\nvagrant:\n  provider: libvirt\n  box: {self.name}\n"
-                f"  box_version: '{self.version}'\n  libvirt:\n    driver: {driver}\n"
-                f"  memory: {{cpo: 512, gateway: 384, evse: 384}}\n")
-
-
-def test_box_recipe(suite: str) -> tuple[str, str]:
-    """(recipe key, box version) of the test box: a hash of the build script, the suite and the key."""
-    h = hashlib.sha256()
-    h.update(resource("provisioning/testbox/build.sh").read_bytes())
-    h.update(suite.encode())
-    h.update(insecure_public_key().read_bytes())
-    key = h.hexdigest()
-    return key, f"1.0.{int(key[:8], 16)}"
-
-
-def build_test_box(suite: str = "bookworm", mirror: str | None = None, *, force: bool = False,
-                   progress: Progress = no_progress, log: Callable[[str], None] | None = None) -> TestBox:
-    """Build (or take from the cache) the Debian test box, add it to Vagrant and load it into libvirt's pool."""
-    if os.geteuid() != 0:
-        raise BackendError("labkit box build needs root (debootstrap, chroot)")
-    for tool in ("debootstrap", "mkfs.ext4", "qemu-img", "vagrant"):
-        if not shutil.which(tool):
-            raise BackendError(f"labkit box build needs {tool} (Debian: apt install debootstrap e2fsprogs "
-                               "qemu-utils vagrant vagrant-libvirt)")
-    key, version = test_box_recipe(suite)
-    name = TEST_BOX_PREFIX + suite
-    out = BOX_CACHE / "boxes" / f"{suite}-{key[:12]}"
-    box_file = out / "labkit-test.box"
-    seconds: dict[str, float] = {}
-    built = False
-    if force or not (out / "catalog.json").exists():
-        t0 = time.monotonic()
-        progress(f"building {name} {version} in {out} (debootstrap {suite}, a few minutes)", 0, None)
-        tmp = out.with_name(out.name + ".tmp")
-        cmd = ["bash", str(resource("provisioning/testbox/build.sh")), str(tmp), suite, mirror or _default_mirror(),
-               str(insecure_public_key()), str(BOX_CACHE / "debs"), str(out)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        lines = []
-        for line in proc.stdout:  # type: ignore[union-attr]
-            lines.append(line.rstrip())
-            if log:
-                log(line.rstrip())
-            progress(line.rstrip(), 0, None)
-        if proc.wait() != 0:
-            raise BackendError(f"building the test box failed: {lines[-1] if lines else 'no output'}")
-        if out.exists():
-            shutil.rmtree(out)
-        os.rename(tmp, out)
-        digest = hashlib.sha256(box_file.read_bytes()).hexdigest()
-        catalog = {"name": name, "description": f"labkit test box: Debian {suite}, direct kernel boot",
-                   "versions": [{"version": version, "providers": [{
-                       "name": "libvirt", "url": box_file.as_uri(), "checksum_type": "sha256",
-                       "checksum": digest}]}]}
-        (out / "catalog.json").write_text(json.dumps(catalog, indent=2))
-        (out / "recipe.json").write_text(json.dumps({"key": key, "suite": suite, "version": version}, indent=2))
-        seconds["build"] = round(time.monotonic() - t0, 1)
-        built = True
-    have = [b for b in _box_list() if b[0] == name and b[1] == "libvirt" and b[2] == version]
-    if not have:
-        t0 = time.monotonic()
-        progress(f"vagrant box add {name} {version}", 0, None)
-        _run([vagrant_bin() or "vagrant", "box", "add", "--force", (out / "catalog.json").as_uri()],
-             timeout=600, env=_vagrant_env())
-        seconds["box_add"] = round(time.monotonic() - t0, 1)
-    ok, why = libvirt_reachable()
-    if ok:
-        t0 = time.monotonic()
-        preload_box_volume(name, version, progress)
-        seconds["pool_load"] = round(time.monotonic() - t0, 1)
-    return TestBox(name=name, version=version, dir=out, built=built, seconds=seconds)

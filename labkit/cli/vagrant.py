@@ -51,7 +51,8 @@ def box() -> None:
 def box_build(ctx: click.Context, suite: str, mirror: str | None, force: bool, driver: str | None,
               lab_file: str | None) -> None:
     """Build (or reuse from /var/cache/labkit) the test box, add it to Vagrant and libvirt's pool."""
-    from labkit.backends.vagrant import build_test_box, kvm_usable
+    from labkit.backends.vagrant_cmd import kvm_usable
+    from labkit.testbox import build_test_box
 
     quiet = (ctx.obj or {}).get("quiet", True)
 

@@ -35,7 +35,7 @@ def test_box(vm_ready, tmp_path_factory):
     """The test box (built once per recipe, cached in /var/cache/labkit) and a lab file that uses it."""
     import time
 
-    from labkit.backends.vagrant import build_test_box
+    from labkit.testbox import build_test_box
 
     t0 = time.monotonic()
     tb = build_test_box()

@@ -93,7 +93,7 @@ def test_vagrant_rejects_the_lab_file(home, vm_ready, test_box, tmp_path, capsys
 
 
 def test_kvm_check_reads_the_cpu_flags():
-    from labkit.backends.vagrant import kvm_usable
+    from labkit.backends.vagrant_cmd import kvm_usable
 
     ok, why = kvm_usable()
     flags = Path("/proc/cpuinfo").read_text()
