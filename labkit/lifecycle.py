@@ -106,7 +106,7 @@ def _refuse_existing(labdir: LabDir) -> None:
 
 
 def _ssh_timeout(backend: str, hosts: int) -> float:
-    return 60.0 + 0.5 * hosts if backend == "netns" else 600.0
+    return 60.0 + 0.5 * hosts if backend in ("netns", "docker") else 600.0
 
 
 def open_lab(name: str) -> LabHandle:

@@ -19,7 +19,7 @@ from labkit.errors import ConfigError
 from labkit.names import NAME_RE, NAME_RULE
 from labkit.yamlfile import FieldError, load_yaml, validate
 
-BACKENDS = ("auto", "netns", "vagrant")
+BACKENDS = ("auto", "netns", "vagrant", "docker")
 ROLES = ("cpo", "gateway", "evse")
 MAX_EVSE = 1000
 
@@ -39,7 +39,7 @@ class Networks(BaseModel):
     evse: ipaddress.IPv4Network = Field(default=ipaddress.IPv4Network("192.168.20.0/24"),
                                         description="EVSE-side data network (EVSE hosts and gateway)")
     mgmt: ipaddress.IPv4Network | None = Field(
-        default=None, description="management network for SSH only (netns); chosen automatically when unset")
+        default=None, description="management network for SSH only (netns, docker); chosen automatically when unset")
 
     @field_validator("cpo", "evse", "mgmt", mode="before")
     @classmethod
@@ -110,16 +110,28 @@ class VagrantOptions(BaseModel):
         return value
 
 
+class DockerOptions(BaseModel):
+    """Settings only the docker backend reads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str | None = Field(default=None, description="an image to run instead of the one labkit builds "
+                              "(it needs sshd, python3, iproute2, iperf3, ping and iptables)")
+    suite: Literal["bookworm"] = Field(default="bookworm", description="the Debian release labkit builds the "
+                                       "image from (labkit image build)")
+
+
 class LabSpec(BaseModel):
     """What the user asks for: a lab file (YAML) and flags, validated before anything is touched."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(default="lab", description=NAME_RULE)
-    backend: Literal["auto", "netns", "vagrant"] = "auto"
+    backend: Literal["auto", "netns", "vagrant", "docker"] = "auto"
     evse: int = Field(default=1, description=f"number of EVSE hosts, 1-{MAX_EVSE}")
     networks: Networks = Field(default_factory=Networks)
     vagrant: VagrantOptions = Field(default_factory=VagrantOptions)
+    docker: DockerOptions = Field(default_factory=DockerOptions)
 
     @field_validator("name")
     @classmethod

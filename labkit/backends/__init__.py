@@ -14,6 +14,7 @@ from labkit.errors import ConfigError
 _BACKENDS = {
     "netns": "labkit.backends.netns:NetnsBackend",
     "vagrant": "labkit.backends.vagrant:VagrantBackend",
+    "docker": "labkit.backends.docker:DockerBackend",
 }
 
 

@@ -21,7 +21,7 @@ lab_option = click.option("--lab", "lab_name", default="lab", show_default=True,
 @click.command()
 @click.option("-f", "--file", "lab_file", type=click.Path(dir_okay=False), help="Lab file (YAML).")
 @click.option("--name", help="Lab name [default: lab].")
-@click.option("--backend", help="auto, netns or vagrant [default: auto].")
+@click.option("--backend", help="auto, netns, docker or vagrant [default: auto].")
 @click.option("--evse", help="Number of EVSE hosts [default: 1].")
 @click.option("--cpo-net", help="CPO-side network [default: 192.168.10.0/24].")
 @click.option("--evse-net", help="EVSE-side network [default: 192.168.20.0/24].")
