@@ -96,9 +96,11 @@ def share_setting(labdir: LabDir, path: str, wanted: str, change: callable) -> b
     d = _setting_dir(path)
     p = Path(path)
     before = p.read_text().strip()
-    if not (d / "original.json").exists() and wanted not in before.split():
+    if wanted not in before.split():
+        # also when another lab registered first: the value is what counts (someone may have put it back since)
         after = change(before)
-        (d / "original.json").write_text(json.dumps({"path": path, "before": before, "after": after}))
+        if not (d / "original.json").exists():
+            (d / "original.json").write_text(json.dumps({"path": path, "before": before, "after": after}))
         p.write_text(after + "\n")
     if (d / "original.json").exists():
         (d / f"user-{lab_key(labdir)}.json").write_text(json.dumps({"labdir": str(labdir.path)}))
