@@ -42,6 +42,7 @@ from typing import Any
 from labkit.backends.base import Progress, no_progress
 from labkit.errors import BackendError, ConfigError
 from labkit.resources import resource
+from labkit.testbox import default_mirror
 
 #: bump when the way an image is made changes outside build.sh (the import, the cache layout)
 FORMAT = 1
@@ -163,15 +164,6 @@ def _sdk_version() -> str:
 # the image
 
 
-def _default_mirror() -> str:
-    # the helper moves from labkit.backends.vagrant to labkit.testbox; take it from wherever it is
-    try:
-        from labkit.testbox import default_mirror
-    except ImportError:
-        from labkit.backends.vagrant import _default_mirror as default_mirror
-    return default_mirror()
-
-
 def _private_dir(path: Path) -> Path:
     """``path`` as a root-owned 0700 directory (made if missing); refuse one another user owns."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -245,7 +237,7 @@ def ensure_image(suite: str = "bookworm", mirror: str | None = None, *, force: b
         raise BackendError("labkit image build needs root (debootstrap, chroot)")
     if not shutil.which("debootstrap"):
         raise BackendError("labkit image build needs debootstrap (Debian: apt install debootstrap)")
-    mirror = mirror or _default_mirror()
+    mirror = mirror or default_mirror()
     with _build_lock(name):
         if not force:  # built by someone else while this waited for the lock
             have = _cached(client, suite)
