@@ -1,22 +1,40 @@
-"""A three-namespace path for the simulator benchmarks: CSMS host <-> gateway <-> EVSE host (prefix ``sm``).
+"""The data path of a 1-EVSE lab for the simulator benchmarks: CSMS host <-> gateway <-> EVSE host (prefix ``sm``).
 
-    sm<tag>-cpo  smc<tag>0 10.199.1.2/24 --veth-- smc<tag>1 10.199.1.1/24  sm<tag>-gw (ip_forward=1)
-    sm<tag>-evse sme<tag>0 10.199.2.2/24 --veth-- sme<tag>1 10.199.2.1/24  sm<tag>-gw
+Built by the netns backend's own builder (``labkit.backends.nstopo``), without the management network and
+sshd: the hosts' namespaces on the bridges of a switch namespace, the lab's addresses and routes::
 
-Each end host routes the other's network via the gateway, so OCPP and ping cross two veths and the
-gateway's forwarding, like a lab's data path (unshaped). Loopback is up everywhere. Used as a context
-manager: everything is removed on exit, also after an error. Needs root.
+    sm<tag>-cpo  smc<tag>0 10.199.1.10/24 --[sm<tag>-sw: bridge cpo]--  smc<tag>1 10.199.1.1/24  sm<tag>-gw
+    sm<tag>-evse sme<tag>0 10.199.2.11/24 --[sm<tag>-sw: bridge evse]-- sme<tag>1 10.199.2.1/24  sm<tag>-gw
+
+The gateway forwards (ip_forward=1) and each end host routes the other's network via the gateway, so OCPP and
+ping cross two bridges and the gateway's forwarding, like a lab's data path (unshaped). Loopback is up
+everywhere, IPv6 off. The host interfaces keep this module's own names (``smc<tag>1`` and ``sme<tag>1`` are the
+gateway's, which engine_pickup.py and probe_resolution.py name). Used as a context manager: everything is
+removed on exit, also after an error. Needs root.
+
+    sudo .venv/bin/python benchmarks/sim_netns.py   # build it, ping across it, remove it
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
-CPO_ADDR = "10.199.1.2"
-EVSE_ADDR = "10.199.2.2"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from labkit.backends import nstopo  # noqa: E402
+from labkit.model import LabSpec, Networks, build_lab  # noqa: E402
+
+#: the lab these namespaces place: CPO (the CSMS host), gateway and one EVSE, on networks of their own
+LAB = build_lab(LabSpec(evse=1, networks=Networks(cpo=ipaddress.IPv4Network("10.199.1.0/24"),
+                                                  evse=ipaddress.IPv4Network("10.199.2.0/24"))))
+CPO_ADDR = str(LAB.cpo.addresses["cpo"])  # 10.199.1.10
+EVSE_ADDR = str(LAB.evses[0].addresses["evse"])  # 10.199.2.11
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -31,43 +49,49 @@ class Path3:
     cpo_addr: str = CPO_ADDR
     evse_addr: str = EVSE_ADDR
     prefix: tuple[str, ...] = ()  # e.g. ("nice", "-n", "-10"): put before every command
+    switch: str = ""
+    gw_cpo_if: str = ""  # the gateway's interface towards the CPO (uplink egress)
+    gw_evse_if: str = ""  # the gateway's interface towards the EVSE (downlink egress)
 
     def cmd(self, ns: str, *argv: str) -> list[str]:
         return ["ip", "netns", "exec", ns, *self.prefix, *argv]
 
 
-def _cleanup(tag: str) -> None:
-    for ns in (f"sm{tag}-cpo", f"sm{tag}-gw", f"sm{tag}-evse"):
-        sh("ip", "netns", "del", ns, check=False)
+def topology(tag: str) -> nstopo.Topology:
+    """The namespaces of tag ``tag``: ``sm<tag>-{cpo,gw,evse,sw}``, interfaces ``smc<tag>0/1``, ``sme<tag>0/1``."""
+    c0, c1, e0, e1 = f"smc{tag}0", f"smc{tag}1", f"sme{tag}0", f"sme{tag}1"
+    return nstopo.Topology.prefixed(LAB, f"sm{tag}", hosts={"evse1": "evse"},
+                                    ifaces={"cpo": {"cpo": c0}, "gw": {"cpo": c1, "evse": e1}, "evse1": {"evse": e0}})
 
 
 @contextlib.contextmanager
 def path3(tag: str = "b") -> Iterator[Path3]:
     """Build the path (removing leftovers with the same tag first); remove it on exit."""
-    _cleanup(tag)
-    p = Path3(f"sm{tag}-cpo", f"sm{tag}-gw", f"sm{tag}-evse")
+    topo = topology(tag)
+    nstopo.destroy(topo)
+    ns = topo.namespaces
+    gw_ifaces = topo.host_ifaces(LAB.gateway)
+    p = Path3(ns["cpo"], ns["gw"], ns["evse1"], switch=topo.switch, gw_cpo_if=gw_ifaces["cpo"],
+              gw_evse_if=gw_ifaces["evse"])
     try:
-        for ns in (p.cpo, p.gw, p.evse):
-            sh("ip", "netns", "add", ns)
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        c0, c1, e0, e1 = f"smc{tag}0", f"smc{tag}1", f"sme{tag}0", f"sme{tag}1"
-        sh("ip", "link", "add", c0, "netns", p.cpo, "type", "veth", "peer", "name", c1, "netns", p.gw)
-        sh("ip", "link", "add", e0, "netns", p.evse, "type", "veth", "peer", "name", e1, "netns", p.gw)
-        for ns, dev, addr in (
-            (p.cpo, c0, f"{CPO_ADDR}/24"),
-            (p.gw, c1, "10.199.1.1/24"),
-            (p.evse, e0, f"{EVSE_ADDR}/24"),
-            (p.gw, e1, "10.199.2.1/24"),
-        ):
-            sh("ip", "-n", ns, "addr", "add", addr, "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up")
-        sh("ip", "netns", "exec", p.gw, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        sh("ip", "-n", p.cpo, "route", "add", "10.199.2.0/24", "via", "10.199.1.1")
-        sh("ip", "-n", p.evse, "route", "add", "10.199.1.0/24", "via", "10.199.2.1")
+        nstopo.build(topo)
         # many connections from one address: widen the ephemeral port range on the EVSE side
         sh("ip", "netns", "exec", p.evse, "sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 65000")
         sh("ip", "netns", "exec", p.cpo, "sysctl", "-qw", "net.core.somaxconn=8192")
         sh("ip", "netns", "exec", p.evse, "ping", "-c", "1", "-W", "2", CPO_ADDR)
         yield p
     finally:
-        _cleanup(tag)
+        nstopo.destroy(topo)
+
+
+def main() -> int:
+    """Build the path with tag ``q``, show one round trip across it, remove it."""
+    with path3("q") as p:
+        r = sh(*p.cmd(p.evse, "ping", "-n", "-c", "3", "-i", "0.2", p.cpo_addr))
+        print(f"{p.evse} -> {p.cpo} ({p.cpo_addr}) via {p.gw}, switch {p.switch}:")
+        print(r.stdout.strip().splitlines()[-1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

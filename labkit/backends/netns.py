@@ -27,28 +27,18 @@ import time
 from pathlib import Path
 
 from labkit import machine, sshkeys
+from labkit.backends import common, nstopo
 from labkit.backends.base import HostState, Progress, no_progress
+from labkit.backends.nstopo import ns_name, root_link, switch_ns
 from labkit.errors import BackendError, ConfigError
-from labkit.inventory import HostConn, Inventory
-from labkit.labdir import LabDir, list_labs
-from labkit.model import Host, Lab
+from labkit.inventory import Inventory
+from labkit.labdir import LabDir
+from labkit.model import Lab
 from labkit.provision import CONGESTION_CONTROL
 
 SSHD = "/usr/sbin/sshd"
 MGMT_POOL = ipaddress.IPv4Network("10.250.0.0/16")
 MGMT_PREFIX = 22
-
-
-def ns_name(lab: str, host: str) -> str:
-    return f"lk-{lab}-{host}"
-
-
-def switch_ns(lab: str) -> str:
-    return f"lk-{lab}-sw"
-
-
-def root_link(lab: str) -> str:
-    return f"lk{lab}"[:15]
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -62,11 +52,7 @@ def _die_with_parent(parent: int = os.getpid()) -> None:
 
 
 def _ip(args: list[str], *, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["ip", *args], input=input, capture_output=True, text=True, preexec_fn=_die_with_parent)
-    if check and proc.returncode != 0:
-        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"
-        raise BackendError(f"ip {' '.join(args[:6])}: {last}")
-    return proc
+    return nstopo.run_ip(args, input=input, check=check, preexec_fn=_die_with_parent)
 
 
 def existing_namespaces() -> set[str]:
@@ -107,7 +93,7 @@ class NetnsBackend:
                 raise ConfigError(f"backend: netns needs '{tool}' on this machine (see README: install.sh)")
         self._check_names_free(lab)
         if lab.spec.networks.mgmt is not None:
-            conflict = _route_conflict(lab.spec.networks.mgmt, exclude_lab=lab.name)
+            conflict = common.route_conflict(lab.spec.networks.mgmt, exclude_lab=lab.name)
             if conflict:
                 raise ConfigError(f"networks.mgmt: {lab.spec.networks.mgmt} overlaps {conflict} on this machine")
 
@@ -127,15 +113,14 @@ class NetnsBackend:
         """The lab's management subnet: the one asked for, or the first free one (call under the machine lock,
         and create its route before releasing it)."""
         if lab.spec.networks.mgmt is not None:
-            conflict = _route_conflict(lab.spec.networks.mgmt, exclude_lab=lab.name)
+            conflict = common.route_conflict(lab.spec.networks.mgmt, exclude_lab=lab.name)
             if conflict:
                 raise ConfigError(f"networks.mgmt: {lab.spec.networks.mgmt} overlaps {conflict} on this machine")
             return lab.spec.networks.mgmt
-        need = lab.spec.evse + 3
-        prefix = MGMT_PREFIX if need < 2 ** (32 - MGMT_PREFIX) - 2 else 20
-        for candidate in MGMT_POOL.subnets(new_prefix=prefix):
-            if not _route_conflict(candidate, exclude_lab=lab.name):
-                return candidate
+        found = common.free_subnet(MGMT_POOL, lab.spec.evse + 3, MGMT_PREFIX,
+                                   lambda net: common.route_conflict(net, exclude_lab=lab.name))
+        if found is not None:
+            return found
         raise BackendError(f"no free management network left in {MGMT_POOL}; set networks.mgmt in the lab file")
 
     # -- up -------------------------------------------------------------------------------------------
@@ -146,7 +131,7 @@ class NetnsBackend:
         keys = sshkeys.lab_keys(labdir, [h.name for h in lab.hosts])
         sw = switch_ns(lab.name)
         names = [sw] + [ns_name(lab.name, h.name) for h in lab.hosts]
-        _allow_congestion_control(labdir, CONGESTION_CONTROL)
+        common.allow_congestion_control(labdir, CONGESTION_CONTROL)
         progress("namespaces and links", 1, total_steps)
         # Namespace and interface names and the management subnet are machine-wide: they are checked, journalled
         # and created under the machine-wide lock, so two labs coming up at once (in any LABKIT_HOME) never both
@@ -154,53 +139,23 @@ class NetnsBackend:
         # anything it does not own (its rollback removes only what is journalled).
         with machine.machine_lock(what="placing namespaces and choosing a management subnet"):
             self._check_names_free(lab)
-            mgmt = self.mgmt_network(lab)
-            mgmt_addr = {h.name: mgmt[2 + i] for i, h in enumerate(lab.hosts)}
-            labdir.write_json("netns.json", {"mgmt": str(mgmt),
+            mgmt = nstopo.Mgmt.for_lab(lab, self.mgmt_network(lab), root_link(lab.name))
+            topo = nstopo.Topology.for_lab(lab, mgmt)
+            mgmt_addr = mgmt.addresses
+            labdir.write_json("netns.json", {"mgmt": str(mgmt.network),
                                              "mgmt_addresses": {k: str(v) for k, v in mgmt_addr.items()}})
             for n in names:
                 labdir.record("netns", name=n)
-            labdir.record("link", name=root_link(lab.name))
-            batch = [f"netns add {n}" for n in names]
-            batch.append(f"link add name {root_link(lab.name)} type veth peer name uplink netns {sw}")
-            _ip(["-batch", "-"], input="\n".join(batch) + "\n")
-            _ip(["addr", "add", f"{mgmt[1]}/{mgmt.prefixlen}", "dev", root_link(lab.name)])
+            labdir.record("link", name=mgmt.root_link)
+            create, veths, switch, *host_batches = nstopo.plan(topo)
+            nstopo.run_batches([create], ip=_ip)  # the namespaces, the root link and the management route
         sshkeys.write_known_hosts(labdir, {str(mgmt_addr[n]): keys.host_public[n] for n in mgmt_addr})
-        batch = []
-        for h in lab.hosts:
-            ns = ns_name(lab.name, h.name)
-            batch.append(f"link add name m-{h.name} netns {sw} type veth peer name mgmt0 netns {ns}")
-            for local, net in _data_links(h):
-                batch.append(f"link add name {net[0]}-{h.name} netns {sw} type veth peer name {local} netns {ns}")
-        _ip(["-batch", "-"], input="\n".join(batch) + "\n")
-        _ip(["link", "set", root_link(lab.name), "up"])
+        nstopo.run_batches([veths], ip=_ip)
 
         progress("addresses and routes", 2, total_steps)
-        sw_batch = []
-        for bridge in ("cpo", "evse", "mgmt"):
-            sw_batch += [f"link add {bridge} type bridge forward_delay 0", f"link set {bridge} up"]
-        sw_batch += ["link set dev uplink master mgmt", "link set dev uplink up", "link set lo up"]
-        for h in lab.hosts:
-            sw_batch += [f"link set m-{h.name} master mgmt", f"link set m-{h.name} up"]
-            for _, net in _data_links(h):
-                sw_batch += [f"link set {net[0]}-{h.name} master {net}", f"link set {net[0]}-{h.name} up"]
-        _ip(["-n", sw, "-batch", "-"], input="\n".join(sw_batch) + "\n")
-        _sysctls(sw, {"net/ipv6/conf/all/disable_ipv6": "1", "net/ipv6/conf/default/disable_ipv6": "1",
-                      "net/bridge/bridge-nf-call-iptables": "0", "net/bridge/bridge-nf-call-ip6tables": "0"},
-                 optional={"net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables"})
-        nets = lab.spec.networks
-        gw = lab.gateway
-        for h in lab.hosts:
-            ns = ns_name(lab.name, h.name)
-            cmds = ["link set lo up", f"addr add {mgmt_addr[h.name]}/{mgmt.prefixlen} dev mgmt0", "link set mgmt0 up"]
-            for local, net in _data_links(h):
-                prefix = getattr(nets, net).prefixlen
-                cmds += [f"addr add {h.addresses[net]}/{prefix} dev {local}", f"link set {local} up"]
-            if h.role == "cpo":
-                cmds.append(f"route add {nets.evse} via {gw.addresses['cpo']} dev eth1")
-            elif h.role == "evse":
-                cmds.append(f"route add {nets.cpo} via {gw.addresses['evse']} dev eth1")
-            _ip(["-n", ns, "-batch", "-"], input="\n".join(cmds) + "\n")
+        nstopo.run_batches([switch], ip=_ip)
+        nstopo.set_sysctls(sw, nstopo.SWITCH_SYSCTLS, nstopo.SWITCH_OPTIONAL, preexec_fn=_die_with_parent)
+        nstopo.run_batches(host_batches, ip=_ip)
 
         progress("sshd on every host", 3, total_steps)
         # sshd's privilege-separation directory; the openssh-server package normally creates it at boot
@@ -211,8 +166,7 @@ class NetnsBackend:
             hd = labdir.host_dir(h.name)
             (hd / "work").mkdir(parents=True, exist_ok=True)
             cfg = sshkeys.write_sshd_config(labdir, h.name, str(mgmt_addr[h.name]))
-            sysctl = {"net/ipv6/conf/all/disable_ipv6": "1", "net/ipv6/conf/default/disable_ipv6": "1",
-                      "net/ipv4/ip_forward": "1" if h.role == "gateway" else "0"}
+            sysctl = nstopo.host_sysctls(h)
             labdir.record("sshd", ns=ns, host=h.name, pidfile=str(hd / "sshd.pid"))
             procs.append((h.name, subprocess.Popen(
                 ["ip", "netns", "exec", ns, "unshare", "--uts", "--mount", "--propagation", "private",
@@ -226,17 +180,13 @@ class NetnsBackend:
                 raise BackendError(f"{name}: sshd did not start: {why}")
 
         venv_labkit = str(Path(sys.executable).with_name("labkit"))
-        hosts = []
-        for h in lab.hosts:
-            ifaces = {net: local for local, net in _data_links(h)}
-            hosts.append(HostConn(
-                name=h.name, role=h.role, ssh_host=str(mgmt_addr[h.name]), ssh_port=22, user="root",
-                key_file=str(keys.client_key), known_hosts=str(keys.known_hosts), sudo=False,
-                addresses={k: str(v) for k, v in h.addresses.items()}, ifaces=ifaces,
-                labkit=venv_labkit, workdir=str(labdir.host_dir(h.name) / "work"), index=h.index))
+        hosts = [common.host_conn(h, ssh_host=str(mgmt_addr[h.name]), key_file=str(keys.client_key),
+                                  known_hosts=str(keys.known_hosts), labkit=venv_labkit,
+                                  workdir=str(labdir.host_dir(h.name) / "work"), ifaces=topo.host_ifaces(h))
+                 for h in lab.hosts]
         progress("ready", total_steps, total_steps)
         return Inventory(lab=lab.name, backend=self.name, hosts=hosts,
-                         details={"mgmt": str(mgmt), "namespaces": names, "switch": sw,
+                         details={"mgmt": str(mgmt.network), "namespaces": names, "switch": sw,
                                   "root_link": root_link(lab.name)})
 
     # -- status ---------------------------------------------------------------------------------------
@@ -296,29 +246,6 @@ class NetnsBackend:
             raise BackendError(f"could not delete namespace {errors[0]}")
 
 
-_CC = Path("/proc/sys/net/ipv4")
-
-
-def _allow_congestion_control(labdir: LabDir, name: str) -> None:
-    """Let the lab's namespaces choose congestion control ``name``.
-
-    Outside the machine's own namespace, Linux only lets a namespace pick an algorithm listed in
-    ``tcp_allowed_congestion_control`` (EPERM otherwise), and some machines list only their default (BBR
-    here). Add ``name`` when the kernel has it. The setting is machine-wide and shared by every lab that
-    needs it (labkit.machine counts them): the last lab to go down puts the value from before back."""
-    allowed_file = _CC / "tcp_allowed_congestion_control"
-    try:
-        if name not in (_CC / "tcp_available_congestion_control").read_text().split():
-            subprocess.run(["modprobe", f"tcp_{name}"], capture_output=True, check=False)
-            if name not in (_CC / "tcp_available_congestion_control").read_text().split():
-                return  # the kernel lacks it: provisioning reads back what the hosts really run
-        labdir.record("shared-setting", path=str(allowed_file), value=name)
-        with machine.machine_lock(what="tcp_allowed_congestion_control"):
-            machine.share_setting(labdir, str(allowed_file), name, lambda before: f"{before} {name}".strip())
-    except OSError:
-        return
-
-
 def _restore_sysctl(entry: dict) -> None:
     """Put back a machine-wide value an older labkit's ``up`` changed, unless someone changed it again since."""
     path = Path(entry["path"])
@@ -358,24 +285,6 @@ def sshd_script(host: str, sysctl: dict[str, str], host_dir: Path, authorized_ke
     return "\n".join(lines) + "\n"
 
 
-def _data_links(h: Host) -> list[tuple[str, str]]:
-    """(interface in the host, data network) for each data network the host sits on."""
-    if h.role == "gateway":
-        return [("eth1", "cpo"), ("eth2", "evse")]
-    return [("eth1", "cpo" if h.role == "cpo" else "evse")]
-
-
-def _sysctls(ns: str, values: dict[str, str], optional: set[str] = frozenset()) -> None:
-    parts = []
-    for key, value in values.items():
-        suffix = " 2>/dev/null || true" if key in optional else ""
-        parts.append(f"echo {value} > /proc/sys/{key}{suffix}")
-    proc = subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", "; ".join(parts)], capture_output=True, text=True,
-                          preexec_fn=_die_with_parent)
-    if proc.returncode != 0:
-        raise BackendError(f"{ns}: sysctl failed: {proc.stderr.strip()}")
-
-
 def _kill_all(pids: set[int], timeout: float = 3.0) -> None:
     for pid in pids:
         try:
@@ -403,31 +312,3 @@ def _kill_all(pids: set[int], timeout: float = 3.0) -> None:
             os.kill(pid, 9)
         except ProcessLookupError:
             pass
-
-
-def _route_conflict(net: ipaddress.IPv4Network, exclude_lab: str | None = None) -> str | None:
-    """Another route or lab management network on this machine that overlaps ``net``."""
-    proc = subprocess.run(["ip", "-j", "-4", "route", "show", "table", "all"], capture_output=True, text=True)
-    if proc.returncode == 0 and proc.stdout.strip():
-        for r in json.loads(proc.stdout):
-            dst = r.get("dst", "")
-            if not dst or dst == "default":
-                continue
-            try:
-                other = ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False)
-            except ValueError:
-                continue
-            if other.overlaps(net):
-                return f"route {dst} ({r.get('dev', '?')})"
-    for name in list_labs():
-        if name == exclude_lab:
-            continue
-        meta = LabDir(name).path / "netns.json"
-        if meta.exists():
-            try:
-                other = ipaddress.IPv4Network(json.loads(meta.read_text())["mgmt"])
-            except (ValueError, KeyError, json.JSONDecodeError):
-                continue
-            if other.overlaps(net):
-                return f"lab {name!r} management network {other}"
-    return None

@@ -1,32 +1,36 @@
-"""A three-namespace data path for shaping tests and benchmarks: EVSE -> gateway -> CPO.
+"""The data path of a 1-EVSE lab for shaping tests and benchmarks: EVSE -> gateway -> CPO, without SSH.
 
-Stands in for the lead's ``labkit up`` (netns backend) until it lands: namespaces ``<prefix>-evse``,
-``<prefix>-gw`` and ``<prefix>-cpo`` joined by veth pairs, with the lab's default addresses, and a
-``LocalNetnsRemote`` that offers the ``labkit.remote.Remote`` calls shaping.py uses (run, start, stop,
-put, get) by running commands with ``ip netns exec`` instead of SSH. Nothing here is a mock of tc,
-netfilter or the engine: they are the real kernel and the real ``labkit shaper`` process.
+The namespaces are built by the netns backend's own builder (``labkit.backends.nstopo``), so the path is a
+lab's: the hosts ``<prefix>-cpo``, ``<prefix>-gw`` and ``<prefix>-evse`` (host ``evse1``) on the bridges of a
+switch namespace ``<prefix>-sw``, with the lab's default addresses, interfaces (the gateway's ``eth1`` CPO side,
+``eth2`` EVSE side) and routes; only the management network and the sshd are left out. A
+``LocalNetnsRemote`` offers the ``labkit.remote.Remote`` calls shaping.py uses (run, start, stop, put, get) by
+running commands with ``ip netns exec`` instead of SSH. Nothing here is a mock of tc, netfilter or the engine:
+they are the real kernel and the real ``labkit shaper`` process.
 """
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labkit.backends import common, nstopo
 from labkit.errors import RemoteError
 from labkit.inventory import HostConn, Inventory
+from labkit.model import LabSpec, build_lab
 from labkit.profiles import ProfileSet
 
-CPO_ADDR = "192.168.10.10"
-GW_CPO_ADDR = "192.168.10.1"
-GW_EVSE_ADDR = "192.168.20.1"
-EVSE_ADDR = "192.168.20.11"
+#: the lab these namespaces place: CPO, gateway and one EVSE, default networks
+LAB = build_lab(LabSpec(evse=1))
+CPO_ADDR = str(LAB.cpo.addresses["cpo"])  # 192.168.10.10
+GW_CPO_ADDR = str(LAB.gateway.addresses["cpo"])  # 192.168.10.1
+GW_EVSE_ADDR = str(LAB.gateway.addresses["evse"])  # 192.168.20.1
+EVSE_ADDR = str(LAB.evses[0].addresses["evse"])  # 192.168.20.11
 
 REPO = Path(__file__).resolve().parents[2]
 ALLOWED_CC = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control")
@@ -60,56 +64,37 @@ class Topo:
     _cc_restore: tuple[str, str] | None = field(default=None, init=False, repr=False)
 
     @property
+    def topology(self) -> nstopo.Topology:
+        return nstopo.Topology.prefixed(LAB, self.prefix, hosts={"evse1": "evse"})
+
+    @property
     def ns(self) -> dict[str, str]:
-        return {"cpo": f"{self.prefix}-cpo", "gw": f"{self.prefix}-gw", "evse1": f"{self.prefix}-evse"}
+        """Host name -> namespace (the switch namespace is ``topology.switch``)."""
+        return dict(self.topology.namespaces)
 
     def up(self) -> Topo:
         self.down()
-        p = self.prefix
-        ns = self.ns
-        for n in ns.values():
-            sh(f"ip netns add {n}")
-        # veth pairs: evse eth1 <-> gw eth2 (EVSE side), gw eth1 <-> cpo eth1 (CPO side)
-        sh(f"ip link add {p}e0 netns {ns['evse1']} type veth peer name {p}e1 netns {ns['gw']}")
-        sh(f"ip link add {p}c0 netns {ns['cpo']} type veth peer name {p}c1 netns {ns['gw']}")
-        sh(f"ip -n {ns['evse1']} link set {p}e0 name eth1")
-        sh(f"ip -n {ns['gw']} link set {p}e1 name eth2")
-        sh(f"ip -n {ns['gw']} link set {p}c1 name eth1")
-        sh(f"ip -n {ns['cpo']} link set {p}c0 name eth1")
-        for n in ns.values():
-            sh(f"ip -n {n} link set lo up")
-        sh(f"ip -n {ns['evse1']} addr add {EVSE_ADDR}/24 dev eth1")
-        sh(f"ip -n {ns['gw']} addr add {GW_EVSE_ADDR}/24 dev eth2")
-        sh(f"ip -n {ns['gw']} addr add {GW_CPO_ADDR}/24 dev eth1")
-        sh(f"ip -n {ns['cpo']} addr add {CPO_ADDR}/24 dev eth1")
-        for n, devs in ((ns["evse1"], ["eth1"]), (ns["gw"], ["eth1", "eth2"]), (ns["cpo"], ["eth1"])):
-            for d in devs:
-                sh(f"ip -n {n} link set {d} up")
-        sh(f"ip -n {ns['evse1']} route add 192.168.10.0/24 via {GW_EVSE_ADDR}")
-        sh(f"ip -n {ns['cpo']} route add 192.168.20.0/24 via {GW_CPO_ADDR}")
-        sh(f"ip netns exec {ns['gw']} sysctl -qw net.ipv4.ip_forward=1")
+        topo = self.topology
+        nstopo.build(topo)  # namespaces, veths, bridges, addresses, routes; the gateway forwards
         self._allow_cubic()
         # Endpoint TCP buffers large enough for the longest, fastest profiles (BDP of 100 Mbit/s x 600 ms):
         # what the lab's provisioning must also set on the CPO and EVSE hosts.
-        for n in (ns["evse1"], ns["cpo"]):
+        for n in (self.ns["evse1"], self.ns["cpo"]):
             sh(f"ip netns exec {n} sysctl -qw net.ipv4.tcp_rmem='4096 131072 33554432' "
                f"net.ipv4.tcp_wmem='4096 16384 33554432' net.ipv4.tcp_congestion_control=cubic")
         self.workdir.mkdir(parents=True, exist_ok=True)
         hosts = []
-        for name, role in (("cpo", "cpo"), ("gw", "gateway"), ("evse1", "evse")):
-            wd = self.workdir / name
+        for h in LAB.hosts:
+            wd = self.workdir / h.name
             wd.mkdir(parents=True, exist_ok=True)
-            addrs = {"cpo": {"cpo": CPO_ADDR}, "gw": {"cpo": GW_CPO_ADDR, "evse": GW_EVSE_ADDR},
-                     "evse1": {"evse": EVSE_ADDR}}[name]
-            ifaces = {"cpo": {"cpo": "eth1"}, "gw": {"cpo": "eth1", "evse": "eth2"}, "evse1": {"evse": "eth1"}}[name]
-            hosts.append(HostConn(name=name, role=role, ssh_host=self.ns[name], addresses=addrs, ifaces=ifaces,
-                                  labkit=self.labkit, workdir=str(wd), index=1 if role == "evse" else 0))
+            hosts.append(common.host_conn(h, ssh_host=self.ns[h.name], key_file="", known_hosts="",
+                                          labkit=self.labkit, workdir=str(wd), ifaces=topo.host_ifaces(h)))
         self.inventory = Inventory(lab=self.prefix, backend="netns-fixture", hosts=hosts,
-                                   details={"namespaces": self.ns})
+                                   details={"namespaces": self.ns, "switch": topo.switch})
         return self
 
     def _allow_cubic(self) -> None:
-        """Let the namespaces choose CUBIC, as the netns backend does (``_allow_congestion_control``).
+        """Let the namespaces choose CUBIC, as the netns backend does (``common.allow_congestion_control``).
 
         A namespace may only pick an algorithm listed in the machine's ``tcp_allowed_congestion_control``;
         a fresh machine may list only its default (EPERM otherwise). The value before is kept and put back
@@ -129,14 +114,7 @@ class Topo:
             self._cc_restore = None
             if ALLOWED_CC.read_text().strip() == after:
                 ALLOWED_CC.write_text(before + "\n")
-        for n in self.ns.values():
-            r = sh(f"ip netns pids {n}", check=False)
-            for pid in r.stdout.split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
-            sh(f"ip netns del {n}", check=False)
+        nstopo.destroy(self.topology)
 
     def exec(self, host: str, cmd: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
         return sh(f"ip netns exec {self.ns[host]} {cmd}", check=check, timeout=timeout)
