@@ -146,10 +146,11 @@ class DockerBackend:
     def _check_free(self, client, lab: Lab) -> None:
         """Refuse a lab whose container or network names are taken, or whose data subnets another Docker
         network holds (the engine refuses overlapping pools)."""
+        mine = {container_name(lab.name, h.name) for h in lab.hosts}
+        mine |= {network_name(lab.name, key) for key in ("mgmt", "cpo", "evse")}
         prefix = f"lk-{lab.name}-"
-        taken = [c.name for c in client.containers.list(all=True, filters={"name": prefix})
-                 if c.name.startswith(prefix)]
-        taken += [n.name for n in client.networks.list(names=[prefix]) if n.name.startswith(prefix)]
+        taken = [c.name for c in client.containers.list(all=True, filters={"name": prefix}) if c.name in mine]
+        taken += [n.name for n in client.networks.list(names=[prefix]) if n.name in mine]
         if taken:
             raise ConfigError(f"name: Docker already has {sorted(taken)[0]!r} (a lab named {lab.name!r}?); run "
                               f"'labkit down --lab {lab.name}' or choose another --name")
