@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -294,33 +295,7 @@ class DockerBackend:
         containers = [e["name"] for e in journal if e["kind"] == "docker-container"]
         networks = [e["name"] for e in journal if e["kind"] == "docker-network"]
         if containers or networks:
-            client = _engine()
-            errors = _docker_errors()
-            total = len(containers) + len(networks)
-            done = 0
-
-            def remove(name: str) -> None:
-                try:
-                    c = client.containers.get(name)
-                except errors.NotFound:
-                    return
-                if _ours(c.labels, labdir):
-                    c.remove(force=True)
-
-            progress("removing containers", 0, total)
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                for _ in pool.map(remove, reversed(containers)):
-                    done += 1
-                    progress("removing containers", done, total)
-            for name in reversed(networks):
-                for n in client.networks.list(names=[name]):
-                    if n.name == name and _ours(n.attrs.get("Labels") or {}, labdir):
-                        try:
-                            n.remove()
-                        except errors.NotFound:
-                            pass
-                done += 1
-                progress("removing networks", done, total)
+            _remove(_engine(), labdir, containers, networks, progress)
         for e in reversed([e for e in journal if e["kind"] == "iptables"]):
             _delete_rule(e)
         shared = [e for e in journal if e["kind"] == "shared-setting"]
@@ -328,6 +303,59 @@ class DockerBackend:
             with machine.machine_lock(what="putting machine-wide settings back"):
                 for e in reversed(shared):
                     machine.release_setting(labdir, e["path"])
+
+
+def _remove(client, labdir: LabDir, containers: list[str], networks: list[str], progress: Progress,
+            timeout: float = 60.0) -> None:
+    """Remove the journal's containers and networks that carry this lab's labels, until none is left.
+
+    A killed ``up`` may have sent a create that the engine completes after the kill, even after this looked
+    (seen under load: the container appeared, and its networks then refused removal while it was attached).
+    So each round also takes every container labelled with this lab directory, and rounds go on until the
+    networks are gone; once they are, a create still in flight fails in the engine (its network is missing)."""
+    errors = _docker_errors()
+    flt = {"label": [f"{LABEL}.lab={labdir.name}", f"{LABEL}.labdir={labdir.path}"]}
+    total = len(containers) + len(networks)
+    deadline = time.monotonic() + timeout
+
+    def remove(c) -> None:
+        try:
+            c.remove(force=True)
+        except errors.NotFound:
+            pass
+        except errors.APIError as exc:
+            if exc.status_code != 409:  # 409: a removal already in progress; the next round sees it gone
+                raise
+
+    while True:
+        found = {c.id: c for c in client.containers.list(all=True, filters=flt)}
+        for name in containers:
+            try:
+                c = client.containers.get(name)
+            except errors.NotFound:
+                continue
+            if _ours(c.labels, labdir):
+                found[c.id] = c
+        progress("removing containers", 0, total)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(remove, found.values()))
+        busy = []
+        for name in reversed(networks):
+            for n in client.networks.list(names=[name]):
+                if n.name == name and _ours(n.attrs.get("Labels") or {}, labdir):
+                    try:
+                        n.remove()
+                    except errors.NotFound:
+                        pass
+                    except errors.APIError as exc:
+                        busy.append(f"{name}: {_explain(exc)}")
+        progress("removing networks", total, total)
+        if not busy and not client.containers.list(all=True, filters=flt):
+            return
+        if time.monotonic() > deadline:
+            raise BackendError(f"docker: could not remove {busy[0] if busy else 'every container'} "
+                               f"(run labkit down again)")
+        time.sleep(0.5)
 
 
 def _ours(labels: dict[str, str], labdir: LabDir) -> bool:
@@ -425,6 +453,15 @@ def _wire(client, lab: Lab, h: Host, cid: str) -> dict[str, str]:
             raise BackendError(f"{h.name}: its {net} address {addr} is on no interface of its container")
         ifaces[net] = where[str(addr)]
     _run([*ns, "route", "flush", "exact", "0.0.0.0/0"], h.name)
+    if h.role == "gateway":
+        # Docker's embedded-DNS NAT rules switch connection tracking on in every container's namespace. On the
+        # gateway, where the userspace engine holds packets in its delay queue before they are confirmed, a
+        # tracked flow then loses its next packets (an ICMP echo id is one flow: pings 2..RTT/interval of every
+        # burst were dropped as conntrack insert_failed, measured). The gateway forwards statelessly, as a
+        # netns gateway does (no rule there needs tracking): lab traffic is not tracked.
+        for dev in ifaces.values():
+            _run(["nsenter", "-t", str(pid), "-n", "iptables", "-w", "-t", "raw", "-A", "PREROUTING", "-i", dev,
+                  "-j", "CT", "--notrack"], h.name)
     route = common.endpoint_route(lab, h)
     if route:
         dst, via = route
