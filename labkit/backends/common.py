@@ -139,3 +139,13 @@ def allow_congestion_control(labdir: LabDir, name: str) -> None:
             machine.share_setting(labdir, str(allowed_file), name, lambda before: f"{before} {name}".strip())
     except OSError:
         return
+
+
+def release_shared_settings(labdir: LabDir, journal: list[dict]) -> None:
+    """At ``down``: this lab no longer needs the machine-wide settings its journal lists (the last lab to
+    go puts each value from before back)."""
+    shared = [e for e in journal if e["kind"] == "shared-setting"]
+    if shared:
+        with machine.machine_lock(what="putting machine-wide settings back"):
+            for e in reversed(shared):
+                machine.release_setting(labdir, e["path"])

@@ -298,11 +298,7 @@ class DockerBackend:
             _remove(_engine(), labdir, containers, networks, progress)
         for e in reversed([e for e in journal if e["kind"] == "iptables"]):
             _delete_rule(e)
-        shared = [e for e in journal if e["kind"] == "shared-setting"]
-        if shared:
-            with machine.machine_lock(what="putting machine-wide settings back"):
-                for e in reversed(shared):
-                    machine.release_setting(labdir, e["path"])
+        common.release_shared_settings(labdir, journal)
 
 
 def _remove(client, labdir: LabDir, containers: list[str], networks: list[str], progress: Progress,

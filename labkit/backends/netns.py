@@ -237,11 +237,7 @@ class NetnsBackend:
             progress("deleting namespaces", done, total)
         for e in reversed([e for e in journal if e["kind"] == "sysctl"]):
             _restore_sysctl(e)
-        shared = [e for e in journal if e["kind"] == "shared-setting"]
-        if shared:
-            with machine.machine_lock(what="putting machine-wide settings back"):
-                for e in reversed(shared):
-                    machine.release_setting(labdir, e["path"])
+        common.release_shared_settings(labdir, journal)
         if errors:
             raise BackendError(f"could not delete namespace {errors[0]}")
 
