@@ -314,9 +314,9 @@ def _remove(client, labdir: LabDir, containers: list[str], networks: list[str], 
     total = len(containers) + len(networks)
     deadline = time.monotonic() + timeout
 
-    def remove(c) -> None:
+    def remove(cid: str) -> None:
         try:
-            c.remove(force=True)
+            client.api.remove_container(cid, force=True)
         except errors.NotFound:
             pass
         except errors.APIError as exc:
@@ -324,17 +324,18 @@ def _remove(client, labdir: LabDir, containers: list[str], networks: list[str], 
                 raise
 
     while True:
-        found = {c.id: c for c in client.containers.list(all=True, filters=flt)}
+        # the low-level list (the SDK's containers.list() inspects each one and fails on one removed meanwhile)
+        found = {c["Id"] for c in client.api.containers(all=True, filters=flt)}
         for name in containers:
             try:
                 c = client.containers.get(name)
             except errors.NotFound:
                 continue
             if _ours(c.labels, labdir):
-                found[c.id] = c
+                found.add(c.id)
         progress("removing containers", 0, total)
         with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(remove, found.values()))
+            list(pool.map(remove, found))
         busy = []
         for name in reversed(networks):
             for n in client.networks.list(names=[name]):
@@ -346,7 +347,7 @@ def _remove(client, labdir: LabDir, containers: list[str], networks: list[str], 
                     except errors.APIError as exc:
                         busy.append(f"{name}: {_explain(exc)}")
         progress("removing networks", total, total)
-        if not busy and not client.containers.list(all=True, filters=flt):
+        if not busy and not client.api.containers(all=True, filters=flt):
             return
         if time.monotonic() > deadline:
             raise BackendError(f"docker: could not remove {busy[0] if busy else 'every container'} "

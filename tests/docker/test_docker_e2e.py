@@ -47,7 +47,9 @@ def engine():
 def ours(client, lab: str) -> dict[str, list[str]]:
     """Containers and networks carrying lab ``lab``'s label."""
     flt = {"label": f"{LABEL}.lab={lab}"}
-    return {"containers": sorted(c.name for c in client.containers.list(all=True, filters=flt)),
+    # the low-level list: the SDK's containers.list() inspects each container it found, and raises NotFound
+    # when one is removed in between (a rollback, a down)
+    return {"containers": sorted(c["Names"][0].lstrip("/") for c in client.api.containers(all=True, filters=flt)),
             "networks": sorted(n.name for n in client.networks.list(filters=flt))}
 
 
@@ -181,6 +183,7 @@ def test_kill_9_of_up_then_down_leaves_nothing(engine, home, tmp_path):
             assert proc.poll() is None, proc.stderr.read()
             time.sleep(0.05)
         assert len(ours(client, lab)["containers"]) >= 2
+        assert proc.poll() is None, proc.stderr.read()
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         assert journal.exists()
@@ -190,6 +193,7 @@ def test_kill_9_of_up_then_down_leaves_nothing(engine, home, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        print(f"the killed up's stderr: {proc.stderr.read()!r}")  # shown when the test fails
         assert run_cli("down", "--lab", lab) == 0
     assert ours(client, lab) == {"containers": [], "networks": []}
 
