@@ -225,7 +225,10 @@ class DockerBackend:
                                                  labels)
             progress("containers", 2, total)
         for h in lab.hosts:
-            client.api.start(ids[h.name])
+            try:
+                client.api.start(ids[h.name])
+            except _docker_errors().APIError as exc:
+                raise BackendError(f"{h.name}: its container did not start: {_explain(exc)}") from None
 
         progress("routes", 3, total)
         with ThreadPoolExecutor(max_workers=min(8, len(lab.hosts))) as pool:
