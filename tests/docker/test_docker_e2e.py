@@ -44,6 +44,12 @@ def engine():
     return client
 
 
+def nets(n: int) -> list[str]:
+    """Data subnets of the test's own (10.23n.10.0/24 and 10.23n.20.0/24): Docker refuses overlapping pools, so
+    a lab on the default subnets elsewhere on the machine must not make these tests fail."""
+    return ["--cpo-net", f"10.23{n}.10.0/24", "--evse-net", f"10.23{n}.20.0/24"]
+
+
 def ours(client, lab: str) -> dict[str, list[str]]:
     """Containers and networks carrying lab ``lab``'s label."""
     flt = {"label": f"{LABEL}.lab={lab}"}
@@ -77,7 +83,8 @@ def test_docker_lab_end_to_end(engine, home, tmp_path, capsys):
     decoy = None
     try:
         t0 = time.monotonic()
-        assert run_cli("up", "--name", lab, "--backend", "docker", "--evse", "2") == 0, capsys.readouterr().err
+        assert run_cli("up", "--name", lab, "--backend", "docker", "--evse", "2", *nets(1)) == 0, \
+            capsys.readouterr().err
         up_s = time.monotonic() - t0
         labdir = home / "labs" / lab
         inv = json.loads((labdir / "inventory.json").read_text())
@@ -102,10 +109,10 @@ def test_docker_lab_end_to_end(engine, home, tmp_path, capsys):
         for h in ("cpo", "gw", "evse1"):
             routes = exec_out(client, f"lk-{lab}-{h}", "ip -4 route")
             assert "default" not in routes, (h, routes)
-        assert "192.168.10.0/24 via 192.168.20.1" in exec_out(client, f"lk-{lab}-evse1", "ip -4 route")
+        assert "10.231.10.0/24 via 10.231.20.1" in exec_out(client, f"lk-{lab}-evse1", "ip -4 route")
         # this machine holds no address on the data networks (inhibit_ipv4): its routes never see them
         mine = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
-        assert "192.168.10." not in mine and "192.168.20." not in mine, mine
+        assert "10.231.10." not in mine and "10.231.20." not in mine, mine
         evidence = json.loads((labdir / "pathcheck.json").read_text())
         assert evidence["ok"]
         # the endpoints run with the TCP settings labkit pins (given at creation; /proc/sys is read-only inside)
@@ -156,7 +163,7 @@ def test_docker_lab_end_to_end(engine, home, tmp_path, capsys):
         assert run_cli("compare", str(run), "thesis-2021-containers", "-o", str(out), "--no-figures") == 0
         text = (out / "compare.md").read_text()
         assert "docker" in text and "thesis-2021-containers" in text
-        print(f"docker lab: up {up_s:.1f} s, bench none+4g {bench_s:.1f} s", file=sys.stderr)
+        print(f"docker lab: up {up_s:.1f} s, bench none+{PROFILE} {bench_s:.1f} s", file=sys.stderr)
     finally:
         assert run_cli("down", "--lab", lab) == 0
         if decoy is not None:
@@ -173,7 +180,7 @@ def test_kill_9_of_up_then_down_leaves_nothing(engine, home, tmp_path):
     lab = "dk9"
     env = {**os.environ, "LABKIT_HOME": str(home)}
     proc = subprocess.Popen([sys.executable, "-m", "labkit", "up", "--name", lab, "--backend", "docker",
-                             "--evse", "1", "--no-path-check"], env=env, stdout=subprocess.DEVNULL,
+                             "--evse", "1", "--no-path-check", *nets(2)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     journal = home / "labs" / lab / "state.jsonl"
     deadline = time.monotonic() + 300
@@ -250,7 +257,7 @@ def test_a_failed_up_removes_what_it_created(engine, home, capsys, monkeypatch):
     monkeypatch.setattr(backend, "_effective_caps", lambda client, cid: 0)
     before = subprocess.run(["iptables", "-w", "-S", "DOCKER-USER"], capture_output=True, text=True).stdout
     capsys.readouterr()
-    assert run_cli("up", "--name", "dkr", "--backend", "docker") == 1
+    assert run_cli("up", "--name", "dkr", "--backend", "docker", *nets(3)) == 1
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("labkit: error: ")]
     assert len(err) == 1 and "did not grant NET_ADMIN to the gateway" in err[0], err
     assert ours(engine, "dkr") == {"containers": [], "networks": []}
