@@ -28,7 +28,6 @@ import csv
 import datetime as dt
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -46,7 +45,6 @@ BENCH_ARGS = ["--plan", "thesis", "--family", "slow", "--evse", "1", "--seed", "
 #: --quick: a smoke test of this script (two profiles, tiny counts), not a comparison
 QUICK_ARGS = ["none", "slow-4g", "--evse", "1", "--seed", "2021", "--ping-count", "10", "--ping-interval", "0.05",
               "--iperf-seconds", "1", "--udp-seconds", "1", "--meter-values", "5", "--meter-interval", "0.05"]
-LIBVIRT = "qemu:///system"
 _current: list[subprocess.Popen] = []  # the labkit command running now (SIGTERM is passed on to it)
 
 
@@ -124,17 +122,9 @@ def run(log: Log, argv: list[str], env: dict) -> tuple[int, float]:
 
 def vagrant_missing() -> str | None:
     """Why the VM lab cannot run here, or None (the same checks as tests/vagrant)."""
-    if os.geteuid() != 0:
-        return "needs root"
-    for tool in ("vagrant", "virsh", "debootstrap", "qemu-system-x86_64", "qemu-img"):
-        if shutil.which(tool) is None:
-            return f"needs {tool} (bash .ci/vagrant.sh installs it)"
-    if subprocess.run(["virsh", "-q", "-c", LIBVIRT, "uri"], capture_output=True).returncode != 0:
-        return "libvirtd is not running"
-    plugins = subprocess.run(["vagrant", "plugin", "list"], capture_output=True, text=True).stdout
-    if "vagrant-libvirt" not in plugins:
-        return "needs the vagrant-libvirt plugin"
-    return None
+    from labkit.testbox import missing_for_test_box
+
+    return missing_for_test_box()
 
 
 def git(*args: str) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from labkit.backends.base import Progress, no_progress
 from labkit.backends.libvirt_net import preload_box_volume
-from labkit.backends.vagrant_cmd import box_list, libvirt_reachable, run, vagrant_bin, vagrant_env
+from labkit.backends.vagrant_cmd import LIBVIRT_URI, box_list, libvirt_reachable, run, vagrant_bin, vagrant_env
 from labkit.errors import BackendError
 from labkit.resources import resource
 
@@ -135,3 +135,19 @@ def build_test_box(suite: str = "bookworm", mirror: str | None = None, *, force:
         preload_box_volume(name, version, progress)
         seconds["pool_load"] = round(time.monotonic() - t0, 1)
     return TestBox(name=name, version=version, dir=out, built=built, seconds=seconds)
+
+
+def missing_for_test_box() -> str | None:
+    """Why a VM lab on the local test box cannot run here, or None: root, the tools, libvirtd answering, the
+    vagrant-libvirt plugin (what the VM tests and benchmarks/backends_compare.py check before they start)."""
+    if os.geteuid() != 0:
+        return "needs root (libvirt's system instance, debootstrap)"
+    for tool in ("vagrant", "virsh", "debootstrap", "qemu-system-x86_64", "qemu-img"):
+        if shutil.which(tool) is None:
+            return f"needs {tool} (bash .ci/vagrant.sh installs it)"
+    if subprocess.run(["virsh", "-q", "-c", LIBVIRT_URI, "uri"], capture_output=True).returncode != 0:
+        return "libvirtd is not running (libvirtd -d)"
+    plugins = subprocess.run(["vagrant", "plugin", "list"], capture_output=True, text=True).stdout
+    if "vagrant-libvirt" not in plugins:
+        return "needs the vagrant-libvirt plugin"
+    return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,17 +14,9 @@ CACHE = Path(os.environ.get("LABKIT_BOX_CACHE", "/var/cache/labkit"))
 
 
 def missing_for_vms() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (libvirt's system instance, debootstrap)"
-    for tool in ("vagrant", "virsh", "debootstrap", "qemu-system-x86_64", "qemu-img"):
-        if shutil.which(tool) is None:
-            return f"needs {tool} (bash .ci/vagrant.sh installs it)"
-    if subprocess.run(["virsh", "-q", "-c", LIBVIRT, "uri"], capture_output=True).returncode != 0:
-        return "libvirtd is not running (libvirtd -d)"
-    plugins = subprocess.run(["vagrant", "plugin", "list"], capture_output=True, text=True).stdout
-    if "vagrant-libvirt" not in plugins:
-        return "needs the vagrant-libvirt plugin"
-    return None
+    from labkit.testbox import missing_for_test_box
+
+    return missing_for_test_box()
 
 
 def require_or_skip(why: str | None) -> None:
