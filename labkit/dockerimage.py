@@ -24,7 +24,6 @@ per engine. What each image holds is kept beside it in ``/var/cache/labkit/docke
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -34,11 +33,12 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labkit import machine
 from labkit.backends.base import Progress, no_progress
 from labkit.errors import BackendError, ConfigError
 from labkit.resources import resource
@@ -175,17 +175,6 @@ def _private_dir(path: Path) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def _build_lock(name: str) -> Iterator[None]:
-    """One build of a recipe at a time on this machine (two test sessions, CI and a user)."""
-    fd = os.open(_private_dir(DOCKER_CACHE) / f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def _read_packages(path: Path) -> list[str]:
     try:
         return [line for line in path.read_text().splitlines() if line.strip()]
@@ -238,7 +227,8 @@ def ensure_image(suite: str = "bookworm", mirror: str | None = None, *, force: b
     if not shutil.which("debootstrap"):
         raise BackendError("labkit image build needs debootstrap (Debian: apt install debootstrap)")
     mirror = mirror or default_mirror()
-    with _build_lock(name):
+    # one build of a recipe at a time on this machine (two test sessions, CI and a user): a named machine lock
+    with machine.machine_lock(wait=1800, what=f"building the image {name}", name=f"image-{name}"):
         if not force:  # built by someone else while this waited for the lock
             have = _cached(client, suite)
             if have is not None:
