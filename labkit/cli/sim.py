@@ -12,7 +12,10 @@ from typing import Any
 
 import click
 
+from labkit.errors import ConfigError
 from labkit.sim.settings import LOOPS, PASSWORD_ENV, VALIDATION_MODES, VERSIONS, WsSettings, parse_listen, read_password
+
+TLS_VERSION_CHOICES = ("1.2", "1.3")
 
 
 def _password_options(fn: Callable) -> Callable:
@@ -121,6 +124,17 @@ CPO address or 127.0.0.1) and require HTTP Basic auth (security profile 1, user
 name = station identity) with --password-file FILE or {PASSWORD_ENV}.
 
 \b
+Security profiles (--security-profile; inferred from the options when not given):
+  0  no authentication, ws://
+  1  HTTP Basic auth (the password), ws://
+  2  TLS (--tls-cert/--tls-key) + HTTP Basic auth, wss://
+  3  TLS + a client certificate signed by --client-ca whose CN is the station
+     identity in the URL (else HTTP 403), wss://
+TLS 1.2 and 1.3 (--tls-min-version/--tls-max-version); TLS 1.2 suites: OCPP's
+four (ECDHE-ECDSA and RSA with AES-GCM) and ECDHE-RSA with AES-GCM. Give an EC
+and an RSA certificate (--tls-cert/--tls-key twice) for all of them.
+
+\b
 Rate limit: each connection may send --max-rate messages per second on average
 with bursts of up to --burst (a token bucket). The message that exceeds it is
 answered with CallError GenericError saying so (a CALL; anything else gets no
@@ -152,6 +166,34 @@ received before it has been answered.
     help="Heartbeat interval given in BootNotification replies, seconds.",
 )
 @_password_options
+@click.option(
+    "--security-profile",
+    type=click.Choice(["0", "1", "2", "3"]),
+    default=None,
+    help="OCPP security profile (default: 3 with --client-ca, 2 with --tls-cert, 1 with a password, else 0).",
+)
+@click.option(
+    "--tls-cert",
+    "tls_cert",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="The CSMS's certificate, PEM (profiles 2, 3; repeatable: an EC and an RSA one, each with its --tls-key).",
+)
+@click.option(
+    "--tls-key",
+    "tls_key",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Its private key, PEM, unencrypted (repeatable, in the order of --tls-cert).",
+)
+@click.option(
+    "--client-ca",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Profile 3: the CA file that signed the stations' certificates (a client certificate is required).",
+)
+@click.option("--tls-min-version", type=click.Choice(TLS_VERSION_CHOICES), default="1.2", show_default=True)
+@click.option("--tls-max-version", type=click.Choice(TLS_VERSION_CHOICES), default="1.3", show_default=True)
 @click.option(
     "--max-rate",
     "max_rate_per_s",
@@ -198,7 +240,22 @@ def csms(listen: str, versions: tuple[str, ...], **kw: Any) -> None:
     password = _password(kw)
     host, port = parse_listen(listen)
     ws = _ws(kw)
-    cfg = CsmsConfig(host=host, port=port, versions=versions or VERSIONS, ws=ws, password=password, **kw)
+    certs, keys = kw.pop("tls_cert"), kw.pop("tls_key")
+    if len(certs) != len(keys):
+        raise ConfigError.at(
+            "--tls-key", f"{len(certs)} --tls-cert but {len(keys)} --tls-key; give one key per certificate"
+        )
+    profile = kw.pop("security_profile")
+    cfg = CsmsConfig(
+        host=host,
+        port=port,
+        versions=versions or VERSIONS,
+        ws=ws,
+        password=password,
+        security_profile=None if profile is None else int(profile),
+        tls_certs=tuple(zip(certs, keys, strict=True)),
+        **kw,
+    )
     rc = run_csms(cfg)
     if rc:
         raise click.exceptions.Exit(rc)
@@ -309,6 +366,38 @@ def csms(listen: str, versions: tuple[str, ...], **kw: Any) -> None:
     help="At the end, how long to wait for queued transaction messages, s.",
 )
 @_password_options
+@click.option(
+    "--ca",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="wss://: the CA file the CSMS's certificate must chain to (default: the system's trust store).",
+)
+@click.option(
+    "--cert",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="wss://: one client certificate (PEM) for every station (profile 3; with --key).",
+)
+@click.option("--key", type=click.Path(dir_okay=False), default=None, help="wss://: the key of --cert (PEM).")
+@click.option(
+    "--cert-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="wss://: one certificate and key per station, DIR/stations/<id>.pem and .key "
+    "(python -m labkit.sim.tlsca makes them).",
+)
+@click.option(
+    "--tls-version",
+    type=click.Choice(TLS_VERSION_CHOICES),
+    default=None,
+    help="wss://: only this TLS version (default: 1.2 or 1.3, whichever the CSMS prefers).",
+)
+@click.option(
+    "--tls-resumption/--no-tls-resumption",
+    default=True,
+    show_default=True,
+    help="wss://: offer the previous connection's TLS session when a station reconnects.",
+)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="calls CSV (one row per call).")
 @click.option("--events", type=click.Path(dir_okay=False), default=None, help="events CSV (connections).")
 @click.option(

@@ -33,9 +33,12 @@ OCPP 1.6 and 2.0.1 define it the other way round, as this module does.)
 The handshake: a station identity (the last segment of the URL path) must be 1-48 characters of OCPP's
 identifierString without the colon (else HTTP 400; none: 404). A station offering no subprotocol this
 CSMS serves gets a completed handshake without a Sec-WebSocket-Protocol header and an immediate close
-(1002), as OCPP-J section 3.2 asks. Optional HTTP Basic authentication (security profile 1): the user name
-must be the station's identity and the password the configured one; otherwise HTTP 401. Every refused
-handshake is a ``refused`` row in csms.csv.
+(1002), as OCPP-J section 3.2 asks. OCPP security profiles (``--security-profile``): 0 nothing; 1 HTTP
+Basic authentication, the user name must be the station's identity and the password the configured one,
+otherwise HTTP 401; 2 the same over TLS; 3 TLS with a client certificate signed by ``--client-ca``, whose CN
+must be the station identity in the URL, otherwise HTTP 403 before the upgrade (``labkit.sim.tls``). Every
+refused handshake is a ``refused`` row in csms.csv, TLS handshakes the TLS layer refused included
+(``Tls...`` codes, no station id: the URL comes after the TLS handshake).
 
 Every row carries the message id and the connection number (connections accepted from that station so
 far); transaction messages (``labkit.resultsformat.TX_ACTIONS``) also their ``tx_key`` and ``attempt``
@@ -89,6 +92,7 @@ from labkit.sim.settings import (
     version_module,
 )
 from labkit.sim.timing import QUIET
+from labkit.sim.tls import handshake_refusal, peer_common_names, resolve_profile, server_context, set_failure_hook
 from labkit.sim.validation import validate_payload
 
 _mono = time.monotonic_ns
@@ -158,6 +162,14 @@ class CsmsConfig:
     status: str | None = None
     status_interval_s: float = 1.0
     backlog: int = 4096
+    #: OCPP security profile 0-3; None: inferred from what is given (labkit.sim.tls.resolve_profile)
+    security_profile: int | None = None
+    #: (certificate, key) files: one per key type (an EC and an RSA one cover all of OCPP's TLS 1.2 suites)
+    tls_certs: tuple[tuple[str, str], ...] = ()
+    #: the CA that signs the stations' certificates (profile 3)
+    client_ca: str | None = None
+    tls_min_version: str = "1.2"
+    tls_max_version: str = "1.3"
 
     def check(self) -> CsmsConfig:
         for v in self.versions:
@@ -173,9 +185,30 @@ class CsmsConfig:
             raise ConfigError.at("--burst", f"must be >= 1 message, got {self.burst}")
         if self.password is not None and not self.password:
             raise ConfigError.at("--password-file", "the password is empty")
+        self.security_profile = resolve_profile(
+            self.security_profile,
+            password=self.password is not None,
+            certs=bool(self.tls_certs),
+            client_ca=self.client_ca is not None,
+        )
         set_validation(self.validation)
         self.ws.check()
         return self
+
+    @property
+    def tls(self) -> bool:
+        return (self.security_profile or 0) >= 2
+
+    def ssl_context(self) -> Any:
+        """The TLS context of profiles 2 and 3 (files loaded now: bad ones are ConfigError), else None."""
+        if not self.tls:
+            return None
+        return server_context(
+            list(self.tls_certs),
+            self.client_ca if self.security_profile == 3 else None,
+            min_version=self.tls_min_version,
+            max_version=self.tls_max_version,
+        )
 
 
 class CsmsMixin:
@@ -588,8 +621,13 @@ def _csms_class(version: str) -> type:
 class Csms:
     """The server: connections, the csms.csv sink, counters and the status file."""
 
-    def __init__(self, cfg: CsmsConfig):
+    def __init__(self, cfg: CsmsConfig, ssl_context: Any = None):
         self.cfg = cfg
+        self.ssl_context = ssl_context
+        if ssl_context is not None:
+            set_failure_hook(ssl_context, self.tls_refused)
+        #: TLS handshakes refused, by code and OpenSSL's reason ("TlsClientCertExpired: certificate has expired")
+        self.tls_failures: dict[str, int] = {}
         self.sink = CsvSink(cfg.out, CSMS_COLUMNS)
         self.status_file = StatusFile(cfg.status)
         self.classes = {v: _csms_class(v) for v in cfg.versions}
@@ -675,6 +713,14 @@ class Csms:
         """A handshake refused (HTTP 4xx) or closed at once (no subprotocol): one csms.csv row."""
         self.row(station, "", "", None, "refused", code, None, None)
 
+    def tls_refused(self, exc: Any) -> None:
+        """A TLS handshake that failed (bad or missing client certificate, version, cipher): a ``refused`` row
+        without a station id (the URL path comes after the TLS handshake); the peer got OpenSSL's alert."""
+        code, words = handshake_refusal(exc)
+        self.refuse("", code)
+        key = f"{code}: {printable(words)[:120]}"
+        self.tls_failures[key] = self.tls_failures.get(key, 0) + 1
+
     # -- HTTP: identity, Basic auth, subprotocol ------------------------------------------------------
     @staticmethod
     def identity(path: str) -> str:
@@ -693,6 +739,8 @@ class Csms:
                 f"a charging station identity is 1-{IDENTITY_MAX_CHARS} characters of {IDENTITY_CHARS} "
                 f"(OCPP identifierString without the colon)\n",
             )
+        if self.cfg.security_profile == 3:
+            return self._check_client_cert(connection, ident)
         if self.cfg.password is None:
             return None
         header = request.headers.get("Authorization", "")
@@ -711,6 +759,22 @@ class Csms:
         response = connection.respond(http.HTTPStatus.UNAUTHORIZED, "invalid credentials\n")
         response.headers["WWW-Authenticate"] = 'Basic realm="labkit", charset="UTF-8"'
         return response
+
+    def _check_client_cert(self, connection: ServerConnection, ident: str) -> Any:
+        """Profile 3: the verified client certificate's CN must be the station identity of the URL (OCPP 1.6
+        security whitepaper A00.FR.405, 2.0.1 Part 2 A00.FR.4xx); else HTTP 403, before the upgrade."""
+        names = peer_common_names(connection.transport.get_extra_info("peercert"))
+        if names == [ident]:
+            return None
+        if not names:
+            self.refuse(ident, "NoClientCert")
+            return connection.respond(http.HTTPStatus.UNAUTHORIZED, "a client certificate is required\n")
+        self.refuse(ident, "ClientCertMismatch")
+        shown = printable(names[0])[:64] if len(names) == 1 else f"{len(names)} CNs"
+        return connection.respond(
+            http.HTTPStatus.FORBIDDEN,
+            f"the client certificate is for {shown!r}, not for the station identity {ident!r}\n",
+        )
 
     def select_subprotocol(self, connection: ServerConnection, offered: Any) -> str | None:
         """The first subprotocol the station offered that this CSMS serves (the station lists them in its
@@ -757,6 +821,9 @@ class Csms:
             "errors": self.errors,
             "rejected_handshakes": self.rejected,
             "rejected_by_reason": dict(self.refused),
+            "security_profile": self.cfg.security_profile,
+            "tls_versions": self._tls_versions(),
+            "tls_handshake_failures": dict(self.tls_failures),
             "elapsed_s": round(time.time() - self.started, 3),
             "finished": finished,
             "stop_reason": self.stop_reason,
@@ -764,6 +831,15 @@ class Csms:
             "csv_write_max_ms": round(self.sink.write_max_s * 1e3, 2),
             **self.provenance,
         }
+
+    def _tls_versions(self) -> str:
+        """"1.2-1.3", "1.2", "1.3", or "" without TLS."""
+        cfg = self.cfg
+        if not cfg.tls:
+            return ""
+        if cfg.tls_min_version == cfg.tls_max_version:
+            return cfg.tls_min_version
+        return f"{cfg.tls_min_version}-{cfg.tls_max_version}"
 
     def stop(self, reason: str) -> None:
         self.stop_reason = reason
@@ -778,6 +854,9 @@ class Csms:
             except (NotImplementedError, RuntimeError):
                 pass
         self.provenance = provenance(cfg.validation)
+        tls_kwargs: dict[str, Any] = {}
+        if self.ssl_context is not None:
+            tls_kwargs = {"ssl": self.ssl_context, "ssl_handshake_timeout": cfg.ws.open_timeout_s or 60.0}
         try:
             server = await serve(
                 self.handler,
@@ -789,6 +868,7 @@ class Csms:
                 server_header=None,
                 backlog=cfg.backlog,
                 logger=QUIET,
+                **tls_kwargs,
                 **cfg.ws.kwargs(),
             )
         except OSError as exc:
@@ -798,14 +878,16 @@ class Csms:
         sock = next(iter(server.sockets))
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
-        self.listen_url = f"ws://{shown}:{port}/"
+        self.listen_url = f"{'wss' if self.ssl_context is not None else 'ws'}://{shown}:{port}/"
         self.phase = "listening"
         status_task = asyncio.create_task(self.status_file.keep_writing(self.status, self.cfg.status_interval_s))
         gc_task = asyncio.create_task(gc_freezer())
         health_task = asyncio.create_task(self.health.run())
         print(
             f"labkit csms: listening on {self.listen_url} ({', '.join(SUBPROTOCOLS[v] for v in cfg.versions)}; "
-            f"heartbeat interval {cfg.heartbeat_interval_s} s; validation {cfg.validation})",
+            f"security profile {cfg.security_profile}"
+            + (f", TLS {self._tls_versions()}" if cfg.tls else "")
+            + f"; heartbeat interval {cfg.heartbeat_interval_s} s; validation {cfg.validation})",
             flush=True,
         )
         if ready is not None:
@@ -831,8 +913,9 @@ class Csms:
 
 def run_csms(cfg: CsmsConfig) -> int:
     cfg.check()
+    context = cfg.ssl_context()  # before anything is written: bad files are bad input
     raise_nofile_limit()
-    csms = Csms(cfg)
+    csms = Csms(cfg, context)
     rc = run_loop(csms.run(), cfg.loop)
     if csms.stop_reason:
         print(f"labkit csms: stopped by {csms.stop_reason}", file=sys.stderr)
