@@ -6,6 +6,11 @@ writes every call to ``cfg.out`` and every connection event to ``cfg.events``, r
 file about once a second, and returns 0 when every station has finished its scenario (or the duration
 is over). SIGTERM/SIGINT stop it cleanly: the stations close, the files are flushed, status says
 ``stopped``. When no station ever connected it returns 1 and says why in one line (``never_connected``).
+
+With a ``wss://`` URL the stations speak TLS (``labkit.sim.tls.ClientTLS``): the CSMS's certificate is
+checked against ``ca`` (else the system's trust store) and the URL's host; ``cert``/``key`` give every
+station the same client certificate, ``cert_dir`` each its own (``labkit.sim.tlsca`` layout);
+``tls_version`` pins 1.2 or 1.3; ``tls_resumption`` offers the previous TLS session on reconnect.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from labkit.sim.settings import (
 )
 from labkit.sim.station import Station
 from labkit.sim.timing import CallRecord
+from labkit.sim.tls import ClientTLS, Setup
 
 
 def default_run_id(host: str) -> str:
@@ -76,6 +82,16 @@ class FleetConfig:
     events: str | None = None
     status: str | None = None
     status_interval_s: float = 1.0
+    #: wss:// only: the CA file that signed the CSMS's certificate (None: the system's trust store)
+    ca: str | None = None
+    #: wss:// only: one client certificate and key for every station
+    cert: str | None = None
+    key: str | None = None
+    #: wss:// only: a directory with one certificate and key per station (labkit.sim.tlsca layout)
+    cert_dir: str | None = None
+    #: wss:// only: "1.2" or "1.3" (None: either)
+    tls_version: str | None = None
+    tls_resumption: bool = True
 
     def check(self) -> FleetConfig:
         parts = urlsplit(self.url)
@@ -87,6 +103,11 @@ class FleetConfig:
             )
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise ConfigError.at("--url", f"{self.url!r} is not a ws:// or wss:// URL with a host")
+        if parts.scheme == "ws":
+            given = [f for f, v in (("--ca", self.ca), ("--cert", self.cert), ("--key", self.key),
+                                    ("--cert-dir", self.cert_dir), ("--tls-version", self.tls_version)) if v]
+            if given:
+                raise ConfigError.at(given[0], f"is for TLS; the URL is {parts.scheme}:// (use wss://)")
         if self.scenario not in SCENARIOS:
             raise ConfigError.at("--scenario", f"{self.scenario!r} unknown; allowed: {', '.join(SCENARIOS)}")
         if self.version not in VERSIONS:
@@ -153,8 +174,11 @@ class FleetConfig:
 class Fleet:
     """Runs the stations and owns the sample files (see the module docstring)."""
 
-    def __init__(self, cfg: FleetConfig):
+    def __init__(self, cfg: FleetConfig, tls: ClientTLS | None = None):
         self.cfg = cfg
+        self.tls = tls
+        self.tls_handshakes = 0
+        self.tls_resumed = 0
         self.calls = CsvSink(cfg.out, CALL_COLUMNS)
         self.events = CsvSink(cfg.events, EVENT_COLUMNS)
         self.status_file = StatusFile(cfg.status)
@@ -230,6 +254,14 @@ class Fleet:
             )
         )
 
+    def handshake(self, st: Station, setup: Setup) -> None:
+        """The ``handshake`` row of a connection just opened (its set-up, ``Setup.detail``)."""
+        if setup.tls:
+            self.tls_handshakes += 1
+            if setup.resumed:
+                self.tls_resumed += 1
+        self.event(st, "handshake", setup.detail())
+
     def never_connected(self) -> str:
         """'' when a station connected at least once (or none was started); else one line saying why not."""
         if not self.stations or any(s.connected_once for s in self.stations):
@@ -269,6 +301,9 @@ class Fleet:
             "stations_ever_connected": sum(1 for s in self.stations if s.connected_once),
             "connect_failures": self._connect_failures(),
             "authorize_rejected": self.authorize_rejected,
+            "tls": None
+            if self.tls is None
+            else {**self.tls.describe(), "handshakes": self.tls_handshakes, "resumed": self.tls_resumed},
             "queued": sum(len(s.txq) for s in self.stations),
             "elapsed_s": round(time.time() - self.started, 3),
             "duration_s": cfg.duration_s,
@@ -374,9 +409,14 @@ def run_fleet(cfg: FleetConfig) -> int:
     """Check ``cfg``, run the fleet to the end; returns the exit status."""
     cfg.check()
     cfg.params = ScenarioParams(**asdict(cfg.params))
+    tls = None
+    if urlsplit(cfg.url).scheme == "wss":  # files checked before anything is written: bad ones are bad input
+        tls = ClientTLS(cfg.ca, cfg.cert, cfg.key, cfg.cert_dir, cfg.tls_version, cfg.tls_resumption).check(
+            [cfg.station_id(i) for i in range(cfg.stations)]
+        )
     set_validation(cfg.validation)
     raise_nofile_limit()
-    fleet = Fleet(cfg)
+    fleet = Fleet(cfg, tls)
     rc = run_loop(fleet.run(), cfg.loop)
     if fleet.stop_reason and fleet.stop_reason != "duration":
         print(f"labkit fleet: stopped by {fleet.stop_reason}", file=sys.stderr)

@@ -18,6 +18,13 @@ Messages go out two ways:
 
 Connections are numbered (``connection``: 1 for the first, +1 at every reconnect); every call row and
 event row says which one it belongs to.
+
+Every connection is opened by ``labkit.sim.tls.connect_timed``: after ``connected``/``reconnected`` a
+``handshake`` row gives its set-up (TCP connect, TLS handshake, WebSocket upgrade; TLS version, cipher,
+whether the TLS session was resumed, the handshake's bytes), and the first accepted BootNotification a
+``booted`` row. With ``wss://`` and resumption on, a station offers its previous connection's TLS session
+when it reconnects. A failed attempt is a ``connect_failed`` row with its reason (a TLS alert, a
+certificate the station rejected, an HTTP status with the CSMS's one-line explanation), then the backoff.
 """
 
 from __future__ import annotations
@@ -32,12 +39,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from labkit.sim.messages import TxState, dialect
+from labkit.sim.samples import printable
 from labkit.sim.settings import SUBPROTOCOLS
 from labkit.sim.timing import CallRecord, make_charge_point, payload_tx_key
+from labkit.sim.tls import Setup, connect_timed, session_of, tls_failure
 
 if TYPE_CHECKING:
     from labkit.sim.fleet import Fleet
@@ -103,6 +111,11 @@ class Station:
         self._tasks: list[asyncio.Task] = []
         self._tx_counter = 0
         self.stats = StationStats()
+        #: the TLS session of the latest connection (offered again on reconnect when resumption is on)
+        self.tls_session: Any = None
+        #: monotonic ns at which the set-up of the latest connection started (for ``booted``)
+        self._setup_start_ns = 0
+        self._booted = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def run(self, scenario: Callable[[Station], Any]) -> None:
@@ -154,23 +167,30 @@ class Station:
         cfg = self.cfg
         delay = cfg.backoff_min_s
         subprotocol = SUBPROTOCOLS[cfg.version]
+        ws_kwargs = cfg.ws.kwargs()
+        open_timeout_s = ws_kwargs.pop("open_timeout")
+        tls = self.fleet.tls
         while not self.stopping:
             self.fleet.event(self, "connecting", "", connection=self.connection + 1)
+            setup = Setup()
             try:
-                ws = await connect(
+                context = tls.context(self.id) if tls is not None else None
+                ws = await connect_timed(
                     self.url,
+                    setup,
+                    context=context,
+                    session=self.tls_session if tls is not None and tls.resumption else None,
+                    open_timeout_s=open_timeout_s,
                     subprotocols=[subprotocol],
                     additional_headers=self._headers(),
                     user_agent_header=None,
-                    **cfg.ws.kwargs(),
+                    **ws_kwargs,
                 )
             except (OSError, TimeoutError, Exception) as exc:  # noqa: BLE001 - any failure: back off
                 if self.stopping:
                     return
-                self.last_failure = connect_failure(exc)
-                self.fleet.event(
-                    self, "connect_failed", f"{type(exc).__name__}: {exc}"[:200], connection=self.connection + 1
-                )
+                self.last_failure, detail = describe_failure(exc, setup)
+                self.fleet.event(self, "connect_failed", detail[:200], connection=self.connection + 1)
                 await asyncio.sleep(delay * (0.5 + self.rng.random()))
                 delay = min(delay * 2.0, cfg.backoff_max_s)
                 continue
@@ -190,6 +210,9 @@ class Station:
             self.ws = ws
             self.connection += 1
             self.last_failure = ""
+            self._setup_start_ns = setup.t_start_ns
+            if tls is not None and tls.resumption:
+                self.tls_session = session_of(ws)
             cp = make_charge_point(
                 cfg.version,
                 self.id,
@@ -204,6 +227,7 @@ class Station:
             else:
                 self.stats.reconnects += 1
                 self.fleet.event(self, "reconnected", subprotocol, (_mono() - self.lost_at_ns) / 1e6)
+            self.fleet.handshake(self, setup)
             self.connected_once = True
             self.online = True
             self.fleet.connected += 1
@@ -286,13 +310,26 @@ class Station:
         action, payload = self.dialect.boot()
         while True:
             await self.wait_online()
-            result = await self.call(action, payload)
+            result, rec = await self._call(action, payload)
             status = getattr(result, "status", None)
             interval = getattr(result, "interval", None)
             if status == "Accepted":
                 self.boot_interval_s = float(interval) if interval else None
+                if not self._booted:
+                    self._booted = True
+                    self._booted_row(rec)
                 return result
             await asyncio.sleep(float(interval) if interval else self.cfg.backoff_min_s)
+
+    def _booted_row(self, rec: CallRecord) -> None:
+        """``booted``: the first accepted BootNotification's RTT and the time from the start of its
+        connection's set-up (TCP connect) to its reply: how long the station took to be in service."""
+        parts = []
+        if rec.rtt_ns is not None:
+            parts.append(f"boot_ms={rec.rtt_ns / 1e6:.3f}")
+        if rec.t_resp_ns is not None and rec.connection == self.connection and self._setup_start_ns:
+            parts.append(f"since_connect_ms={(rec.t_resp_ns - self._setup_start_ns) / 1e6:.3f}")
+        self.fleet.event(self, "booted", " ".join(parts), connection=rec.connection)
 
     def new_tx(self, id_tag: str, meter_start_wh: int) -> TxState:
         self._tx_counter += 1
@@ -400,6 +437,26 @@ class Station:
         while True:
             await self.call(action, payload)
             await self.pause(interval_s)
+
+
+def describe_failure(exc: BaseException, setup: Setup) -> tuple[str, str]:
+    """(a few words for the fleet's summary, the ``connect_failed`` row's detail) of a failed attempt."""
+    from websockets.exceptions import InvalidStatus
+
+    from labkit.errors import ConfigError
+
+    if isinstance(exc, ConfigError):  # this station's certificate files (--cert-dir), found unusable now
+        return "client certificate unusable", f"client certificate unusable: {exc}"
+    why = tls_failure(exc, setup)
+    if why is not None:
+        return why, f"{why} (during {setup.phase()})"
+    detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, InvalidStatus):
+        body = exc.response.body or b""
+        line = body.decode("utf-8", "replace").strip().split("\n", 1)[0] if body else ""
+        if line:
+            detail += f": {printable(line)[:120]}"
+    return connect_failure(exc), detail
 
 
 def connect_failure(exc: BaseException) -> str:

@@ -32,10 +32,11 @@ class CsmsProc:
     port: int
     out: Path
     status: Path
+    scheme: str = "ws"
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/"
+        return f"{self.scheme}://127.0.0.1:{self.port}/"
 
     def rows(self) -> list[dict]:
         return list(read_rows(self.out))
@@ -51,11 +52,12 @@ def start_csms(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Csms
         env=_env(env),
     )
     line = proc.stdout.readline()
-    if "listening on ws://" not in line:
+    scheme = "wss" if "listening on wss://" in line else "ws"
+    if f"listening on {scheme}://" not in line:
         proc.kill()
         raise RuntimeError(f"csms did not start: {line!r} {proc.stderr.read()}")
-    port = int(line.split("ws://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
-    return CsmsProc(proc, port, out, status)
+    port = int(line.split(f"{scheme}://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    return CsmsProc(proc, port, out, status, scheme)
 
 
 def stop(proc: subprocess.Popen) -> int:
