@@ -111,3 +111,22 @@ def tx_key(station_id: str, action: str, payload_json: str) -> str:
 
     h = hashlib.blake2b(f"{station_id}\x1f{action}\x1f{payload_json}".encode(), digest_size=8)
     return h.hexdigest()
+
+
+#: the keys of a ``handshake`` event's detail (ocpp/events-<host>.csv; written by labkit.sim.tls.Setup.detail):
+#: milliseconds of the TCP connect, the TLS handshake and the WebSocket upgrade (monotonic clock; ``dns_ms``
+#: only when the URL names a host), the TLS version ("none" without TLS), cipher, whether the TLS session was
+#: resumed (1/0) and the handshake's TLS bytes sent and received; a ``booted`` event's: ``boot_ms``,
+#: ``since_connect_ms``
+HANDSHAKE_KEYS = ("tcp_ms", "tls_ms", "ws_ms", "dns_ms", "tls", "cipher", "resumed", "tls_out", "tls_in")
+BOOTED_KEYS = ("boot_ms", "since_connect_ms")
+
+
+def parse_detail(detail: str) -> dict[str, str]:
+    """``"tcp_ms=0.4 tls=TLSv1.3 ..."`` (a ``handshake`` or ``booted`` event's detail) -> a dict of strings."""
+    out: dict[str, str] = {}
+    for part in detail.split():
+        key, sep, value = part.partition("=")
+        if sep:
+            out[key] = value
+    return out

@@ -129,6 +129,17 @@ def _load_ca(ctx: ssl.SSLContext, cafile: str, flag: str) -> None:
 # -- the CSMS ---------------------------------------------------------------------------------------------------
 
 
+_ALERT_PREFIXES = ("SSLV3_ALERT_", "TLSV1_ALERT_", "TLSV13_ALERT_")
+
+
+def _alert_received(exc: ssl.SSLError) -> bool:
+    """Whether the handshake failed because the peer sent an alert (then there is none to send back) or the
+    connection ended; else this side found the fault and OpenSSL has written an alert to send."""
+    if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)):
+        return True
+    return (exc.reason or "").startswith(_ALERT_PREFIXES)
+
+
 class _ServerSSLObject(ssl.SSLObject):
     """Reports a failed handshake and lets the event loop send the alert (see the module docstring)."""
 
@@ -144,15 +155,17 @@ class _ServerSSLObject(ssl.SSLObject):
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             raise
         except ssl.SSLError as exc:
-            self._labkit_failed = exc
             hook = type(self).on_failure
             if hook is not None:
                 try:
                     hook(exc)
                 except Exception:  # noqa: BLE001, S110 - recording must never break the handshake's handling
                     pass
+            if _alert_received(exc):
+                raise
             # the loop now writes out what OpenSSL left in the output buffer (the alert) and waits for the
             # peer, which closes; the next call raises the real error
+            self._labkit_failed = exc
             raise ssl.SSLWantReadError("labkit: alert pending") from exc
 
 
@@ -262,7 +275,8 @@ def resolve_profile(profile: int | None, *, password: bool, certs: bool, client_
 
 
 class _ClientSSLObject(ssl.SSLObject):
-    """Counts the handshake's bytes and stamps its end (``connect_timed``)."""
+    """Counts the handshake's bytes, stamps its end (``connect_timed``) and, when the station rejects the
+    CSMS (its certificate, say), lets the event loop send the alert first, as on the CSMS's side."""
 
     _labkit_bios: tuple[ssl.MemoryBIO, ssl.MemoryBIO]
     _labkit_setup: Setup
@@ -271,14 +285,19 @@ class _ClientSSLObject(ssl.SSLObject):
         setup = getattr(self, "_labkit_setup", None)
         if setup is None:  # not made through _StationContext
             return super().do_handshake()
+        if setup.tls_error is not None:
+            raise setup.tls_error
         incoming, outgoing = self._labkit_bios
         in0, out0 = incoming.pending, outgoing.pending
         try:
             super().do_handshake()
-        except ssl.SSLError as exc:
-            if not isinstance(exc, (ssl.SSLWantReadError, ssl.SSLWantWriteError)):
-                setup.tls_error = exc
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             raise
+        except ssl.SSLError as exc:
+            setup.tls_error = exc
+            if _alert_received(exc) or not outgoing.pending:
+                raise
+            raise ssl.SSLWantReadError("labkit: alert pending") from exc
         else:
             setup.t_tls_ns = _mono()
         finally:
@@ -569,7 +588,7 @@ def session_of(ws: ClientConnection) -> ssl.SSLSession | None:
 
 
 def _alert_words(reason: str) -> str | None:
-    for prefix in ("SSLV3_ALERT_", "TLSV1_ALERT_", "TLSV13_ALERT_"):
+    for prefix in _ALERT_PREFIXES:
         if reason.startswith(prefix):
             return reason[len(prefix):].replace("_", " ").lower()
     return None
