@@ -191,11 +191,12 @@ def test_profile_2_tls_and_basic_auth(csms_factory, pki, tmp_path, version):
     assert any(r["error_code"] == "TlsAlertFromClient" for r in csms.rows())
 
 
-@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
-def test_profile_3_client_certificates(csms_factory, pki, tmp_path, version):
-    csms = csms_factory(*csms_args(pki, 3))
+@pytest.mark.parametrize("version, loop", [("1.6", "auto"), ("2.0.1", "asyncio")])
+def test_profile_3_client_certificates(csms_factory, pki, tmp_path, version, loop):
+    """uvloop (auto) and asyncio's own loop on both sides: the TLS hooks (labkit.sim.tls) work on both."""
+    csms = csms_factory(*csms_args(pki, 3, "--loop", loop))
     run = run_fleet(tmp_path / "f", csms.url, "--ca", str(pki["ca"].cert_path), "--cert-dir", str(pki["dir"]),
-                    "--stations", "3", "--ocpp", version, *FAST)
+                    "--stations", "3", "--ocpp", version, "--loop", loop, *FAST)
     assert run.rc == 0, run.stderr
     assert {r["station_id"] for r in run.calls} == {"cs001", "cs002", "cs003"}
     assert all(r["outcome"] == "ok" for r in run.calls)
@@ -210,7 +211,7 @@ def test_profile_3_client_certificates(csms_factory, pki, tmp_path, version):
     assert not [o for o in outputs if "PRIVATE KEY" in o or any(k.split("\n")[1] in o for k in keys)]
     # TLS 1.2: the station's certificate travels in the handshake, so the station sends more than in profile 2
     v12 = run_fleet(tmp_path / "v12", csms.url, "--ca", str(pki["ca"].cert_path), "--cert-dir", str(pki["dir"]),
-                    "--stations", "1", "--ocpp", version, "--tls-version", "1.2", *FAST)
+                    "--stations", "1", "--ocpp", version, "--tls-version", "1.2", "--loop", loop, *FAST)
     assert v12.rc == 0, v12.stderr
     (h12,) = handshakes(v12)
     assert h12["tls"] == "TLSv1.2"
@@ -280,13 +281,16 @@ def test_tls_12_only_csms_refuses_a_13_only_station(csms_factory, pki, tmp_path)
 # -- resumption and round trips -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("tls_version, resumption", [("1.3", True), ("1.2", True), ("1.3", False)])
-def test_resumption_on_reconnect_and_handshake_round_trips(csms_factory, pki, tmp_path, tls_version, resumption):
+@pytest.mark.parametrize(
+    "tls_version, resumption, loop", [("1.3", True, "auto"), ("1.2", True, "asyncio"), ("1.3", False, "auto")]
+)
+def test_resumption_on_reconnect_and_handshake_round_trips(csms_factory, pki, tmp_path, tls_version, resumption,
+                                                            loop):
     """Through a relay adding 100 ms each way (RTT 200 ms): the first connection's TLS handshake takes one
     round trip in TLS 1.3 and two in 1.2; the relay then drops the link, and the station's second
     connection resumes its TLS session (one round trip; the CSMS still checks the CN) or, with
     --no-tls-resumption, does a full handshake again."""
-    csms = csms_factory(*csms_args(pki, 3))
+    csms = csms_factory(*csms_args(pki, 3, "--loop", loop))
     one_way = 0.100
     with DelayProxy(csms.port, one_way) as proxy:
 
@@ -307,7 +311,7 @@ def test_resumption_on_reconnect_and_handshake_round_trips(csms_factory, pki, tm
             "--ca", str(pki["ca"].cert_path), "--cert-dir", str(pki["dir"]), "--stations", "1",
             "--tls-version", tls_version, "--tls-resumption" if resumption else "--no-tls-resumption",
             "--meter-values", "8", "--meter-interval", "0.05", "--step-interval", "0.05", "--jitter", "0",
-            "--backoff-min", "0.2", "--backoff-max", "0.5", "--call-timeout", "5",
+            "--backoff-min", "0.2", "--backoff-max", "0.5", "--call-timeout", "5", "--loop", loop,
         )
         t.join()
     assert run.rc == 0, run.stderr
