@@ -262,7 +262,9 @@ def csms(listen: str, versions: tuple[str, ...], **kw: Any) -> None:
 
 
 @click.command()
-@click.option("--url", required=True, help="CSMS URL, ws://HOST:PORT/[path/]; the station id is appended.")
+@click.option(
+    "--url", required=True, help="CSMS URL, ws:// or wss://HOST:PORT/[path/]; the station id is appended."
+)
 @click.option("--stations", type=int, default=1, show_default=True, help="Stations in this process (M).")
 @click.option("--scenario", type=click.Choice(["thesis-2021", "session"]), default="thesis-2021", show_default=True)
 @click.option("--ocpp", "version", type=click.Choice(VERSIONS), default="1.6", show_default=True)
