@@ -310,15 +310,16 @@ class Remote:
         except (OSError, paramiko.SSHException) as exc:
             raise RemoteError(f"{h.name}: cannot fetch {remote}: {_reason(exc)}") from None
 
-    def write_secret(self, host: str | HostConn, remote: str, text: str) -> None:
-        """Write ``text`` to the file ``remote`` over SFTP, readable by its owner only (0600); nothing of it
-        reaches a command line or the log (put the file in a private directory: it is 0600 only once written)."""
+    def write_secret(self, host: str | HostConn, remote: str, text: str | bytes) -> None:
+        """Write ``text`` (or bytes) to the file ``remote`` over SFTP, readable by its owner only (0600); nothing
+        of it reaches a command line or the log (put the file in a private directory: it is 0600 only once
+        written)."""
         h = self.host(host)
         try:
             sftp = self.connect(h).sftp()
             with sftp.open(remote, "w") as fh:
                 fh.chmod(0o600)
-                fh.write(text.encode())
+                fh.write(text.encode() if isinstance(text, str) else text)
         except (OSError, paramiko.SSHException) as exc:
             raise RemoteError(f"{h.name}: cannot write {remote}: {_reason(exc)}") from None
 

@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -119,6 +120,14 @@ def test_errors_before_anything_changes(home, lab_up, tmp_path, capfd):
         (["bench", "vsat", "--lab", lab, "--heartbeat", "0"], 2, "--heartbeat: must be more than 0"),
         (["bench", "vsat", "--lab", lab, "--udp-seconds", "-1"], 2, "--udp-seconds: must be 0-3600 s"),
         (["bench", "vsat", "--lab", lab, "--iperf-seconds", "nan"], 2, "--iperf-seconds: must be 0-3600"),
+        (["bench", "vsat", "--lab", lab, "--security-profile", "1,4"], 2, "--security-profile: '1,4': each of 0, 1, "
+         "2, 3 at most once"),
+        (["bench", "vsat", "--lab", lab, "--security-profile", "3", "--tls-version", "1.1"], 2,
+         "--tls-version: '1.1': 1.2, 1.3 or 1.2,1.3"),
+        (["bench", "vsat", "--lab", lab, "--tls-version", "1.2"], 2, "--tls-version/--tls-resumption: only with "
+         "--security-profile 2 or 3"),
+        (["bench", "vsat", "--lab", lab, "--security-profile", "2", "--no-ocpp"], 2, "--security-profile: must be "
+         "used with the OCPP phase"),
         (["bench", "vsat", "--lab", "nolab"], 1, "lab 'nolab' is not up"),
     ]:
         assert run_cli(*argv) == code, argv
@@ -307,6 +316,62 @@ def test_outage_reconnects_and_queued_messages_wait(home, lab_up, tmp_path):
     assert run_cli("report", str(run)) == 0
     report = (run / "report" / "report.md").read_text()
     assert "Transaction messages" in report
+
+
+def test_security_profiles_sweep_over_tls_with_the_labs_own_certificates(home, lab_up, tmp_path):
+    """One plan runs OCPP security profiles 1, 2 and 3 (TLS 1.2, session resumption on and off) through an
+    outage: every connection's set-up is recorded, TLS 1.2's full handshake takes two round trips of the link and
+    a resumed one one, profile 3 presents each station's own certificate, and no key or password is left on
+    a host or in the results."""
+    import glob
+
+    from labkit.resultsformat import parse_detail
+
+    lab = lab_up
+    assert run_cli("bench", "4g", "--lab", lab, "--baselines", "none", "--meter-values", "16", "--meter-interval",
+                   "0.25", "--ws-ping", "1", "--outage", "3s@2s", "--evse", "2", "--stations-per-host", "2",
+                   "--security-profile", "1,2,3", "--tls-version", "1.2", "--tls-resumption", "both") == 0
+    run = only_run(tmp_path / "results")
+    m = json.loads((run / "manifest.json").read_text())
+    labels = [c["security"]["label"] for c in m["cells"]]
+    assert labels == ["sp1", "sp2-tls12", "sp2-tls12-nores", "sp3-tls12", "sp3-tls12-nores"]
+    assert len(m["tls"]["ca_sha256"]) == 64 and f"labkit {lab}" in m["tls"]["ca_subject"]
+    for c in m["cells"]:
+        cell = run / c["dir"]
+        sec = c["security"]
+        meta = json.loads((cell / "cell.json").read_text())
+        assert meta["security"] == sec and meta["status"] == "complete"
+        events = []
+        for f in sorted((cell / "ocpp").glob("events-*.csv")):
+            with open(f) as fh:
+                events += list(csv.DictReader(fh))
+        shakes = [(int(e["connection"]), parse_detail(e["detail"])) for e in events if e["event"] == "handshake"]
+        firsts = [d for n, d in shakes if n == 1]
+        again = [d for n, d in shakes if n > 1]
+        assert len(firsts) == 4 and again, (c["id"], shakes)  # every station connected, some came back
+        assert {d["tls"] for d in firsts + again} == ({"none"} if sec["profile"] == 1 else {"TLSv1.2"})
+        assert sum(e["event"] == "booted" for e in events) == 4
+        with open(cell / "ocpp" / "csms.csv") as fh:
+            csms = list(csv.DictReader(fh))
+        assert not [r for r in csms if r["outcome"] == "refused"], c["id"]
+        if sec["profile"] == 1:
+            continue
+        rtt = sorted(float(d["tcp_ms"]) for d in firsts)[0]  # one round trip of the link: TCP's handshake
+        assert min(float(d["tls_ms"]) for d in firsts) >= 1.9 * rtt  # a full TLS 1.2 handshake: two round trips
+        assert all(d["resumed"] == "0" for d in firsts)
+        resumed = [d for d in again if d["resumed"] == "1"]
+        if sec["resumption"]:
+            assert resumed and min(float(d["tls_ms"]) for d in resumed) < 1.5 * rtt  # abbreviated: one
+        else:
+            assert not resumed
+        # profile 3: the stations' certificates (about 1 kB more from the station than profile 2's handshake)
+        out = statistics.median(float(d["tls_out"]) for d in firsts)
+        assert (out > 700) == (sec["profile"] == 3), (c["id"], out)
+    text = "".join(p.read_text(errors="replace") for p in run.rglob("*") if p.is_file() and p.suffix != ".png")
+    assert "PRIVATE KEY" not in text and "--password " not in text
+    assert not glob.glob(f"/tmp/labkit-tls-{lab}.*") and not glob.glob(f"/tmp/labkit-secret-{lab}.*")
+    assert (home / "labs" / lab / "tls" / "ca.pem").exists()
+    assert_unshaped(lab)
 
 
 @pytest.mark.timeout(2400)

@@ -120,3 +120,32 @@ def test_tcp_test_length_follows_the_path():
     assert tcp_timing(Plan(profiles=["x"]), 600, 26_800) == (30.0, 13.0)
     assert tcp_timing(Plan(profiles=["x"]), 0, 499_999) == (30.0, 2.0)
     assert tcp_timing(Plan(profiles=["x"]), 0, 500_000) == (10.0, 2.0)
+
+
+def test_security_sweep_cells_ids_and_parsers():
+    from labkit.bench.plan import Security, parse_resumption, parse_security_profiles, parse_tls_versions
+
+    plan = Plan(profiles=["none", "vsat"], evse_counts=[1, 2], security_profiles=[1, 3], tls_versions=["1.2", "1.3"],
+                tls_resumption=[True, False])
+    assert [s.label for s in plan.securities()] == ["sp1", "sp3-tls12", "sp3-tls12-nores", "sp3-tls13",
+                                                    "sp3-tls13-nores"]
+    cells = plan.cells()
+    assert len(cells) == 2 * 5 * 2
+    assert cells[0].id == "none__n1x1__r1__sp1" and cells[2].id == "none__n1x1__r1__sp3-tls12"
+    assert [c.baselines for c in cells].count(True) == 2  # once per link profile, whatever the variants
+    assert len({c.id for c in cells}) == len(cells)
+    assert plan.needs_password() and not Plan(profiles=["none"], security_profiles=[0, 3]).needs_password()
+    # no sweep: the ids runs have always had
+    assert [c.id for c in Plan(profiles=["vsat"]).cells()] == ["vsat__n1x1__r1"]
+    assert Security(2, "1.2", True).to_dict() == {"profile": 2, "tls_version": "1.2", "resumption": True,
+                                                  "label": "sp2-tls12"}
+    back = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert [c.id for c in back.cells()] == [c.id for c in cells]
+    assert parse_security_profiles("0, 3") == [0, 3] and parse_tls_versions("1.3,1.2") == ["1.3", "1.2"]
+    assert parse_resumption("both") == [True, False]
+    for fn, text in [(parse_security_profiles, "1,1"), (parse_security_profiles, "x"), (parse_security_profiles, ""),
+                     (parse_tls_versions, "1.0"), (parse_tls_versions, "1.3,1.3"), (parse_resumption, "yes")]:
+        with pytest.raises(ConfigError):
+            fn(text)
+    with pytest.raises(ConfigError, match="--security-profile: must be used with the OCPP phase"):
+        validate(Plan(profiles=["vsat"], security_profiles=[3], ocpp_phase=False), lab_evse=1, known_profiles=KNOWN)

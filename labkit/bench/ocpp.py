@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labkit.bench.labcerts import LabTLS
 from labkit.bench.plan import Cell, Plan
 from labkit.errors import LabkitError, RemoteError
 from labkit.inventory import HostConn, Inventory
@@ -43,10 +44,18 @@ class OcppPhase:
     progress: Callable[[str, int, int | None], None]
     gateway_procs: dict[str, str] = field(default_factory=dict)  # name -> pid file (the shaping engine)
     outage_log: dict[str, Any] = field(default_factory=dict)
-    #: the HTTP Basic auth password (OCPP security profile 1), or None; never in argv, logs or results: it
-    #: reaches the hosts as a file in a private directory, removed once the CSMS and the fleets have read it
+    #: the HTTP Basic auth password (OCPP security profiles 1 and 2), or None; never in argv, logs or results:
+    #: it reaches the hosts as a file in a private directory, removed once the CSMS and the fleets have read it
     secret: str | None = field(default=None, repr=False)
     _secret_files: dict[str, str] = field(default_factory=dict, repr=False)
+    #: the lab's certificates (security profiles 2 and 3): pushed per host into a private directory
+    tls: LabTLS | None = field(default=None, repr=False)
+    _tls_dirs: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def uses_password(self) -> bool:
+        sec = self.cell.security
+        return bool(self.secret) and (sec is None or sec.profile in (1, 2))
 
     @property
     def evses(self) -> list[HostConn]:
@@ -60,13 +69,24 @@ class OcppPhase:
                 "--heartbeat-interval", str(hb), "--out", f"{wd}/csms.csv", "--status", f"{wd}/csms-status.json"]
         if cpo.name in self._secret_files:
             args += ["--password-file", self._secret_files[cpo.name]]
+        sec = self.cell.security
+        if sec is not None:
+            args += ["--security-profile", str(sec.profile)]
+            if sec.tls:
+                d = self._tls_dirs[cpo.name]
+                for stem in ("server", "server-rsa"):
+                    args += ["--tls-cert", f"{d}/{stem}.pem", "--tls-key", f"{d}/{stem}.key"]
+                if sec.profile == 3:
+                    args += ["--client-ca", f"{d}/ca.pem"]
         return shlex.join(args)
 
     def fleet_command(self, evse: HostConn) -> str:
         p, wd = self.plan, evse.workdir
         cpo = self.inventory.cpo
+        sec = self.cell.security
+        scheme = "wss" if sec is not None and sec.tls else "ws"
         args = [
-            evse.labkit, "fleet", "--url", f"ws://{cpo.addresses['cpo']}:{CSMS_PORT}/",
+            evse.labkit, "fleet", "--url", f"{scheme}://{cpo.addresses['cpo']}:{CSMS_PORT}/",
             "--stations", str(self.cell.stations_per_host), "--scenario", p.scenario, "--ocpp", p.ocpp,
             "--id-prefix", f"{evse.name}-cs", "--host-label", evse.name, "--run-id", self.run_id,
             "--seed", str(p.seed * 1000 + evse.index), "--heartbeat", f"{p.heartbeat_s:g}",
@@ -78,6 +98,12 @@ class OcppPhase:
                      "--close-timeout", f"{max(timeout, 1):g}"]
         if evse.name in self._secret_files:
             args += ["--password-file", self._secret_files[evse.name]]
+        if sec is not None and sec.tls:
+            d = self._tls_dirs[evse.name]
+            args += ["--ca", f"{d}/ca.pem", "--tls-version", str(sec.tls_version),
+                     "--tls-resumption" if sec.resumption else "--no-tls-resumption"]
+            if sec.profile == 3:
+                args += ["--cert-dir", d]
         if p.scenario == "thesis-2021":
             args += ["--meter-values", str(p.meter_values), "--meter-interval", f"{p.meter_interval_s:g}"]
         else:
@@ -94,10 +120,16 @@ class OcppPhase:
             return f"mkdir -p {wd} && rm -f {files} {wd}/*-status.json"
 
         r.run_many(hosts, fresh, sudo=True)
-        summary: dict[str, Any] = {"started": time.time(), "auth": "basic" if self.secret else "none"}
+        sec = self.cell.security
+        summary: dict[str, Any] = {"started": time.time(), "auth": "basic" if self.uses_password else "none"}
+        if sec is not None:
+            summary["security"] = sec.to_dict()
         try:
-            if self.secret:
+            if self.uses_password:
                 self._push_secret([cpo] + self.evses)
+            if sec is not None and sec.tls:
+                self.progress("ocpp: certificates to the hosts", 0, None)
+                self._push_tls(cpo)
             self.progress("ocpp: starting the CSMS", 0, None)
             r.start(cpo, "csms", self.csms_command(cpo), sudo=True, nofile=1048576)
             t_csms = time.monotonic()
@@ -107,7 +139,7 @@ class OcppPhase:
             self._start_monitors(hosts)
             self.progress("ocpp: starting the fleets", 0, len(self.evses))
             r.start_many(self.evses, "fleet", self.fleet_command, sudo=True, nofile=1048576)
-            if self.secret:
+            if self.uses_password:
                 # a fleet writes its status file only after reading its configuration, the password included
                 self._each(self.evses, lambda h: self._wait_status(h, "fleet-status.json", lambda s: True, "fleet",
                                                                   CSMS_READY_TIMEOUT_S))
@@ -116,6 +148,7 @@ class OcppPhase:
         finally:
             self._forget_secret()
             self._restore_link()
+            self._forget_tls()
             self._stop_all(hosts)
             summary["ended"] = time.time()
             self._collect(hosts)
@@ -151,6 +184,30 @@ class OcppPhase:
         hosts = [self.inventory.host(n) for n in files]
         self._each(hosts, lambda h: self.remote.run(
             h, f"rm -rf {shlex.quote(str(Path(files[h.name]).parent))}", sudo=True, check=False))
+
+    def _push_tls(self, cpo: HostConn) -> None:
+        """The CSMS's certificates and keys to the CPO, each station's to its EVSE host (profile 3), the CA's
+        certificate to all; each into a private directory of its own (``labcerts.push``)."""
+        from labkit.bench import labcerts
+        from labkit.sim.tlsca import station_ids
+
+        if self.tls is None:
+            raise PhaseError("security profile with TLS but no lab certificates (labcerts.ensure)")
+        tls, lab = self.tls, self.inventory.lab
+        wanted = {cpo.name: tls.server_files()}
+        for h in self.evses:
+            ids = station_ids(f"{h.name}-cs", self.cell.stations_per_host) if self.cell.security.profile == 3 else []
+            wanted[h.name] = tls.station_files(ids)
+        hosts = [cpo] + self.evses
+        self._tls_dirs.update(self._each(hosts, lambda h: (h.name, labcerts.push(self.remote, h, lab,
+                                                                                   wanted[h.name]))))
+
+    def _forget_tls(self) -> None:
+        dirs, self._tls_dirs = dict(self._tls_dirs), {}
+        if dirs:
+            hosts = [self.inventory.host(n) for n in dirs]
+            self._each(hosts, lambda h: self.remote.run(h, f"rm -rf {shlex.quote(dirs[h.name])}", sudo=True,
+                                                        check=False))
 
     def _start_monitors(self, hosts: list[HostConn]) -> None:
         def cmd(h: HostConn) -> str:

@@ -21,6 +21,34 @@ THESIS_EVSE = [1, 10, 25, 50]
 
 SCENARIOS = ("thesis-2021", "session")
 OCPP_VERSIONS = ("1.6", "2.0.1")
+SECURITY_PROFILES = (0, 1, 2, 3)
+TLS_VERSIONS = ("1.2", "1.3")
+
+
+@dataclass(frozen=True)
+class Security:
+    """One OCPP security profile as a cell runs it: 0 (nothing), 1 (HTTP Basic auth), 2 (Basic auth over TLS),
+    3 (TLS with a client certificate per station); with TLS, the version the stations ask for and whether they
+    resume their TLS session on reconnect."""
+
+    profile: int
+    tls_version: str | None = None
+    resumption: bool | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.profile >= 2
+
+    @property
+    def label(self) -> str:
+        """``sp1``, ``sp3-tls13``, ``sp2-tls12-nores``: part of the cell id, so only [a-z0-9-]."""
+        if not self.tls:
+            return f"sp{self.profile}"
+        return f"sp{self.profile}-tls{(self.tls_version or '').replace('.', '')}" + ("" if self.resumption else "-nores")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"profile": self.profile, "tls_version": self.tls_version, "resumption": self.resumption,
+                "label": self.label}
 
 
 @dataclass
@@ -48,10 +76,13 @@ class Cell:
     stations_per_host: int
     repeat: int
     baselines: bool
+    #: the OCPP security profile of the cell (None: the plan sweeps none; ``Plan.auth`` says what ran)
+    security: Security | None = None
 
     @property
     def id(self) -> str:
-        return f"{self.profile}__n{self.evse_hosts}x{self.stations_per_host}__r{self.repeat}"
+        base = f"{self.profile}__n{self.evse_hosts}x{self.stations_per_host}__r{self.repeat}"
+        return f"{base}__{self.security.label}" if self.security else base
 
     @property
     def stations(self) -> int:
@@ -90,20 +121,44 @@ class Plan:
     #: OCPP security profile 1 (HTTP Basic auth): "basic" when the bench was given a password (never the
     #: password itself), else "none"
     auth: str = "none"
+    #: OCPP security profiles to sweep (``--security-profile 1,2,3``); empty: none swept (``auth`` applies)
+    security_profiles: list[int] = field(default_factory=list)
+    #: with profiles 2 and 3: the TLS versions the stations ask for, and TLS session resumption on reconnect
+    tls_versions: list[str] = field(default_factory=lambda: ["1.3"])
+    tls_resumption: list[bool] = field(default_factory=lambda: [True])
+
+    def securities(self) -> list[Security | None]:
+        """The security variants every (link profile, fleet size) runs in, in the order given."""
+        if not self.security_profiles:
+            return [None]
+        out: list[Security | None] = []
+        for sp in self.security_profiles:
+            if sp < 2:
+                out.append(Security(sp))
+                continue
+            out += [Security(sp, v, r) for v in self.tls_versions for r in self.tls_resumption]
+        return out
 
     def cells(self) -> list[Cell]:
         out = []
         for repeat in range(1, self.repeats + 1):
             for profile in self.profiles:
-                for i, n in enumerate(self.evse_counts):
-                    base = self.baselines == "every" or (self.baselines == "first" and i == 0)
-                    out.append(Cell(profile, n, self.stations_per_host, repeat, base))
+                i = 0
+                for sec in self.securities():
+                    for n in self.evse_counts:
+                        base = self.baselines == "every" or (self.baselines == "first" and i == 0)
+                        out.append(Cell(profile, n, self.stations_per_host, repeat, base, sec))
+                        i += 1
         return out
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["outage"] = asdict(self.outage) if self.outage else None
         return d
+
+    def needs_password(self) -> bool:
+        """Whether a cell runs HTTP Basic auth (security profile 1 or 2) under the sweep."""
+        return any(s is not None and s.profile in (1, 2) for s in self.securities())
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Plan:
@@ -188,6 +243,18 @@ def validate(plan: Plan, *, lab_evse: int, known_profiles: list[str]) -> None:
         (plan.outage is None or 0 < plan.outage.duration_s <= 86400, "--outage", "DURATION more than 0 and at most "
          "86400 s", plan.outage.duration_s if plan.outage else None),
     ]
+    checks += [(sp in SECURITY_PROFILES, "--security-profile", "0, 1, 2 or 3", sp) for sp in plan.security_profiles]
+    checks += [(v in TLS_VERSIONS, "--tls-version", ", ".join(TLS_VERSIONS), v) for v in plan.tls_versions]
+    checks += [
+        (len(set(plan.security_profiles)) == len(plan.security_profiles), "--security-profile", "each profile once",
+         plan.security_profiles),
+        (bool(plan.tls_versions) and len(set(plan.tls_versions)) == len(plan.tls_versions), "--tls-version",
+         "1.2 and/or 1.3, each once", plan.tls_versions),
+        (bool(plan.tls_resumption) and len(set(plan.tls_resumption)) == len(plan.tls_resumption), "--tls-resumption",
+         "on, off or both", plan.tls_resumption),
+        (not plan.security_profiles or plan.ocpp_phase, "--security-profile", "used with the OCPP phase (not with "
+         "--no-ocpp)", plan.security_profiles),
+    ]
     for ok, flag, allowed, got in checks:
         if not ok:
             raise ConfigError(f"{flag}: must be {allowed} (got {got!r})")
@@ -201,3 +268,31 @@ def thesis_plan(family: str = "both") -> list[str]:
     if family == "both":
         return THESIS_SLOW + THESIS_REALISTIC
     raise ConfigError(f"--family: must be slow, realistic or both (got {family!r})")
+
+
+def parse_security_profiles(text: str) -> list[int]:
+    """``--security-profile 1,2,3`` -> [1, 2, 3] (each 0-3, once)."""
+    try:
+        out = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--security-profile: {text!r} is not a comma-separated list of 0, 1, 2, 3 "
+                          "(e.g. 1,2,3)") from None
+    if not out or any(sp not in SECURITY_PROFILES for sp in out) or len(set(out)) != len(out):
+        raise ConfigError(f"--security-profile: {text!r}: each of 0, 1, 2, 3 at most once (e.g. 1,2,3)")
+    return out
+
+
+def parse_tls_versions(text: str) -> list[str]:
+    """``--tls-version 1.2,1.3`` -> ["1.2", "1.3"]."""
+    out = [x.strip() for x in str(text).split(",") if x.strip()]
+    if not out or any(v not in TLS_VERSIONS for v in out) or len(set(out)) != len(out):
+        raise ConfigError(f"--tls-version: {text!r}: 1.2, 1.3 or 1.2,1.3")
+    return out
+
+
+def parse_resumption(text: str) -> list[bool]:
+    """``--tls-resumption on|off|both`` -> [True] | [False] | [True, False]."""
+    choices = {"on": [True], "off": [False], "both": [True, False]}
+    if text not in choices:
+        raise ConfigError(f"--tls-resumption: {text!r}: on, off or both")
+    return choices[text]

@@ -71,6 +71,7 @@ class Bench:
         self.inv = handle.inventory
         self.expected = {p: link.expected(p) for p in plan.profiles}
         self.secret = secret  # the OCPP Basic auth password: handed to the OCPP phase only, never recorded
+        self.tls = None  # the lab's certificates (labcerts.LabTLS) when a cell runs security profile 2 or 3
 
     # -- the run ------------------------------------------------------------------------------------
     def run(self) -> RunDir:
@@ -81,6 +82,11 @@ class Bench:
             except LabkitError as exc:
                 raise LabkitError(f"lab {self.handle.lab.name!r} is not answering: {exc}") from None
             evidence = pathcheck.check(remote, self.inv)
+            if any(s is not None and s.tls for s in self.plan.securities()):
+                from labkit.bench import labcerts
+
+                self.progress("the lab's certificates", 0, None)
+                self.tls = labcerts.ensure(self.handle.labdir.path, self.handle.lab.name, self.inv.cpo)
             run = self._open_run(evidence)
             guard = Guard(self.handle.lab.name, run.path).start()
             previous = signal.getsignal(signal.SIGTERM)
@@ -99,7 +105,8 @@ class Bench:
                     if run.cell_complete(cell.id):
                         continue
                     left = max(0.0, total_est - (time.monotonic() - t0))
-                    self.cell_prefix = (f"[{i + 1}/{len(cells)}] {cell.profile} n={cell.stations} "
+                    sec = f" {cell.security.label}" if cell.security else ""
+                    self.cell_prefix = (f"[{i + 1}/{len(cells)}] {cell.profile}{sec} n={cell.stations} "
                                         f"~{left / 60:.0f} min left")
                     self._run_cell(run, cell)
                 failed = [c for c in run.manifest()["cells"] if c["status"] != "complete"]
@@ -151,9 +158,12 @@ class Bench:
             "hosts": hosts_facts(self.remote, inv.hosts), "controller": controller_facts(),
             "profiles": {p: link.spec(p) for p in self.plan.profiles}, "path_check": evidence,
             "cells": [{"id": c.id, "dir": f"cells/{c.id}", "profile": c.profile, "evse_hosts": c.evse_hosts,
-                       "stations_per_host": c.stations_per_host, "repeat": c.repeat, "status": "pending"}
+                       "stations_per_host": c.stations_per_host, "repeat": c.repeat, "status": "pending",
+                       **({"security": c.security.to_dict()} if c.security else {})}
                       for c in self.plan.cells()],
         }
+        if self.tls is not None:
+            manifest["tls"] = self.tls.describe()
         run.write_manifest(manifest)
         return run
 
@@ -197,6 +207,8 @@ class Bench:
             "repeat": cell.repeat, "baselines": cell.baselines, "status": "running", "started": iso(),
             "ended": None, "phases": {}, "profile_spec": link.spec(cell.profile), "expected": expected,
         }
+        if cell.security is not None:
+            meta["security"] = cell.security.to_dict()
         self._set_cell_status(run, cell, "running")
         status = "incomplete"
         if plan.pcap:
@@ -240,7 +252,7 @@ class Bench:
                     meta["tcp_test_s"] = {"seconds": tcp_seconds, "omit": tcp_omit}
             if plan.ocpp_phase:
                 phase = OcppPhase(r, inv, plan, cell, cell_dir, run.run_id, self.progress,
-                                  gateway_procs=link.engine_processes(inv), secret=self.secret)
+                                  gateway_procs=link.engine_processes(inv), secret=self.secret, tls=self.tls)
                 phase_progress = self.progress
 
                 def prog(msg, done=0, total=None):
@@ -331,6 +343,11 @@ def run_bench(lab_name: str, plan: Plan, *, results_root: Path, argv: list[str] 
         raise ConfigError("--resume: this run used a password (auth: basic): give it again with --password-file "
                           "or LABKIT_OCPP_PASSWORD")
     plan.auth = "basic" if secret else "none"
+    if secret is None and plan.needs_password():
+        import secrets
+
+        # security profiles 1 and 2 without a password given: one made for this run, known to nobody else
+        secret = secrets.token_urlsafe(24)
     bench = Bench(handle, plan, results_root=results_root, argv=argv or sys.argv, progress=progress,
                   label=label, resume=resume, log=log, secret=secret)
     return bench.run()

@@ -46,12 +46,31 @@ from labkit.errors import ConfigError
 @click.option("--password-file", type=click.Path(dir_okay=False),
               help="OCPP security profile 1: HTTP Basic auth between the fleets and the CSMS with the password on the "
               "first line of this file (or in LABKIT_OCPP_PASSWORD); never on the command line, never recorded.")
+@click.option("--security-profile", "security_profiles",
+              help="OCPP security profiles to run, a list: 0 (none), 1 (Basic auth), 2 (Basic auth over TLS), 3 (TLS "
+              "with a client certificate per station), e.g. 1,2,3; each link profile runs in each. TLS uses the "
+              "lab's own CA. Without this option: profile 1 with --password-file, else 0.")
+@click.option("--tls-version", "tls_versions", help="With profiles 2 and 3: the TLS versions the stations ask for, "
+              "a list: 1.2, 1.3 or 1.2,1.3 [default: 1.3].")
+@click.option("--tls-resumption", type=click.Choice(["on", "off", "both"]),
+              help="With profiles 2 and 3: stations resume their TLS session on reconnect (on), never (off), or "
+              "cells of both [default: on].")
 @click.pass_context
 def bench(ctx, profiles, lab_name, plan_name, family, evse_counts, stations_per_host, repeats, scenario, ocpp, seed,
           ping_count, ping_interval, iperf_seconds, udp_seconds, meter_values, meter_interval, heartbeat, duration,
-          baselines, no_ocpp, ws_ping, pcap, outage, results_root, label, resume, password_file):
+          baselines, no_ocpp, ws_ping, pcap, outage, results_root, label, resume, password_file, security_profiles,
+          tls_versions, tls_resumption):
     """Baselines and OCPP timings for each PROFILE (e.g. labkit bench vsat gprs)."""
-    from labkit.bench.plan import THESIS_EVSE, Outage, Plan, parse_counts, thesis_plan
+    from labkit.bench.plan import (
+        THESIS_EVSE,
+        Outage,
+        Plan,
+        parse_counts,
+        parse_resumption,
+        parse_security_profiles,
+        parse_tls_versions,
+        thesis_plan,
+    )
     from labkit.bench.runner import run_bench
     from labkit.progress import Reporter
     from labkit.sim.settings import read_password
@@ -80,6 +99,14 @@ def bench(ctx, profiles, lab_name, plan_name, family, evse_counts, stations_per_
     plan.pcap = pcap
     if outage:
         plan.outage = Outage.parse(outage)
+    if security_profiles is not None:
+        plan.security_profiles = parse_security_profiles(security_profiles)
+    if tls_versions is not None:
+        plan.tls_versions = parse_tls_versions(tls_versions)
+    if tls_resumption is not None:
+        plan.tls_resumption = parse_resumption(tls_resumption)
+    if (tls_versions or tls_resumption) and not any(sp >= 2 for sp in plan.security_profiles):
+        raise ConfigError("--tls-version/--tls-resumption: only with --security-profile 2 or 3")
     with Reporter("bench", quiet=ctx.obj["quiet"]) as rep:
         argv = ctx.obj.get("argv") or ["labkit", *sys.argv[1:]]
         run = run_bench(lab_name, plan, results_root=Path(results_root), argv=argv,
