@@ -66,7 +66,7 @@ class LabTLS:
 def ensure(lab_dir: Path, lab_name: str, cpo: HostConn) -> LabTLS:
     """The lab's CA and the CSMS's certificates, made or remade as needed (call under the lab's lock)."""
     d = lab_dir / "tls"
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     ca = None
     if (d / "ca.pem").exists():
         ca = tlsca.load_ca(d)

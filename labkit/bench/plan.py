@@ -44,7 +44,8 @@ class Security:
         """``sp1``, ``sp3-tls13``, ``sp2-tls12-nores``: part of the cell id, so only [a-z0-9-]."""
         if not self.tls:
             return f"sp{self.profile}"
-        return f"sp{self.profile}-tls{(self.tls_version or '').replace('.', '')}" + ("" if self.resumption else "-nores")
+        version = (self.tls_version or "").replace(".", "")
+        return f"sp{self.profile}-tls{version}" + ("" if self.resumption else "-nores")
 
     def to_dict(self) -> dict[str, Any]:
         return {"profile": self.profile, "tls_version": self.tls_version, "resumption": self.resumption,
