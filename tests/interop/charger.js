@@ -1,19 +1,87 @@
 // An independent OCPP-J charging station (ocpp-rpc, strict schema mode) talking to labkit's CSMS.
-// usage: node charger.js ws://HOST:PORT/ ocpp1.6|ocpp2.0.1 IDENTITY [PASSWORD]
-// Prints one JSON line {ok, failures, results} and exits 0 when every call got a valid reply.
+// usage: node charger.js URL ocpp1.6|ocpp2.0.1 IDENTITY [--ca FILE] [--cert FILE --key FILE]
+//                        [--password-file FILE] [--tls-version 1.2|1.3]
+//   URL ws://HOST:PORT/ or wss://HOST:PORT/ (security profiles 2 and 3: TLS; --ca: the CA the CSMS's
+//   certificate must chain to, --cert/--key: a client certificate for profile 3). The HTTP Basic auth
+//   password (profiles 1 and 2) comes from --password-file (its first line) or the environment variable
+//   CHARGER_PASSWORD, never from the command line.
+// Prints one JSON line {ok, failures, results, tls} and exits 0 when every call got a valid reply; when the
+// connection is refused, {ok: 0, failures, refused: {status, body}} (status: the HTTP status of the upgrade
+// or the TLS error code) and exit status 2.
 'use strict';
+const fs = require('fs');
 const { RPCClient } = require('ocpp-rpc');
 
-const [url, protocol, identity, password] = process.argv.slice(2);
+function parseArgs(argv) {
+    const positional = [];
+    const opts = {};
+    const known = new Set(['--ca', '--cert', '--key', '--password-file', '--tls-version']);
+    for (let i = 0; i < argv.length; i++) {
+        if (argv[i].startsWith('--')) {
+            if (!known.has(argv[i]) || i + 1 >= argv.length) throw new Error(`bad option ${argv[i]}`);
+            opts[argv[i].slice(2)] = argv[++i];
+        } else {
+            positional.push(argv[i]);
+        }
+    }
+    if (positional.length !== 3) throw new Error('usage: charger.js URL PROTOCOL IDENTITY [options]');
+    return { positional, opts };
+}
+
+const { positional: [url, protocol, identity], opts } = parseArgs(process.argv.slice(2));
+const password = opts['password-file'] !== undefined
+    ? fs.readFileSync(opts['password-file'], 'utf8').split(/\r?\n/)[0]
+    : process.env.CHARGER_PASSWORD;
+const wsOpts = {};
+if (url.startsWith('wss://')) {
+    wsOpts.minVersion = 'TLSv1.2';  // OCPP allows nothing older (A00.FR.313)
+    if (opts['tls-version']) wsOpts.minVersion = wsOpts.maxVersion = `TLSv${opts['tls-version']}`;
+    if (opts.ca) wsOpts.ca = fs.readFileSync(opts.ca);
+    if (opts.cert) wsOpts.cert = fs.readFileSync(opts.cert);
+    if (opts.key) wsOpts.key = fs.readFileSync(opts.key);
+} else if (opts.ca || opts.cert || opts.key || opts['tls-version']) {
+    throw new Error('TLS options need a wss:// URL');
+}
 const now = () => new Date().toISOString();
 const failures = [];
 const results = {};
 
+// The TLS connection as this side saw it: version, cipher, the CSMS's certificate.
+function tlsInfo(socket) {
+    if (!socket || typeof socket.getProtocol !== 'function') return null;
+    const peer = socket.getPeerCertificate() || {};
+    return { version: socket.getProtocol(), cipher: (socket.getCipher() || {}).name, authorized: socket.authorized,
+        serverCN: peer.subject && peer.subject.CN, serverAltNames: peer.subjectaltname };
+}
+
+// A refused upgrade: the HTTP status and the start of the body the CSMS sent with it.
+async function refusal(err) {
+    if (!err || !err.response) return { status: String(err && (err.code || err.message)), body: '' };
+    const body = await new Promise((resolve) => {
+        let text = '';
+        const done = () => resolve(text.slice(0, 500));
+        err.response.setEncoding('utf8');
+        err.response.on('data', (d) => { text += d; });
+        err.response.on('end', done);
+        err.response.on('error', done);
+        setTimeout(done, 2000);
+    });
+    return { status: err.code, body };
+}
+
 async function main() {
     const cli = new RPCClient({ endpoint: url.replace(/\/$/, ''), identity, protocols: [protocol],
-        strictMode: true, password, reconnect: false, callTimeoutMs: 10000 });
+        strictMode: true, password, wsOpts, reconnect: false, callTimeoutMs: 10000 });
     cli.on('strictValidationFailure', (e) => failures.push({ strict: String(e.error && e.error.message) }));
-    await cli.connect();
+    let opened;
+    try {
+        opened = await cli.connect();
+    } catch (err) {
+        const refused = await refusal(err);
+        console.log(JSON.stringify({ ok: 0, failures: [String(err && err.message)], refused }));
+        process.exit(2);
+    }
+    const tls = tlsInfo(opened && opened.response && opened.response.socket);
     const call = async (method, params) => {
         try {
             results[method] = await cli.call(method, params);
@@ -66,7 +134,7 @@ async function main() {
     }
     await cli.close();
     const ok = Object.keys(results).length;
-    console.log(JSON.stringify({ ok, failures, results }));
+    console.log(JSON.stringify({ ok, failures, results, tls }));
     process.exit(failures.length ? 1 : 0);
 }
 

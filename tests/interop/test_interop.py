@@ -4,49 +4,27 @@ Both directions, OCPP 1.6J and 2.0.1: ocpp-rpc's client as the charging station 
 (tests/interop/charger.js), and ``labkit fleet`` against ocpp-rpc's server as the CSMS (csms.js). In
 strict mode ocpp-rpc validates every call and reply against its own copy of the OCPP JSON schemas and
 reports anything that fails. Needs Node.js and npm (Debian packages ``nodejs`` and ``npm``); ``npm ci``
-installs the locked ocpp-rpc into tests/interop/node_modules once.
+installs the locked ocpp-rpc into tests/interop/node_modules once. Plain ``ws://`` (security profile 0)
+here; TLS (profiles 2 and 3: wss://, HTTP Basic auth, client certificates, refusals) in test_interop_tls.py.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import signal
-import subprocess
-from pathlib import Path
-
 import pytest
 
+from tests.interop.conftest import NODE, NPM, run_charger
 from tests.sim.conftest import run_fleet
 
-HERE = Path(__file__).resolve().parent
-NODE, NPM = shutil.which("node"), shutil.which("npm")
 pytestmark = pytest.mark.skipif(not (NODE and NPM), reason="needs node and npm (apt-get install nodejs npm)")
-
-
-@pytest.fixture(scope="module")
-def node_modules():
-    marker = HERE / "node_modules" / "ocpp-rpc" / "package.json"
-    if not marker.exists():
-        subprocess.run(
-            [NPM, "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True, capture_output=True, text=True, timeout=300
-        )
-    return HERE / "node_modules"
 
 
 @pytest.mark.parametrize("protocol", ["ocpp1.6", "ocpp2.0.1"])
 def test_their_charger_with_our_csms(node_modules, csms_factory, protocol):
     csms = csms_factory()
-    p = subprocess.run(
-        [NODE, str(HERE / "charger.js"), csms.url, protocol, "rpc-station-1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert p.stdout.strip(), p.stderr
-    report = json.loads(p.stdout.strip().splitlines()[-1])
-    assert p.returncode == 0 and report["failures"] == [], report
-    assert report["ok"] == 10
+    run = run_charger(csms.url, protocol, "rpc-station-1")
+    report = run.report
+    assert run.rc == 0 and report["failures"] == [], report
+    assert report["ok"] == 10 and report["tls"] is None
     version = protocol.removeprefix("ocpp")
     rows = [r for r in csms.rows() if r["station_id"] == "rpc-station-1"]
     assert {r["ocpp_version"] for r in rows} == {version}
@@ -57,28 +35,9 @@ def test_their_charger_with_our_csms(node_modules, csms_factory, protocol):
 
 
 @pytest.fixture
-def their_csms(node_modules):
-    proc = subprocess.Popen(
-        [NODE, str(HERE / "csms.js"), "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    line = proc.stdout.readline()
-    assert line.startswith("listening "), proc.stderr.read()
-    port = int(line.split()[1])
-    state: dict = {}
-
-    def report() -> dict:
-        if "report" not in state:
-            proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=10)
-            state["report"] = json.loads(out.strip().splitlines()[-1])
-        return state["report"]
-
-    try:
-        yield f"ws://127.0.0.1:{port}/", report
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+def their_csms(their_csms_factory):
+    csms = their_csms_factory()
+    return csms.url, csms.report
 
 
 @pytest.mark.parametrize("version", ["1.6", "2.0.1"])
@@ -120,7 +79,8 @@ def test_our_fleet_with_their_csms(their_csms, tmp_path, version):
             r for r in run.calls if r["outcome"] != "ok"
         ]
     rep = report()
-    assert rep["failures"] == []
+    assert rep["failures"] == [] and rep["refused"] == []
+    assert len(rep["sessions"]) == 4 and not [s for s in rep["sessions"] if "tls" in s]
     tx = "StartTransaction" if version == "1.6" else "TransactionEvent"
     assert rep["calls"]["BootNotification"] == 4 and rep["calls"][tx] >= 4
     assert "StatusNotification" in rep["calls"]
