@@ -10,6 +10,13 @@ every format in ``READS``: a file of an older format lacks the columns added sin
 (``Run.has_column`` tells an absent column from empty values). The problems also list what the
 transaction accounting finds suspect (labkit.analysis.transactions: a transaction message lost, or
 handled twice by the CSMS).
+
+Each cell's OCPP security variant (cell.json's or the manifest entry's ``security``, else the cell id's
+``__<label>`` suffix) is the ``security`` column of ``cells`` (its label, e.g. ``sp3-tls13``; "" for a cell
+that records none, as in runs made before security profiles could be swept) with ``security_profile`` (for
+a cell without a variant: 1 when the plan used HTTP Basic auth, else 0), ``tls_version`` and
+``tls_resumption``. ``Run.with_cells`` joins ``security`` onto per-cell rows, and ``Run.security_split``
+says whether the run has more than one variant, which the tables then keep apart.
 """
 
 from __future__ import annotations
@@ -26,12 +33,15 @@ import numpy as np
 import pandas as pd
 
 from labkit import resultsformat as RF
+from labkit.analysis.order import parse_security_label
 from labkit.errors import ConfigError
 
 FORMAT = RF.FORMAT  # what this labkit writes; it reads every format in READS
 READS = RF.READS
 PARTIAL_RE = re.compile(r"\.partial-\d+$")  # a cell's earlier attempt, renamed by `labkit bench --resume`
-CELL_ID_RE = re.compile(r"^(?P<profile>.+)__n(?P<hosts>\d+)x(?P<sph>\d+)__r(?P<repeat>\d+)$")
+#: ``<profile>__n<H>x<S>__r<R>``, with ``__<security label>`` when the cell ran a security variant
+CELL_ID_RE = re.compile(r"^(?P<profile>.+)__n(?P<hosts>\d+)x(?P<sph>\d+)__r(?P<repeat>\d+)"
+                        r"(?:__(?P<security>[A-Za-z0-9][A-Za-z0-9-]*))?$")
 
 #: the CSV kinds a run has, from the one definition of the results format (labkit.resultsformat)
 KINDS = ("ping", "echo", "calls", "events", "csms", "monitor")
@@ -41,7 +51,8 @@ CATEGORIES = {"src", "dst", "direction", "host", "role", "process", "station_id"
 
 CELL_COLUMNS = ["cell", "dir", "profile", "evse_hosts", "stations_per_host", "stations", "repeat", "status",
                 "added_rtt_ms", "min_added_rtt_ms", "up_rate_bps", "down_rate_bps", "up_loss_pct", "down_loss_pct",
-                "ocpp_t0", "ocpp_t1", "outage_t0", "outage_t1", "engine"]
+                "ocpp_t0", "ocpp_t1", "outage_t0", "outage_t1", "engine", "security", "security_profile",
+                "tls_version", "tls_resumption"]
 
 
 @dataclass
@@ -115,8 +126,16 @@ class Run:
             v = ",".join(sorted({str(x) for x in self.calls["ocpp_version"].dropna().unique() if str(x)}))
         return str(v or "unknown")
 
+    @property
+    def security_split(self) -> bool:
+        """Whether the cells ran more than one OCPP security variant (``cells["security"]``): the tables then
+        keep the variants apart. A run without any variant recorded has one (""), so it is not split."""
+        return bool(len(self.cells)) and self.cells["security"].nunique() > 1
+
     def with_cells(self, frame: pd.DataFrame, cols: tuple[str, ...] = ("profile", "stations")) -> pd.DataFrame:
-        """``frame`` with the cell's profile, station count (N) and other cell columns joined on."""
+        """``frame`` with the cell's profile, station count (N) and other cell columns joined on; the cell's
+        security variant (``security``) is always joined too."""
+        cols = (*cols, "security") if "security" not in cols else cols
         if frame.empty or self.cells.empty:
             out = frame.copy()
             for c in cols:
@@ -410,7 +429,7 @@ def load_run(path: str | Path) -> Run:
                                          "has no directory"))
             continue
         cj = read_json(cdir / "cell.json", run_dir, problems) or {}
-        row = _cell_row(cid, rel, entry, cj, problems)
+        row = _cell_row(cid, rel, entry, cj, problems, auth=_plan_auth(manifest))
         if row is None:
             continue
         rows.append(row)
@@ -421,7 +440,7 @@ def load_run(path: str | Path) -> Run:
     cells = pd.DataFrame(rows, columns=CELL_COLUMNS)
     if len(cells):
         cells = cells.astype({"evse_hosts": "int64", "stations_per_host": "int64", "stations": "int64",
-                              "repeat": "int64"})
+                              "repeat": "int64", "security_profile": "int64"})
     iperf = pd.DataFrame(iperf_rows, columns=["cell", "proto", "direction", "bps", "sender_bps", "retransmits",
                                               "lost_pct", "jitter_ms", "packets", "lost_packets", "seconds",
                                               "target_bps"])
@@ -453,7 +472,36 @@ def _newer_than_1(fmt: Any) -> bool:
     return bool(m) and int(m.group(1)) >= 2
 
 
-def _cell_row(cid: str, rel: str, entry: dict, cj: dict, problems: list[Problem]) -> dict | None:
+def _plan_auth(manifest: dict) -> str:
+    plan = manifest.get("plan") if isinstance(manifest.get("plan"), dict) else {}
+    return str(plan.get("auth") or "none")
+
+
+def _security(cid_label: str | None, entry: dict, cj: dict, auth: str) -> dict[str, Any]:
+    """The cell's security variant: cell.json's ``security``, else the manifest entry's, else the label in
+    the cell id. Without one: label "", profile 1 when the plan used HTTP Basic auth (``plan.auth``), else 0."""
+    sec = cj.get("security") if isinstance(cj.get("security"), dict) else entry.get("security")
+    if not isinstance(sec, dict):
+        sec = {}
+    label = str(sec.get("label") or cid_label or "")
+    parsed = parse_security_label(label) or {}
+    profile = sec.get("profile", parsed.get("profile"))
+    try:
+        profile = int(profile)
+    except (TypeError, ValueError):
+        profile = None
+    tls = sec.get("tls_version", parsed.get("tls_version"))
+    resumption = sec.get("resumption", parsed.get("resumption"))
+    if not label and profile is not None:  # a security object without its label: name it as the bench does
+        label = f"sp{profile}" + (f"-tls{str(tls).replace('.', '')}" + ("" if resumption else "-nores")
+                                  if profile >= 2 and tls else "")
+    if profile is None:
+        profile = 1 if auth == "basic" and not label else 0
+    return {"security": label, "security_profile": profile, "tls_version": str(tls) if tls else "",
+            "tls_resumption": bool(resumption) if resumption is not None else None}
+
+
+def _cell_row(cid: str, rel: str, entry: dict, cj: dict, problems: list[Problem], auth: str = "none") -> dict | None:
     m = CELL_ID_RE.match(cid)
     profile = cj.get("profile") or entry.get("profile") or (m.group("profile") if m else None)
     hosts = cj.get("evse_hosts", entry.get("evse_hosts"))
@@ -468,8 +516,8 @@ def _cell_row(cid: str, rel: str, entry: dict, cj: dict, problems: list[Problem]
         rep = int(m.group("repeat")) if m else 1
     if not profile or n_hosts is None or sph is None:
         problems.append(Problem(rel, "cannot tell the profile and fleet size (no usable cell.json, no manifest "
-                                     "entry, cell id not of the form <profile>__n<H>x<S>__r<R>); cell skipped",
-                                "corrupt"))
+                                     "entry, cell id not of the form <profile>__n<H>x<S>__r<R>[__<security>]); "
+                                     "cell skipped", "corrupt"))
         return None
     status = str(cj.get("status") or entry.get("status") or "unknown")
     if status not in ("complete",):
@@ -499,6 +547,7 @@ def _cell_row(cid: str, rel: str, entry: dict, cj: dict, problems: list[Problem]
         "down_loss_pct": _num(down_loss), "ocpp_t0": _epoch(ocpp.get("started")),
         "ocpp_t1": _epoch(ocpp.get("ended")), "outage_t0": _num(outage.get("t_wall_start")),
         "outage_t1": _num(outage.get("t_wall_end")), "engine": applied.get("engine") or cj.get("engine"),
+        **_security(m.group("security") if m else None, entry, cj, auth),
     }
 
 

@@ -1,14 +1,19 @@
-"""Profile order and value formatting shared by tables and figures.
+"""Profile order, security variant order and value formatting shared by tables and figures.
 
 Profiles are shown in one fixed, meaningful order everywhere: ``none`` first, then the realistic profiles
 from fastest to slowest, then the dissertation's ``slow-*`` family, also fastest to slowest. "Fastest" is
 judged by the RTT the profile adds, then by its bottleneck rate (higher first), as recorded in each cell's
 ``expected``; profiles with no recorded expectation fall back to a list of well-known names.
+
+OCPP security variants (cell labels such as ``sp0``, ``sp3-tls13``, ``sp2-tls12-nores``) are shown by
+security profile, then TLS version, with session resumption before the same variant without it
+(``security_order``).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 
 #: fallback order (fast to slow) for profiles whose cells record no expectation
@@ -44,6 +49,38 @@ def profile_order(names: Iterable[str], expected: Mapping[str, tuple[float, floa
         return (family(name), 0, rtt, -rate, name)
 
     return sorted(dict.fromkeys(names), key=key)
+
+
+#: a security variant's label, as labkit bench names it: ``sp<profile>[-tls<12|13>][-nores]``
+SECURITY_LABEL_RE = re.compile(r"^sp(?P<profile>[0-3])(?:-tls(?P<tls>1[23]))?(?P<nores>-nores)?$")
+
+
+def parse_security_label(label: str) -> dict | None:
+    """``"sp3-tls13-nores"`` -> ``{"profile": 3, "tls_version": "1.3", "resumption": False}``; ``sp0``/``sp1``
+    have no TLS (version and resumption None); None for a label not of that form."""
+    m = SECURITY_LABEL_RE.match(label or "")
+    if not m:
+        return None
+    tls = m.group("tls")
+    profile = int(m.group("profile"))
+    if profile >= 2 and not tls or profile < 2 and (tls or m.group("nores")):
+        return None
+    return {"profile": profile, "tls_version": f"{tls[0]}.{tls[1]}" if tls else None,
+            "resumption": (not m.group("nores")) if tls else None}
+
+
+def security_order(labels: Iterable[str]) -> list[str]:
+    """Security variant labels sorted: "" (no variant recorded) first, then by security profile, TLS version
+    (1.2 before 1.3), resumption before ``-nores``; labels of another form last, alphabetically."""
+    def key(label: str):
+        if not label:
+            return (0, 0, "", 0, "")
+        p = parse_security_label(label)
+        if p is None:
+            return (2, 0, "", 0, label)
+        return (1, p["profile"], p["tls_version"] or "", 0 if p["resumption"] in (True, None) else 1, label)
+
+    return sorted(dict.fromkeys(str(x) for x in labels), key=key)
 
 
 def expectations(cells) -> dict[str, tuple[float, float]]:
