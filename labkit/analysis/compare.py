@@ -6,6 +6,10 @@ its magnitude, and a two-sided Mann-Whitney U test per profile. With thousands o
 tiny for differences nobody cares about: read the effect size and the shift first. No correction for
 multiple tests is applied. A ``thesis-2021`` target adds, for each run, the dissertation's figure, ours
 and the difference, with the note on where its setup differs.
+
+When a run recorded OCPP security variants, the OCPP comparisons match on profile *and* variant ("4g ·
+sp3-tls13"; a run that recorded none counts as ``sp0``, or ``sp1`` with HTTP Basic auth), so variants are
+never pooled; the network comparisons stay per profile.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from labkit.analysis import tables as T
 from labkit.analysis import thesis as TH
 from labkit.analysis.doc import Document
 from labkit.analysis.load import Run, load_run
-from labkit.analysis.order import expectations, fmt_num, fmt_p, fmt_rate, profile_order
+from labkit.analysis.order import expectations, fmt_num, fmt_p, fmt_rate, profile_order, security_order
 from labkit.analysis.stats import delta_magnitude, rank_test
 from labkit.errors import ConfigError
 
@@ -95,8 +99,11 @@ def settings(run: Run) -> dict[str, str]:
     return out
 
 
-def compare_pair(a: Run, b: Run) -> dict[str, pd.DataFrame | list]:
-    """Sample-level comparison of run ``b`` against run ``a``."""
+def compare_pair(a: Run, b: Run, by_variant: bool | None = None) -> dict[str, pd.DataFrame | list]:
+    """Sample-level comparison of run ``b`` against run ``a``; OCPP matched on profile and security variant
+    when ``by_variant`` (default: when either run recorded a variant; see ``tables.variant_view``)."""
+    if by_variant is None:
+        by_variant = T.has_variants([a, b])
     out: dict[str, pd.DataFrame | list] = {}
     for probe in ("ping", "echo"):
         fa, fb = getattr(a, probe), getattr(b, probe)
@@ -105,7 +112,8 @@ def compare_pair(a: Run, b: Run) -> dict[str, pd.DataFrame | list]:
         if len(pa) and len(pb):
             rows, _, _ = _test_rows(*_pairs(pa, pb, ["profile", "direction"], "rtt_ms"), ["profile", "direction"])
             out[probe] = pd.DataFrame(rows)
-    oa, ob = T.ocpp_ok(a), T.ocpp_ok(b)
+    oa = T.variant_view(a, T.ocpp_ok(a), effective=by_variant)
+    ob = T.variant_view(b, T.ocpp_ok(b), effective=by_variant)
     if len(oa) and len(ob):
         rows, only_a, only_b = _test_rows(*_pairs(oa, ob, ["profile", "stations"], "rtt_ms"),
                                           ["profile", "stations"])
@@ -117,18 +125,26 @@ def compare_pair(a: Run, b: Run) -> dict[str, pd.DataFrame | list]:
         ib = b.with_cells(ib[ib["proto"] == "tcp"], ("profile",))
         rows, _, _ = _test_rows(*_pairs(ia, ib, ["profile", "direction"], "bps"), ["profile", "direction"])
         out["goodput"] = pd.DataFrame(rows)
-    fa, fb = T.outcome_table(a), T.outcome_table(b)
+    fa = T.variant_view(a, T.outcome_table(a), effective=by_variant)
+    fb = T.variant_view(b, T.outcome_table(b), effective=by_variant)
     if len(fa) and len(fb):
         m = fa.merge(fb, on=["profile", "stations"], suffixes=("_a", "_b"))
         out["outcomes"] = m[["profile", "stations", "calls_a", "failed_pct_a", "calls_b", "failed_pct_b"]]
     return out
 
 
-def _order(runs: list[Run]) -> list[str]:
+def _order(runs: list[Run], by_variant: bool = False) -> list[str]:
+    """The profiles of all runs in the report's order; with ``by_variant``, each followed by every security
+    variant any run has ("4g · sp0", "4g · sp3-tls13", ...: the names ``tables.variant_view`` gives)."""
     cells = pd.concat([r.cells for r in runs if len(r.cells)], ignore_index=True) if any(
         len(r.cells) for r in runs) else pd.DataFrame()
     names = list(cells["profile"]) if len(cells) else []
-    return profile_order(names, expectations(cells) if len(cells) else {})
+    order = profile_order(names, expectations(cells) if len(cells) else {})
+    if not by_variant:
+        return order
+    labels = security_order({s for r in runs if len(r.cells) for s in
+                             r.cells["security"].astype(str).replace("", T.unlabelled_variant(r))})
+    return [T.variant_name(p, s) for p in order for s in labels]
 
 
 def _sorted(df: pd.DataFrame, order: list[str], by: list[str]) -> pd.DataFrame:
@@ -171,7 +187,9 @@ def write_compare(targets: list[str], out_dir: str | Path | None = None, *, fmt:
     labels = [LETTERS[i] if i < len(LETTERS) else f"R{i}" for i in range(len(runs))]
     out = Path(out_dir) if out_dir else Path.cwd() / ("compare-" + "-vs-".join(
         [r.run_id for r in runs] + thesis))[:200]
+    by_variant = T.has_variants(runs)
     order = _order(runs)
+    vorder = _order(runs, by_variant)
     doc = Document("labkit compare: " + " vs ".join([r.run_id for r in runs] + thesis))
     jobs = FigureJobs(enabled=figures)
     if any(r.manifest.get("synthetic") for r in runs):
@@ -191,6 +209,10 @@ def write_compare(targets: list[str], out_dir: str | Path | None = None, *, fmt:
         for lab, r in zip(labels, runs, strict=False)]))
     if len(runs) > 1:
         sets = [settings(r) for r in runs]
+        if by_variant:
+            for st, r in zip(sets, runs, strict=True):
+                st["OCPP security variants"] = ", ".join(security_order(
+                    r.cells["security"].astype(str).replace("", T.unlabelled_variant(r)))) if len(r.cells) else "—"
         keys = list(dict.fromkeys(k for s in sets for k in s))
         differ = [k for k in keys if len({s.get(k, "—") for s in sets}) > 1]
         if differ:
@@ -210,7 +232,7 @@ def write_compare(targets: list[str], out_dir: str | Path | None = None, *, fmt:
     pairs, thesis_rows = [], []
     for i in range(1, len(runs)):
         a, b, la, lb = runs[0], runs[i], labels[0], labels[i]
-        res = compare_pair(a, b)
+        res = compare_pair(a, b, by_variant)
         pairs.append((lb, res))
         doc.h(f"{lb} against {la}: {describe_run(b)} vs {describe_run(a)}")
         if not res:
@@ -227,14 +249,14 @@ def write_compare(targets: list[str], out_dir: str | Path | None = None, *, fmt:
                       f"echo_{la}_{lb}", caption="Echo probe RTT (labkit's own, microsecond resolution)", raw=echo)
         oc = res.get("ocpp")
         if isinstance(oc, pd.DataFrame) and len(oc):
-            oc = _sorted(oc, order, ["stations"])
+            oc = _sorted(oc, vorder, ["stations"])
             doc.table(_test_table(oc, [("profile", "profile"), ("N", "stations")], " (ms)", la, lb),
                       f"ocpp_{la}_{lb}", caption="OCPP RTT (successful calls, all actions)", raw=oc)
             only = res.get("ocpp_only") or []
             if only:
                 doc.p("Only in one run (not compared): " + ", ".join(
                     f"{(la if w == 'A' else lb)}: {k[0]} N={k[1]}" for w, k in only) + ".")
-            jobs.add(doc, F.fig_compare_ratio, (oc, order, la, lb, f"ratio_{la}_{lb}"),
+            jobs.add(doc, F.fig_compare_ratio, (oc, vorder, la, lb, f"ratio_{la}_{lb}"),
                      f"Median OCPP RTT of {lb} divided by that of {la}, per profile and N (1 = no change).")
         gp = res.get("goodput")
         if isinstance(gp, pd.DataFrame) and len(gp):
@@ -243,13 +265,13 @@ def write_compare(targets: list[str], out_dir: str | Path | None = None, *, fmt:
                       f"goodput_{la}_{lb}", caption="iperf3 TCP goodput (per-second intervals as samples)", raw=gp)
         fo = res.get("outcomes")
         if isinstance(fo, pd.DataFrame) and len(fo):
-            fo = _sorted(fo, order, ["stations"])
+            fo = _sorted(fo, vorder, ["stations"])
             doc.table(pd.DataFrame({"profile": fo["profile"], "N": fo["stations"],
                                     f"calls {la}": fo["calls_a"], f"not ok {la} (%)": fo["failed_pct_a"].map(fmt_num),
                                     f"calls {lb}": fo["calls_b"], f"not ok {lb} (%)": fo["failed_pct_b"].map(fmt_num)}),
                       caption="Calls that got no normal answer (CallError, timeout, connection lost)")
     if len(runs) > 1:
-        jobs.add(doc, F.fig_compare_box, (runs, labels, order),
+        jobs.add(doc, F.fig_compare_box, (runs, labels, vorder),
                  "OCPP RTT per profile, one box per run (quartiles; whiskers p5–p95), one panel per N.")
 
     for name in thesis:

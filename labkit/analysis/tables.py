@@ -6,6 +6,14 @@ report's order (labkit.analysis.order). An empty input gives an empty frame with
 
 What counts as an OCPP round trip: calls with ``outcome == "ok"`` (a CallError is counted in the outcome
 table, not in the RTT distribution). Repetitions of a cell (same profile and N) are pooled.
+
+OCPP security variants (``security``: ``sp0``, ``sp3-tls13``, ...) are never pooled: when a run has more than
+one (``Run.security_split``), the OCPP tables (RTT, outcomes, overhead, CSMS handling, CPU, outages) group by
+profile, security and N and carry a ``security`` column; a run with one variant, or none recorded, gets the
+tables it always had. The network tables (ping, echo, iperf3) stay per profile: the link is the same
+whatever runs over it. ``setup_table`` and ``reconnect_table`` read the ``handshake`` and ``booted`` events:
+how long each connection's TCP connect, TLS handshake and WebSocket upgrade took, and the reconnections after
+an outage.
 """
 
 from __future__ import annotations
@@ -15,8 +23,9 @@ import math
 import numpy as np
 import pandas as pd
 
+from labkit import resultsformat as RF
 from labkit.analysis.load import Run
-from labkit.analysis.order import expectations, profile_order
+from labkit.analysis.order import expectations, profile_order, security_order
 from labkit.analysis.stats import median_ci, summarize
 
 STATS = ["n", "mean", "std", "median", "min", "max", "p95", "p99"]
@@ -25,6 +34,61 @@ OUTCOMES = ["ok", "call_error", "timeout", "connection_lost", "send_failed"]
 
 def order_of(run: Run) -> list[str]:
     return profile_order(list(run.cells["profile"]) if len(run.cells) else [], expectations(run.cells))
+
+
+def by_security(run: Run) -> list[str]:
+    """``["security"]`` when the run has more than one security variant (its tables keep them apart), else
+    ``[]``: the grouping keys to put between the profile and N."""
+    return ["security"] if run.security_split else []
+
+
+#: between a link profile and a security variant where a table or figure names both ("4g · sp3-tls13")
+VARIANT_SEP = " · "
+
+
+def variant_name(profile: str, security: str) -> str:
+    return f"{profile}{VARIANT_SEP}{security}"
+
+
+def unlabelled_variant(run: Run) -> str:
+    """The security variant of a cell that records none: ``sp1`` when the plan used HTTP Basic auth, else
+    ``sp0``."""
+    plan = run.manifest.get("plan") if isinstance(run.manifest.get("plan"), dict) else {}
+    return "sp1" if plan.get("auth") == "basic" else "sp0"
+
+
+def has_variants(runs: list[Run]) -> bool:
+    """Whether any of ``runs`` recorded a security variant for a cell (then runs are compared variant by
+    variant, a run that recorded none counting as ``unlabelled_variant``)."""
+    return any(len(r.cells) and bool((r.cells["security"].astype(str) != "").any()) for r in runs)
+
+
+def variant_view(run: Run, frame: pd.DataFrame, *, effective: bool = False) -> pd.DataFrame:
+    """``frame`` with its ``profile`` naming the security variant too ("4g · sp3-tls13"; the ``security``
+    column dropped), so that per-profile tables and figures keep variants apart: when the run has more than
+    one variant, or always with ``effective`` (to compare runs variant by variant). A cell that records no
+    variant is named after ``unlabelled_variant``. Else ``frame`` unchanged."""
+    if "profile" not in frame.columns or not (run.security_split or effective):
+        return frame
+    if "security" in frame.columns:
+        sec = frame["security"].astype(str)
+    else:  # a run with one variant: its tables have no security column
+        one = run.cells["security"].astype(str).iloc[0] if len(run.cells) else ""
+        sec = pd.Series(one, index=frame.index)
+    sec = sec.replace("", unlabelled_variant(run))
+    names = [variant_name(str(p), s) for p, s in zip(frame["profile"], sec, strict=True)]
+    return frame.assign(profile=names).drop(columns="security", errors="ignore")
+
+
+def variant_order(run: Run) -> list[str]:
+    """The report's profile order, with each profile's security variants (in ``security_order``) when the
+    run has more than one: the names ``variant_view`` gives."""
+    order = order_of(run)
+    if not run.security_split:
+        return order
+    sec = run.cells["security"].astype(str).replace("", unlabelled_variant(run))
+    present = set(zip(run.cells["profile"].astype(str), sec, strict=True))
+    return [variant_name(p, s) for p in order for s in security_order(sec) if (p, s) in present]
 
 
 def _sort(df: pd.DataFrame, order: list[str], by: list[str]) -> pd.DataFrame:
@@ -37,6 +101,10 @@ def _sort(df: pd.DataFrame, order: list[str], by: list[str]) -> pd.DataFrame:
         if col == "direction":  # uplink (EVSE -> CPO) before downlink
             extra["_d"] = df["direction"].map({"up": 0, "down": 1}).fillna(2)
             keys.append("_d")
+        elif col == "security":  # sp0, sp1, sp2-tls12, sp2-tls12-nores, sp2-tls13, ...
+            srank = {s: i for i, s in enumerate(security_order(df["security"].astype(str)))}
+            extra["_s"] = df["security"].astype(str).map(srank)
+            keys.append("_s")
         else:
             keys.append(col)
     df = df.assign(_o=df["profile"].map(lambda p: rank.get(p, len(rank))), **extra)
@@ -99,38 +167,42 @@ def iperf_table(run: Run) -> pd.DataFrame:
 
 def ocpp_table(run: Run, seed: int = 0) -> pd.DataFrame:
     """Per profile and N: the OCPP RTT summary (the dissertation's layout plus p95, p99, median CI)."""
-    cols = ["profile", "stations", "added_rtt_ms", *STATS, "median_ci_lo", "median_ci_hi", "below_added"]
+    sec = by_security(run)
+    keys = ["profile", *sec, "stations"]
+    cols = [*keys, "added_rtt_ms", *STATS, "median_ci_lo", "median_ci_hi", "below_added"]
     ok = ocpp_ok(run)
     if ok.empty:
         return pd.DataFrame(columns=cols)
     rows = []
-    for (profile, n), g in ok.groupby(["profile", "stations"], sort=False):
+    for key, g in ok.groupby(keys, sort=False):
         rtt = g["rtt_ms"].to_numpy(dtype="float64")
         added, floor = g["added_rtt_ms"].iloc[0], g["min_added_rtt_ms"].iloc[0]
-        rows.append({"profile": profile, "stations": int(n), "added_rtt_ms": added, **_describe(rtt, seed),
-                     "below_added": int((rtt < floor).sum()) if not math.isnan(floor) else 0})
-    return _sort(pd.DataFrame(rows)[cols], order_of(run), ["stations"])
+        rows.append({**dict(zip(keys, key, strict=True)), "stations": int(key[-1]), "added_rtt_ms": added,
+                     **_describe(rtt, seed), "below_added": int((rtt < floor).sum()) if not math.isnan(floor) else 0})
+    return _sort(pd.DataFrame(rows)[cols], order_of(run), [*sec, "stations"])
 
 
 def outcome_table(run: Run) -> pd.DataFrame:
     """Per profile and N: calls by outcome, and the most frequent error codes."""
-    cols = ["profile", "stations", "calls", *OUTCOMES, "failed_pct", "errors"]
+    sec = by_security(run)
+    cols = ["profile", *sec, "stations", "calls", *OUTCOMES, "failed_pct", "errors"]
     if run.calls.empty:
         return pd.DataFrame(columns=cols)
     df = run.with_cells(run.calls)
-    counts = df.groupby(["profile", "stations", "outcome"], observed=True, sort=False).size().unstack(fill_value=0)
+    counts = df.groupby(["profile", *sec, "stations", "outcome"], observed=True, sort=False).size().unstack(
+        fill_value=0)
     for o in OUTCOMES:
         if o not in counts:
             counts[o] = 0
     counts["calls"] = counts.sum(axis=1)
     counts["failed_pct"] = 100.0 * (counts["calls"] - counts["ok"]) / counts["calls"]
     errs = (df[df["error_code"].astype(str) != ""]
-            .groupby(["profile", "stations"], observed=True, sort=False)["error_code"]
+            .groupby(["profile", *sec, "stations"], observed=True, sort=False)["error_code"]
             .agg(lambda s: ", ".join(f"{k} ×{v}" for k, v in s.astype(str).value_counts().head(3).items())))
     counts["errors"] = errs
     out = counts.reset_index()
     out["errors"] = out["errors"].fillna("")
-    return _sort(out[cols], order_of(run), ["stations"])
+    return _sort(out[cols], order_of(run), [*sec, "stations"])
 
 
 def network_rtt(run: Run) -> pd.DataFrame:
@@ -157,20 +229,22 @@ def overhead_table(run: Run) -> pd.DataFrame:
     """Per profile, N and action: median OCPP RTT minus the median network RTT of the same profile (echo's
     when the profile has echo samples, else ping's; ``baseline`` says which; see ``network_rtt``): what the
     protocol itself costs on top of the network's round trip."""
-    cols = ["profile", "stations", "action", "n", "ocpp_median_ms", "baseline", "baseline_median_ms",
+    sec = by_security(run)
+    cols = ["profile", *sec, "stations", "action", "n", "ocpp_median_ms", "baseline", "baseline_median_ms",
             "overhead_ms"]
     ok = ocpp_ok(run)
     net = network_rtt(run)
     if ok.empty or net.empty:
         return pd.DataFrame(columns=cols)
     net = net.set_index("profile")
-    g = ok.groupby(["profile", "stations", "action"], observed=True, sort=False)["rtt_ms"].agg(["size", "median"])
+    g = ok.groupby(["profile", *sec, "stations", "action"], observed=True, sort=False)["rtt_ms"].agg(
+        ["size", "median"])
     out = g.reset_index().rename(columns={"size": "n", "median": "ocpp_median_ms"})
     out["baseline"] = out["profile"].map(net["baseline"])
     out["baseline_median_ms"] = out["profile"].map(net["median_ms"]).astype("float64")
     out["overhead_ms"] = out["ocpp_median_ms"] - out["baseline_median_ms"]
     out = out.dropna(subset=["baseline_median_ms"])
-    return _sort(out[cols], order_of(run), ["stations", "action"])
+    return _sort(out[cols], order_of(run), [*sec, "stations", "action"])
 
 
 def echo_ping_table(run: Run) -> pd.DataFrame:
@@ -196,13 +270,14 @@ def echo_ping_table(run: Run) -> pd.DataFrame:
 
 def csms_table(run: Run) -> pd.DataFrame:
     """Per profile and N: the CSMS's own handling time (receive to answer)."""
-    cols = ["profile", "stations", "n", "median_ms", "p95_ms", "max_ms"]
+    sec = by_security(run)
+    cols = ["profile", *sec, "stations", "n", "median_ms", "p95_ms", "max_ms"]
     if run.csms.empty:
         return pd.DataFrame(columns=cols)
     df = run.with_cells(run.csms)
-    g = df.groupby(["profile", "stations"], sort=False)["handle_ms"]
+    g = df.groupby(["profile", *sec, "stations"], sort=False)["handle_ms"]
     out = pd.DataFrame({"n": g.size(), "median_ms": g.median(), "p95_ms": g.quantile(0.95), "max_ms": g.max()})
-    return _sort(out.reset_index()[cols], order_of(run), ["stations"])
+    return _sort(out.reset_index()[cols], order_of(run), [*sec, "stations"])
 
 
 def cpu_kind(monitor: pd.DataFrame) -> pd.Series:
@@ -230,7 +305,8 @@ def cpu_series(monitor: pd.DataFrame) -> pd.DataFrame:
 def cpu_table(run: Run) -> pd.DataFrame:
     """Per profile, N and kind (csms, fleet, engine: % of one core, summed over hosts; host: % of all cores
     of the busiest host): median and maximum over the OCPP phase's one-second samples."""
-    cols = ["profile", "stations", "kind", "median_cpu_pct", "max_cpu_pct"]
+    sec = by_security(run)
+    cols = ["profile", *sec, "stations", "kind", "median_cpu_pct", "max_cpu_pct"]
     mon = run.monitor
     if mon.empty:
         return pd.DataFrame(columns=cols)
@@ -240,14 +316,15 @@ def cpu_table(run: Run) -> pd.DataFrame:
         s.insert(0, "cell", cell)
         parts.append(s)
     df = run.with_cells(pd.concat(parts, ignore_index=True))
-    out = df.groupby(["profile", "stations", "kind"], observed=True, sort=False)["cpu_pct"].agg(
+    out = df.groupby(["profile", *sec, "stations", "kind"], observed=True, sort=False)["cpu_pct"].agg(
         median_cpu_pct="median", max_cpu_pct="max")
-    return _sort(out.reset_index()[cols], order_of(run), ["stations", "kind"])
+    return _sort(out.reset_index()[cols], order_of(run), [*sec, "stations", "kind"])
 
 
 def events_table(run: Run) -> pd.DataFrame:
     """Per cell with connection trouble: disconnections, reconnections, downtime, queued messages."""
-    cols = ["cell", "profile", "stations", "disconnected", "reconnected", "connect_failed",
+    sec = by_security(run)
+    cols = ["cell", "profile", *sec, "stations", "disconnected", "reconnected", "connect_failed",
             "downtime_median_ms", "downtime_max_ms", "queued_delivered", "queued_median_ms", "queued_max_ms"]
     ev = run.events
     if ev.empty:
@@ -267,9 +344,205 @@ def events_table(run: Run) -> pd.DataFrame:
                      "queued_delivered": int(flushed.sum()) if flushed.notna().any() else len(q),
                      "queued_median_ms": q.median(), "queued_max_ms": q.max()})
     out = pd.DataFrame(rows)
-    meta = run.cells.set_index("cell")[["profile", "stations"]]
+    meta = run.cells.set_index("cell")[["profile", *sec, "stations"]]
     out = out.join(meta, on="cell")
-    return _sort(out[cols], order_of(run), ["stations", "cell"])
+    return _sort(out[cols], order_of(run), [*sec, "stations", "cell"])
+
+
+# -- connection set-up: TCP, TLS, WebSocket upgrade, first BootNotification ----------------------------
+#: the timed phases of a connection's set-up, in the order they happen (``handshake`` events)
+SETUP_PHASES = ("tcp", "tls", "ws")
+SETUP_COLUMNS = ["profile", "security", "stations", "added_rtt_ms", "tls", "connections", "first_connections",
+                 "tcp_median_ms", "tcp_p90_ms", "tls_median_ms", "tls_p90_ms", "ws_median_ms", "ws_p90_ms",
+                 "setup_median_ms", "setup_p90_ms", "tls_rtts", "setup_rtts", "booted", "boot_median_ms",
+                 "boot_p90_ms", "since_connect_median_ms", "since_connect_p90_ms", "tls_out_median_bytes",
+                 "tls_in_median_bytes", "resumed_pct", "connect_failed", "failure_reasons"]
+RECONNECT_COLUMNS = ["profile", "security", "added_rtt_ms", "outage_cells", "stations", "stations_reconnected",
+                     "reconnections", "tcp_median_ms", "tls_median_ms", "ws_median_ms", "setup_median_ms",
+                     "setup_p90_ms", "tls_rtts", "setup_rtts", "resumed_pct", "setup_resumed_median_ms",
+                     "setup_not_resumed_median_ms", "restored_to_reconnected_median_ms",
+                     "restored_to_reconnected_p90_ms"]
+HANDSHAKE_COLUMNS = ["cell", "host", "station_id", "t_wall", "connection", "tcp_ms", "tls_ms", "ws_ms", "dns_ms",
+                     "setup_ms", "tls", "cipher", "resumed", "tls_out_bytes", "tls_in_bytes"]
+
+
+def security_variants(run: Run) -> pd.Series:
+    """Per cell (index ``cell``): its security variant's label; for a cell that records none, ``sp1`` when
+    the plan used HTTP Basic auth, else ``sp0`` (what the fleets ran before security profiles were swept)."""
+    if run.cells.empty:
+        return pd.Series(dtype="object", name="security")
+    c = run.cells
+    label = c["security"].astype(str).where(c["security"].astype(str) != "",
+                                            "sp" + c["security_profile"].astype(str))
+    return pd.Series(label.to_numpy(), index=c["cell"].astype(str), name="security")
+
+
+def _event_rows(run: Run, kind: str) -> pd.DataFrame:
+    ev = run.events
+    if ev.empty:
+        return ev
+    return ev[ev["event"].astype(str) == kind]
+
+
+def _connection_numbers(rows: pd.DataFrame) -> pd.Series:
+    """The ``connection`` column, or, where a file has none (format /1), each station's rows counted in time
+    order (1 for its first)."""
+    conn = rows["connection"].astype("float64")
+    if conn.isna().any():
+        order = rows.assign(_cell=rows["cell"].astype(str), _h=rows["host"].astype(str),
+                            _s=rows["station_id"].astype(str)).sort_values("t_wall", kind="stable")
+        counted = order.groupby(["_cell", "_h", "_s"], sort=False).cumcount() + 1
+        conn = conn.fillna(counted.reindex(rows.index).astype("float64"))
+    return conn
+
+
+def _detail_frame(rows: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
+    parsed = [RF.parse_detail(str(d)) for d in rows["detail"]]
+    return pd.DataFrame({k: [p.get(k, "") for p in parsed] for k in keys}, index=rows.index)
+
+
+def handshakes(run: Run) -> pd.DataFrame:
+    """One row per ``handshake`` event (a connection's set-up, docs/results.md), its detail parsed: the
+    milliseconds of the TCP connect, TLS handshake (NaN without TLS) and WebSocket upgrade, ``setup_ms`` (their
+    sum; TCP + WebSocket without TLS), the TLS version (``none`` without TLS), cipher, ``resumed`` (1/0, NaN
+    without TLS) and the handshake's TLS bytes; ``connection`` 1 is a station's first connection."""
+    rows = _event_rows(run, "handshake")
+    if rows.empty:
+        return pd.DataFrame({c: pd.Series(dtype="float64" if c.endswith(("_ms", "_bytes")) else "object")
+                             for c in HANDSHAKE_COLUMNS})
+    d = _detail_frame(rows, RF.HANDSHAKE_KEYS)
+    num = {k: pd.to_numeric(d[k], errors="coerce") for k in ("tcp_ms", "tls_ms", "ws_ms", "dns_ms", "resumed",
+                                                            "tls_out", "tls_in")}
+    tls = d["tls"].replace("", "none")
+    with_tls = tls != "none"
+    out = pd.DataFrame({
+        "cell": rows["cell"].astype(str), "host": rows["host"].astype(str),
+        "station_id": rows["station_id"].astype(str), "t_wall": rows["t_wall"].astype("float64"),
+        "connection": _connection_numbers(rows),
+        "tcp_ms": num["tcp_ms"], "tls_ms": num["tls_ms"].where(with_tls), "ws_ms": num["ws_ms"],
+        "dns_ms": num["dns_ms"], "tls": tls, "cipher": d["cipher"], "resumed": num["resumed"].where(with_tls),
+        "tls_out_bytes": num["tls_out"].where(with_tls), "tls_in_bytes": num["tls_in"].where(with_tls)})
+    out["setup_ms"] = out["tcp_ms"] + out["tls_ms"].fillna(0.0) + out["ws_ms"]
+    return out[HANDSHAKE_COLUMNS].reset_index(drop=True)
+
+
+def _p(values: pd.Series, q: float) -> float:
+    v = values.dropna()
+    return float(v.quantile(q)) if len(v) else math.nan
+
+
+def _rtts(ms: float, added: float) -> float:
+    """``ms`` in round trips of the profile's added RTT (NaN when the profile adds none)."""
+    return ms / added if added and not math.isnan(added) and added > 0 else math.nan
+
+
+def _reasons(details: pd.Series) -> str:
+    return ", ".join(f"{k} ×{v}" for k, v in details.astype(str).replace("", "(no reason)").value_counts()
+                     .head(3).items())
+
+
+def setup_table(run: Run) -> pd.DataFrame:
+    """Per link profile, security variant and N: how long connecting took (``handshake`` events) and how
+    long until the station was in service (``booted`` events).
+
+    ``connections`` counts every handshake (first connections and reconnections), ``first_connections``
+    the stations' first; the set-up medians and 90th percentiles (``tcp``, ``tls``, ``ws`` and ``setup`` =
+    their sum) and the TLS bytes are over first connections (reconnections: ``reconnect_table``).
+    ``tls_rtts`` and ``setup_rtts``: the medians divided by the profile's added RTT (how many round trips
+    they took; NaN when the profile adds none). ``boot_*``: the first accepted BootNotification's RTT,
+    ``since_connect_*``: from the start of that connection's TCP connect to the answer. ``resumed_pct``: the
+    share of all TLS connections whose session was resumed. ``connect_failed``: failed attempts, with the
+    most frequent reasons. ``security`` is the cell's variant label (for a cell that records none: sp0, or
+    sp1 when the plan used HTTP Basic auth). Cells with neither a handshake nor a failed attempt have no row."""
+    hs = handshakes(run)
+    booted = _event_rows(run, "booted")
+    failed = _event_rows(run, "connect_failed")
+    if hs.empty and failed.empty or run.cells.empty:
+        return pd.DataFrame(columns=SETUP_COLUMNS)
+    meta = run.cells.set_index(run.cells["cell"].astype(str))[["profile", "stations", "added_rtt_ms"]].assign(
+        security=security_variants(run))
+    cells_with = set(hs["cell"]) | set(failed["cell"].astype(str))
+    rows = []
+    for (profile, security, n), m in meta[meta.index.isin(cells_with)].groupby(
+            ["profile", "security", "stations"], sort=False):
+        ids = set(m.index)
+        h = hs[hs["cell"].isin(ids)]
+        first = h[h["connection"] == 1]
+        b = booted[booted["cell"].astype(str).isin(ids)] if len(booted) else booted
+        bd = _detail_frame(b, RF.BOOTED_KEYS) if len(b) else pd.DataFrame(columns=list(RF.BOOTED_KEYS))
+        boot = pd.to_numeric(bd["boot_ms"], errors="coerce")
+        since = pd.to_numeric(bd["since_connect_ms"], errors="coerce")
+        f = failed[failed["cell"].astype(str).isin(ids)] if len(failed) else failed
+        added = float(m["added_rtt_ms"].iloc[0])
+        tls_h = h[h["tls"] != "none"]
+        r = {"profile": profile, "security": security, "stations": int(n), "added_rtt_ms": added,
+             "tls": ", ".join(sorted(set(h["tls"]))), "connections": len(h), "first_connections": len(first)}
+        for part in (*SETUP_PHASES, "setup"):
+            r[f"{part}_median_ms"] = _p(first[f"{part}_ms"], 0.5)
+            r[f"{part}_p90_ms"] = _p(first[f"{part}_ms"], 0.9)
+        r["tls_rtts"] = _rtts(r["tls_median_ms"], added)
+        r["setup_rtts"] = _rtts(r["setup_median_ms"], added)
+        r.update(booted=int(boot.notna().sum()), boot_median_ms=_p(boot, 0.5), boot_p90_ms=_p(boot, 0.9),
+                 since_connect_median_ms=_p(since, 0.5), since_connect_p90_ms=_p(since, 0.9),
+                 tls_out_median_bytes=_p(first["tls_out_bytes"], 0.5),
+                 tls_in_median_bytes=_p(first["tls_in_bytes"], 0.5),
+                 resumed_pct=100.0 * float(tls_h["resumed"].mean()) if tls_h["resumed"].notna().any() else math.nan,
+                 connect_failed=len(f), failure_reasons=_reasons(f["detail"]) if len(f) else "")
+        rows.append(r)
+    if not rows:
+        return pd.DataFrame(columns=SETUP_COLUMNS)
+    return _sort(pd.DataFrame(rows)[SETUP_COLUMNS], order_of(run), ["security", "stations"])
+
+
+def reconnect_table(run: Run) -> pd.DataFrame:
+    """Per link profile and security variant, over the cells with an outage (cell.json ``outage``): the
+    stations' reconnections once the link was back (``t_wall_end``).
+
+    ``reconnections``: handshakes on a station's second or later connection at or after ``t_wall_end``; their
+    set-up medians (``tcp``, ``tls``, ``ws``, ``setup`` = the sum, and its p90), in round trips of the added
+    RTT, ``resumed_pct`` (the share whose TLS session was resumed; NaN without TLS) and the set-up median of
+    the resumed and of the other ones apart. ``stations_reconnected`` of ``stations``: the stations with a
+    ``reconnected`` event at or after ``t_wall_end``; ``restored_to_reconnected_*``: from ``t_wall_end`` to
+    each such station's first ``reconnected`` event (ms)."""
+    if run.cells.empty or run.events.empty:
+        return pd.DataFrame(columns=RECONNECT_COLUMNS)
+    cells = run.cells[run.cells["outage_t1"].notna()]
+    cells = cells[cells["cell"].astype(str).isin(set(run.events["cell"].astype(str)))]
+    if cells.empty:
+        return pd.DataFrame(columns=RECONNECT_COLUMNS)
+    meta = cells.set_index(cells["cell"].astype(str))[["profile", "stations", "added_rtt_ms", "outage_t1"]].assign(
+        security=security_variants(run))
+    hs = handshakes(run)
+    hs = hs.assign(restored=hs["cell"].map(meta["outage_t1"]))
+    hs = hs[(hs["connection"] >= 2) & hs["restored"].notna() & (hs["t_wall"] >= hs["restored"])]
+    rec = _event_rows(run, "reconnected")
+    rec = rec.assign(cell=rec["cell"].astype(str), key=rec["host"].astype(str) + "\x1f" + rec["station_id"].astype(str))
+    rec = rec.assign(restored=rec["cell"].map(meta["outage_t1"]))
+    rec = rec[rec["restored"].notna() & (rec["t_wall"] >= rec["restored"])]
+    first_rec = rec.sort_values("t_wall", kind="stable").drop_duplicates(["cell", "key"])
+    rows = []
+    for (profile, security), m in meta.groupby(["profile", "security"], sort=False):
+        ids = set(m.index)
+        h = hs[hs["cell"].isin(ids)]
+        fr = first_rec[first_rec["cell"].isin(ids)]
+        waited = (fr["t_wall"] - fr["restored"]) * 1000.0
+        added = float(m["added_rtt_ms"].iloc[0])
+        tls_h = h[h["tls"] != "none"]
+        r = {"profile": profile, "security": security, "added_rtt_ms": added, "outage_cells": len(m),
+             "stations": int(m["stations"].sum()), "stations_reconnected": len(fr), "reconnections": len(h)}
+        for part in (*SETUP_PHASES, "setup"):
+            r[f"{part}_median_ms"] = _p(h[f"{part}_ms"], 0.5)
+        r["setup_p90_ms"] = _p(h["setup_ms"], 0.9)
+        r["tls_rtts"] = _rtts(r["tls_median_ms"], added)
+        r["setup_rtts"] = _rtts(r["setup_median_ms"], added)
+        known = tls_h["resumed"].notna().any()
+        r["resumed_pct"] = 100.0 * float(tls_h["resumed"].mean()) if known else math.nan
+        r["setup_resumed_median_ms"] = _p(tls_h.loc[tls_h["resumed"] == 1, "setup_ms"], 0.5)
+        r["setup_not_resumed_median_ms"] = _p(tls_h.loc[tls_h["resumed"] == 0, "setup_ms"], 0.5)
+        r["restored_to_reconnected_median_ms"] = _p(waited, 0.5)
+        r["restored_to_reconnected_p90_ms"] = _p(waited, 0.9)
+        rows.append(r)
+    return _sort(pd.DataFrame(rows)[RECONNECT_COLUMNS], order_of(run), ["security"])
 
 
 # -- what ran: event loop, schema validation, versions ------------------------------------------------

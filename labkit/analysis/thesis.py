@@ -8,6 +8,10 @@ its shared timer, VMs or containers against netns. Rates are converted to bit/s 
 
 Targets: ``thesis-2021`` (its VM tables for a Vagrant run, its container tables otherwise; only containers
 exist for N > 1), ``thesis-2021-vm`` and ``thesis-2021-containers``.
+
+The dissertation's stations ran without OCPP security; from a run that swept several security variants its
+OCPP tables are set against one variant (``sp0`` when the run has it, else the first of
+``security_order``), and a note says which.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from labkit.analysis.load import Run
+from labkit.analysis.order import security_order
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "thesis_2021.csv"
 TARGETS = {"thesis-2021": "auto", "thesis-2021-vm": "vm", "thesis-2021-containers": "container"}
@@ -94,7 +99,14 @@ def compare_run(run: Run, which: str = "thesis-2021", seed: int = 0) -> tuple[pd
     ping = T.ping_table(run, seed).set_index(["profile", "direction"]) if len(run.ping) else None
     iperf = T.iperf_table(run)
     iperf = iperf[iperf["proto"] == "tcp"].set_index(["profile", "direction"]) if len(iperf) else None
-    ocpp = T.ocpp_table(run, seed).set_index(["profile", "stations"]) if len(run.calls) else None
+    ocpp = T.ocpp_table(run, seed) if len(run.calls) else None
+    notes = []
+    if ocpp is not None and "security" in ocpp.columns:  # one security variant: the dissertation ran without
+        variants = security_order(ocpp["security"].astype(str))
+        chosen = "sp0" if "sp0" in variants else variants[0]
+        ocpp = ocpp[ocpp["security"] == chosen].drop(columns="security")
+        notes.append(f"OCPP RTT of the security variant {chosen} (the run swept {', '.join(variants)}).")
+    ocpp = ocpp.set_index(["profile", "stations"]) if ocpp is not None else None
     ns = set(run.cells["stations"]) if len(run.cells) else set()
     rows, uncovered = [], set()
     for r in th.itertuples(index=False):
@@ -145,7 +157,6 @@ def compare_run(run: Run, which: str = "thesis-2021", seed: int = 0) -> tuple[pd
         out = out.assign(_p=out["thesis_profile"].map(prank), _s=out["statistic"].map(lambda s: srank.get(s, 99)))
         out = out.sort_values(["table", "N", "_p", "_s"], kind="stable").drop(columns=["_p", "_s"])
         out = out.reset_index(drop=True)
-    notes = []
     if uncovered:
         notes.append("Not in this run: " + ", ".join(sorted(uncovered)) + ".")
     return out, notes

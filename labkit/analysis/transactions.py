@@ -29,6 +29,7 @@ Per cell (and per station), counted over distinct ``tx_key``s:
   the same key, whose second delivery would be counted as a duplicate;
 - ``untagged``: rows of a transaction action with no ``tx_key`` (fleet and CSMS): not counted above.
 
+Rows carry the cell's profile and N, and its security variant (``security``) when the run has more than one.
 A cell whose calls files have no ``tx_key`` column (format /1) has no accounting: its counts are empty
 (not zero) and ``accounting`` says why; without a csms.csv with the column, only ``sent`` and
 ``acknowledged`` are counted.
@@ -100,7 +101,8 @@ def _tx_tables(run: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _finish(run: Run, frame: pd.DataFrame, fleet_ok: list[str], csms_ok: list[str], by_station: bool) -> pd.DataFrame:
-    head = ["cell", "profile", "stations"] + (["station_id"] if by_station else []) + ["accounting"]
+    sec = ["security"] if run.security_split else []  # the cell's security variant, when the run has several
+    head = ["cell", "profile", *sec, "stations"] + (["station_id"] if by_station else []) + ["accounting"]
     if frame.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in head}
                             | {c: pd.Series(dtype="Int64") for c in COUNTS})
@@ -111,7 +113,7 @@ def _finish(run: Run, frame: pd.DataFrame, fleet_ok: list[str], csms_ok: list[st
     frame.loc[~in_fleet, COUNTS] = pd.NA
     frame.loc[in_fleet & ~in_csms, list(CSMS_COUNTS)] = pd.NA
     frame["accounting"] = np.where(in_csms, COMPLETE, np.where(in_fleet, FLEET_ONLY, NOT_AVAILABLE))
-    meta = run.cells.assign(cell=run.cells["cell"].astype(str)).set_index("cell")[["profile", "stations"]]
+    meta = run.cells.assign(cell=run.cells["cell"].astype(str)).set_index("cell")[["profile", *sec, "stations"]]
     frame = frame.join(meta, on="cell")
     return frame[head + COUNTS].reset_index(drop=True)
 
