@@ -61,8 +61,11 @@ def save(fig, out_dir: Path, name: str, fmt: str = "png") -> str:
 
 def _ticklabels(ax, labels: list[str]) -> None:
     long = sum(len(s.split("\n")[0]) for s in labels) > 60 or len(labels) > 7
+    # many long names (profile · security variant): upright, or they run into each other
+    steep = len(labels) > 7 and max((len(s.split("\n")[0]) for s in labels), default=0) > 16
     ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(labels, rotation=30 if long else 0, ha="right" if long else "center")
+    ax.set_xticklabels(labels, rotation=90 if steep else 30 if long else 0,
+                       ha="right" if long and not steep else "center")
 
 
 def _ms_formatter(v, _pos) -> str:
@@ -266,7 +269,8 @@ def fig_overhead(tbl: pd.DataFrame, order: list[str], out: Path, fmt: str = "png
     vmax = max(1.0, float(np.nanmax(tbl["overhead_ms"])))
     vmin = min(0.0, float(np.nanmin(tbl["overhead_ms"])))
     norm = SymLogNorm(linthresh=1.0, vmin=vmin, vmax=vmax, base=10)
-    fig, axes = plt.subplots(1, len(pick), figsize=(0.85 * len(actions) * len(pick) + 3.5,
+    wide = max(0, max((len(y) for y in ylabels), default=0) - 16) * 0.2  # long names (profile · variant)
+    fig, axes = plt.subplots(1, len(pick), figsize=(0.85 * len(actions) * len(pick) + 3.5 + wide,
                                                      0.45 * len(profiles) + 2.6), squeeze=False,
                              layout="constrained")
     for k, (ax, n) in enumerate(zip(axes.flat, pick, strict=False)):
@@ -413,6 +417,113 @@ def fig_timeline(cell: dict, calls: pd.DataFrame, events: pd.DataFrame, monitor:
     return save(fig, out, name, fmt)
 
 
+# -- connection set-up -----------------------------------------------------------------------------------
+#: the stacked phases of a connection's set-up: (column prefix, legend label, colour)
+SETUP_PARTS = [("tcp", "TCP connect", "#4c72b0"), ("tls", "TLS handshake", "#c44e52"),
+               ("ws", "WebSocket upgrade", "#55a868"), ("boot", "first BootNotification", "#8172b3")]
+
+
+def _rtt_lines(ax, rtt: float, xmax: float) -> None:
+    """Dotted vertical lines at whole multiples of the profile's added RTT, labelled at the top."""
+    if not rtt or math.isnan(rtt) or rtt <= 0:
+        return
+    k_max = int(xmax // rtt)
+    if k_max < 1 or k_max > 24:
+        return
+    every = max(1, math.ceil(0.09 * xmax / rtt))  # labels at least ~9 % of the width apart
+    for k in range(1, k_max + 1):
+        ax.axvline(k * rtt, color="#777777", lw=0.7, ls=":", zorder=0)
+        if k % every == 0:
+            ax.text(k * rtt, 1.0, f"{k} RTT", transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                    fontsize=7, color="#555555")
+
+
+def _fmt_ms(v: float) -> str:
+    return f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+
+
+def _setup_panel(ax, sub: pd.DataFrame, parts: list[str], rtt: float, note) -> None:
+    """Horizontal stacked bars, one per security variant (top to bottom), of the median of each part."""
+    colors = {k: c for k, _, c in SETUP_PARTS}
+    y = np.arange(len(sub))[::-1]
+    left = np.zeros(len(sub))
+    for part in parts:
+        v = np.nan_to_num(sub[f"{part}_median_ms"].to_numpy(dtype=float))
+        ax.barh(y, v, left=left, color=colors[part], height=0.62, edgecolor="white", linewidth=0.4)
+        left += v
+    xmax = max(float(np.nanmax(left)) if len(left) else 0.0, 1e-3) * 1.5
+    ax.set_xlim(0, xmax)
+    for yi, total, (_, row) in zip(y, left, sub.iterrows(), strict=True):
+        text = f"{_fmt_ms(total)} ms" + (f" ≈ {total / rtt:.1f} RTT" if rtt and not math.isnan(rtt) and rtt > 0
+                                         else "")
+        extra = note(row)
+        ax.text(total + xmax * 0.01, yi, text + (f"\n{extra}" if extra else ""), va="center", ha="left", fontsize=7)
+    if rtt and not math.isnan(rtt) and rtt > 0 and xmax // rtt <= 24:
+        ax.grid(False)  # the round-trip lines are the grid
+        _rtt_lines(ax, rtt, xmax)
+    ax.set_yticks(y)
+    ax.set_yticklabels(list(sub["security"]))
+    ax.set_ylim(-0.6, len(sub) - 0.4)
+    ax.grid(axis="y", visible=False)
+
+
+def fig_setup(tbl: pd.DataFrame, rec: pd.DataFrame, order: list[str], out: Path, fmt: str = "png") -> str | None:
+    """Connection set-up per link profile (rows) and security variant (bars): medians of the TCP connect,
+    the TLS handshake, the WebSocket upgrade and the first BootNotification, stacked (first connections, at
+    the smallest N of each profile and variant); and, when the run had an outage, the reconnections after
+    it, with the share of TLS sessions resumed. Linear time axes, one scale per profile, with dotted lines
+    at multiples of the profile's added RTT."""
+    from matplotlib.patches import Patch
+
+    if tbl.empty and (rec is None or rec.empty):
+        return None
+    first = tbl.sort_values("stations", kind="stable").drop_duplicates(["profile", "security"]) if len(tbl) else tbl
+    first = first[first["first_connections"] > 0] if len(first) else first
+    rec = rec[rec["reconnections"] > 0] if rec is not None and len(rec) else pd.DataFrame()
+    present = set(first["profile"]) | (set(rec["profile"]) if len(rec) else set())
+    profiles = [p for p in order if p in present] + sorted(p for p in present if p not in order)
+    if not profiles:
+        return None
+    from labkit.analysis.order import security_order
+
+    cols = 2 if len(rec) else 1
+    counts = []
+    for p in profiles:
+        n_first = int((first["profile"] == p).sum()) if len(first) else 0
+        n_rec = int((rec["profile"] == p).sum()) if len(rec) else 0
+        counts.append(max(n_first, n_rec, 1))
+    fig, axes = plt.subplots(len(profiles), cols, figsize=(6.2 * cols + 1.2, sum(0.9 + 0.36 * c for c in counts) + 1.0),
+                             squeeze=False, height_ratios=counts, layout="constrained")
+
+    def ordered(sub: pd.DataFrame) -> pd.DataFrame:
+        rank = {s: i for i, s in enumerate(security_order(sub["security"].astype(str)))}
+        return sub.assign(_r=sub["security"].map(rank)).sort_values("_r").drop(columns="_r")
+
+    for i, p in enumerate(profiles):
+        ns = sorted({int(n) for n in first.loc[first["profile"] == p, "stations"]}) if len(first) else []
+        first_what = f"first connection, N = {ns[0]}" if len(ns) == 1 else "first connection"
+        panels = [(first, ["tcp", "tls", "ws", "boot"], first_what,
+                   lambda r, many=len(ns) > 1: f"N = {int(r['stations'])}" if many else "")]
+        if cols == 2:
+            panels.append((rec, ["tcp", "tls", "ws"], "reconnection after the outage",
+                           lambda r: "" if pd.isna(r["resumed_pct"]) else f"{r['resumed_pct']:.0f} % resumed"))
+        for j, (frame, parts, what, note) in enumerate(panels):
+            ax = axes[i, j]
+            sub = ordered(frame[frame["profile"] == p]) if len(frame) else frame
+            if sub is None or sub.empty:
+                ax.set_visible(False)
+                continue
+            rtt = float(sub["added_rtt_ms"].iloc[0])
+            _setup_panel(ax, sub, parts, rtt, note)
+            rtt_s = f", added RTT {rtt:g} ms" if rtt and not math.isnan(rtt) else ""
+            ax.set_title(f"{p}: {what}{rtt_s}", fontsize=9, pad=12)
+            ax.set_xlabel("median time (ms)")
+    handles = [Patch(facecolor=c, label=label) for _, label, c in SETUP_PARTS]
+    fig.legend(handles=handles, loc="outside lower center", ncols=4, frameon=False)
+    fig.suptitle("Connection set-up per link profile and OCPP security variant (medians, stacked)")
+    return save(fig, out, "setup", fmt)
+
+
 # -- rendering many figures ------------------------------------------------------------------------------
 _PENDING: list = []  # the jobs of the FigureJobs being run (read by forked workers)
 
@@ -531,12 +642,14 @@ def fig_compare_ratio(tbl: pd.DataFrame, order: list[str], la: str, lb: str, nam
 
 
 def fig_compare_box(runs: list, labels: list[str], order: list[str], out: Path, fmt: str = "png") -> str | None:
-    """OCPP RTT per profile, one box per run, one panel per N (log scale)."""
+    """OCPP RTT per profile, one box per run, one panel per N (log scale); per profile and security variant
+    when a run recorded variants (``order`` then names them as ``tables.variant_view`` does)."""
     from matplotlib.patches import Patch
 
-    from labkit.analysis.tables import ocpp_ok
+    from labkit.analysis.tables import has_variants, ocpp_ok, variant_view
 
-    oks = [ocpp_ok(r) for r in runs]
+    by_variant = has_variants(runs)
+    oks = [variant_view(r, ocpp_ok(r), effective=by_variant) for r in runs]
     if not any(len(o) for o in oks):
         return None
     ns = sorted({int(n) for o in oks if len(o) for n in o["stations"].unique()})

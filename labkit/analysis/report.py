@@ -7,8 +7,11 @@ measured RTT, with the echo probe as a cross-check; iperf3: goodput against the 
 round-trip times in the dissertation's table layout (plus p95, p99 and a bootstrap 95% CI for the median),
 call outcomes, the transaction accounting (sent, acknowledged, handled, duplicates, lost), the protocol's
 own cost (OCPP RTT minus the network RTT per action: the echo probe's where measured, else ping's), scaling
-with the number of chargers, RTT and CPU over time, and outages. docs/reading-results.md explains how to
-read each part.
+with the number of chargers, RTT and CPU over time, outages, and, when the fleets recorded them, the
+connections' set-up (TCP, TLS, WebSocket upgrade, first BootNotification; reconnections after an outage)
+per OCPP security variant. A run that swept several security variants has them apart in every OCPP table
+and figure ("4g · sp3-tls13"); the network sections stay per link profile. docs/reading-results.md explains
+how to read each part.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from labkit.analysis import tables as T
 from labkit.analysis import transactions as X
 from labkit.analysis.doc import Document
 from labkit.analysis.load import Run, load_run
-from labkit.analysis.order import fmt_num, fmt_rate
+from labkit.analysis.order import fmt_num, fmt_rate, security_order
 
 if TYPE_CHECKING:
     from labkit.analysis.figures import FigureJobs
@@ -119,6 +122,9 @@ def provenance_section(doc: Document, run: Run) -> None:
                      ", ".join(f"{n} ({h}×{s})" for n, h, s in
                                cells[["stations", "evse_hosts", "stations_per_host"]].drop_duplicates()
                                .sort_values("stations").itertuples(index=False))))
+    labels = [s for s in security_order(cells["security"].astype(str)) if s] if len(cells) else []
+    if labels:
+        rows.append(("OCPP security variants", ", ".join(labels)))
     for key in ("scenario", "repeats"):
         if key in plan:
             rows.append((key, _ts(plan.get(key))))
@@ -262,18 +268,22 @@ def ocpp_section(doc: Document, run: Run, jobs: FigureJobs, seed: int) -> None:
     if tbl.empty:
         doc.p("*No OCPP call samples in this run.*")
         return
-    order = T.order_of(run)
+    order = T.variant_order(run)
     doc.p("In the dissertation's layout (its tables 13 to 17): one table per number of chargers N, one column "
           "per profile, times in milliseconds, every successful call of every action (and every repetition) "
           "pooled. Added here: p95, "
           "p99, a 95 % bootstrap confidence interval for the median (2000 resamples, seeded), and the count of "
           "calls faster than the profile's added RTT (physically impossible; the dissertation's shared timer "
           "produced many).")
+    if run.security_split:
+        doc.p("This run swept OCPP security variants: each column is one link profile with one variant "
+              "(profile · variant); variants are never pooled.")
+    vtbl = T.variant_view(run, tbl)
     for n in sorted(tbl["stations"].unique()):
-        doc.table(dissertation_layout(tbl, n, order), f"ocpp_rtt_n{n}",
+        doc.table(dissertation_layout(vtbl, n, order), f"ocpp_rtt_n{n}",
                   caption=f"OCPP RTT, N = {n} charger{'s' if n != 1 else ''} (ms)",
                   raw=tbl[tbl["stations"] == n])
-    ok = T.ocpp_ok(run)
+    ok = T.variant_view(run, T.ocpp_ok(run))
     jobs.add(doc, F.fig_ocpp_box, (ok, order), "OCPP RTT per profile and N (log scale; box: quartiles and "
              "median; whiskers: 5th to 95th percentile; outliers not drawn).")
     jobs.add(doc, F.fig_ocpp_ecdf, (ok, order), "Empirical CDF of OCPP RTT per profile, one panel per N (log "
@@ -300,13 +310,14 @@ def overhead_section(doc: Document, run: Run, jobs: FigureJobs) -> None:
         doc.p("*Needs both OCPP samples and network RTT samples (echo or ping) for the same profile.*")
         return
     label = baseline_label(tbl)
+    raw, tbl = tbl, T.variant_view(run, tbl)
     doc.p("For each profile, N and action: the median OCPP round trip minus the median network round trip of "
           f"the same profile ({label}). What remains is serialisation of the larger frames at the link's rate, "
           "TCP and WebSocket handling, JSON-schema validation on both sides, the CSMS's work and any queueing "
           "behind other chargers' messages. The network RTT is labkit's echo probe (echo.csv, microsecond "
           "resolution) where the profile has it, else ping's (whole milliseconds from 100 ms on).")
     ns = sorted(tbl["stations"].unique())
-    order = T.order_of(run)
+    order = T.variant_order(run)
     base = tbl.drop_duplicates("profile").set_index("profile")["baseline"]
     for n in ([ns[0]] if len(ns) == 1 else [ns[0], ns[-1]]):
         piv = tbl[tbl["stations"] == n].pivot_table(index="profile", columns="action", values="overhead_ms")
@@ -314,12 +325,13 @@ def overhead_section(doc: Document, run: Run, jobs: FigureJobs) -> None:
         disp = piv.map(fmt_num).reset_index()
         disp.insert(1, "baseline", disp["profile"].map(base))
         doc.table(disp, caption=f"OCPP RTT − network RTT (median, ms; baseline: {label}), N = {n}")
-    doc.tables["ocpp_overhead"] = tbl
+    doc.tables["ocpp_overhead"] = raw
     jobs.add(doc, F.fig_overhead, (tbl, order), f"OCPP RTT minus network RTT ({label}; medians, ms) per "
              "profile and action, for the smallest and the largest N.")
     csms = T.csms_table(run)
     if len(csms):
-        doc.table(pd.DataFrame({"profile": csms["profile"], "N": csms["stations"], "messages": csms["n"],
+        sec = {"security": csms["security"]} if "security" in csms else {}
+        doc.table(pd.DataFrame({"profile": csms["profile"], **sec, "N": csms["stations"], "messages": csms["n"],
                                 "median (ms)": csms["median_ms"].map(fmt_num), "p95 (ms)": csms["p95_ms"].map(fmt_num),
                                 "max (ms)": csms["max_ms"].map(fmt_num)}), "csms_handling",
                   caption="The CSMS's own handling time (frame received to answer sent)", raw=csms)
@@ -365,8 +377,8 @@ def transactions_section(doc: Document, run: Run, tx: pd.DataFrame) -> None:
 
     disagree = tx[["acked_unrecorded", "handled_unsent"]].sum(axis=1, min_count=1)
     disp = pd.DataFrame({
-        "cell": tx["cell"], "profile": tx["profile"], "N": tx["stations"],
-        "sent": tx["sent"].map(num), "acknowledged": tx["acknowledged"].map(num),
+        "cell": tx["cell"], "profile": tx["profile"], **({"security": tx["security"]} if "security" in tx else {}),
+        "N": tx["stations"], "sent": tx["sent"].map(num), "acknowledged": tx["acknowledged"].map(num),
         "handled by the CSMS": tx["handled"].map(num),
         "duplicates": tx["duplicates"].map(lambda v: num(v, True)), "lost": tx["lost"].map(lambda v: num(v, True)),
         "records disagree": disagree.map(lambda v: num(v, True)),
@@ -411,14 +423,14 @@ def transactions_section(doc: Document, run: Run, tx: pd.DataFrame) -> None:
 def scaling_section(doc: Document, run: Run, jobs: FigureJobs) -> None:
     from labkit.analysis import figures as F
 
-    ok = T.ocpp_ok(run)
+    ok = T.variant_view(run, T.ocpp_ok(run))
     if ok.empty or ok["stations"].nunique() < 2:
         return
     doc.h("Scaling with the number of chargers")
     q = ok.groupby(["profile", "stations"])["rtt_ms"].quantile([0.25, 0.5, 0.75, 0.95]).unstack()
     q.columns = ["p25", "p50", "p75", "p95"]
     q = q.reset_index()
-    order = T.order_of(run)
+    order = T.variant_order(run)
     piv = {}
     for (p, n), r in q.set_index(["profile", "stations"]).iterrows():
         piv.setdefault(p, {})[f"N = {n}"] = f"{fmt_num(r['p50'])} [{fmt_num(r['p25'])}–{fmt_num(r['p75'])}]"
@@ -430,7 +442,7 @@ def scaling_section(doc: Document, run: Run, jobs: FigureJobs) -> None:
     cpu = T.cpu_table(run)
     if len(cpu):
         names = {"csms": "CSMS", "fleet": "fleets", "engine": "shaping engine", "host": "busiest host"}
-        c = cpu[cpu["kind"].isin(list(names))]
+        c = T.variant_view(run, cpu[cpu["kind"].isin(list(names))])
         med = c.pivot_table(index=["profile", "stations"], columns="kind", values="median_cpu_pct")
         mx = c.pivot_table(index=["profile", "stations"], columns="kind", values="max_cpu_pct")
         disp = pd.DataFrame(index=med.index)
@@ -452,21 +464,21 @@ def timeline_section(doc: Document, run: Run, jobs: FigureJobs) -> None:
     if run.cells.empty or (run.calls.empty and run.monitor.empty):
         return
     doc.h("Over time: RTT and CPU during a run")
-    order = T.order_of(run)
-    cells = run.cells
+    cells = T.variant_view(run, run.cells)
     pick = []
-    for p in order:
+    for p in T.variant_order(run):
         sub = cells[cells["profile"] == p].sort_values(["stations", "repeat"])
         if len(sub):
             pick.append(sub.iloc[-1]["cell"])
     outage_cells = cells[cells["outage_t0"].notna()]["cell"].tolist()
     pick = list(dict.fromkeys(outage_cells + pick))[:MAX_TIMELINES]
-    doc.p("For each profile, the cell with the most chargers (and every cell with an outage): every OCPP call's "
+    doc.p("For each profile" + (" and security variant" if run.security_split else "") + ", the cell with the "
+          "most chargers (and every cell with an outage): every OCPP call's "
           "RTT at the time it was sent, the median per second, and the CPU of the CSMS, the fleets and the "
           "shaping engine. A rising median means a queue is building (the link or the CSMS is saturated); "
           "a CPU line at 100 % means one core is saturated.")
     for k, cid in enumerate(pick):
-        cell = cells[cells["cell"] == cid].iloc[0].to_dict()
+        cell = run.cells[run.cells["cell"] == cid].iloc[0].to_dict()
         calls = run.calls[run.calls["cell"] == cid]
         ev = run.events[run.events["cell"] == cid] if len(run.events) else run.events
         mon = run.monitor[run.monitor["cell"] == cid] if len(run.monitor) else run.monitor
@@ -487,6 +499,77 @@ def outage_section(doc: Document, run: Run) -> None:
         disp[c] = disp[c].map(lambda v: fmt_num(v, 0))
     disp.columns = [c.replace("_ms", " (ms)").replace("_", " ") for c in disp.columns]
     doc.table(disp, "outages", raw=ev)
+
+
+def _ms(v) -> str:
+    return fmt_num(v, 1)
+
+
+def setup_section(doc: Document, run: Run, jobs: FigureJobs) -> None:
+    """Connection set-up per link profile, security variant and N (``handshake`` and ``booted`` events), and
+    the reconnections after an outage; only when the fleets recorded handshakes."""
+    from labkit.analysis import figures as F
+
+    if T.handshakes(run).empty:
+        return
+    doc.h("Connection set-up (security profiles)")
+    tbl = T.setup_table(run)
+    doc.p("How long a station took to connect, per link profile, OCPP security variant (`sp0`: plain WebSocket; "
+          "`sp1`: HTTP Basic auth; `sp2`: Basic auth over TLS; `sp3`: TLS with a client certificate; `-tls12`, "
+          "`-tls13`: the TLS version; `-nores`: without TLS session resumption) and N. Medians over the "
+          "stations' first connections: the TCP connect, the TLS handshake, the WebSocket upgrade and their "
+          "sum (*set-up*; its 90th percentile next to it), then the first BootNotification's round trip and the "
+          "time from the start of the TCP connect to its answer (*connect to booted*). *RTTs* divide a median by "
+          "the profile's added RTT: TCP and the upgrade take one round trip each, a full TLS 1.3 handshake one, "
+          "a full TLS 1.2 handshake two; what is above that is computation and the certificates' bytes on a "
+          "slow link. *TLS bytes*: the handshake's bytes sent / received by the station. *Resumed*: the share of "
+          "all TLS connections (reconnections included) that resumed a session. Every percentile is in "
+          "tables/setup.csv; docs/reading-results.md explains how to read this.")
+
+    def ms_cols(t: pd.DataFrame) -> dict:
+        return {"TCP (ms)": t["tcp_median_ms"].map(_ms), "TLS (ms)": t["tls_median_ms"].map(_ms),
+                "WebSocket (ms)": t["ws_median_ms"].map(_ms), "set-up (ms)": t["setup_median_ms"].map(_ms),
+                "set-up p90 (ms)": t["setup_p90_ms"].map(_ms)}
+
+    if len(tbl):
+        failed = [f"{int(n)} ({r})" if n else "0" for n, r in zip(tbl["connect_failed"], tbl["failure_reasons"],
+                                                                    strict=True)]
+        doc.table(pd.DataFrame({
+            "profile": tbl["profile"], "security": tbl["security"], "N": tbl["stations"],
+            "added RTT (ms)": tbl["added_rtt_ms"].map(_ms), "TLS": tbl["tls"],
+            "connections (first)": [f"{int(a)} ({int(b)})" for a, b in zip(tbl["connections"], tbl["first_connections"],
+                                                                           strict=True)],
+            **ms_cols(tbl), "TLS (RTTs)": tbl["tls_rtts"].map(_ms), "set-up (RTTs)": tbl["setup_rtts"].map(_ms),
+            "BootNotification (ms)": tbl["boot_median_ms"].map(_ms),
+            "connect to booted (ms)": tbl["since_connect_median_ms"].map(_ms),
+            "TLS bytes out / in": [f"{fmt_num(a, 0)} / {fmt_num(b, 0)}" for a, b in
+                                   zip(tbl["tls_out_median_bytes"], tbl["tls_in_median_bytes"], strict=True)],
+            "resumed (%)": tbl["resumed_pct"].map(lambda v: fmt_num(v, 0)), "failed attempts": failed}),
+            "setup", caption="Connection set-up, first connections (medians)", raw=tbl)
+    rec = T.reconnect_table(run)
+    rec = rec[rec["reconnections"] > 0] if len(rec) else rec
+    if len(rec):
+        doc.p("After an outage (cell.json `outage`), once the link is back (`t_wall_end`): the stations' "
+              "reconnections (their second or later connection), with the same medians, the share that resumed "
+              "their TLS session, the set-up of the resumed and of the full handshakes apart, and how long after "
+              "the link came back the stations were connected again (each station's first `reconnected`).")
+        doc.table(pd.DataFrame({
+            "profile": rec["profile"], "security": rec["security"],
+            "added RTT (ms)": rec["added_rtt_ms"].map(_ms),
+            "stations reconnected": [f"{int(a)} of {int(b)}" for a, b in zip(rec["stations_reconnected"],
+                                                                          rec["stations"], strict=True)],
+            "reconnections": rec["reconnections"].astype(int), **ms_cols(rec),
+            "TLS (RTTs)": rec["tls_rtts"].map(_ms), "resumed (%)": rec["resumed_pct"].map(lambda v: fmt_num(v, 0)),
+            "set-up resumed / full (ms)": [f"{_ms(a)} / {_ms(b)}" for a, b in zip(
+                rec["setup_resumed_median_ms"], rec["setup_not_resumed_median_ms"], strict=True)],
+            "link restored → reconnected (ms)": [f"{_ms(a)} [p90 {_ms(b)}]" for a, b in zip(
+                rec["restored_to_reconnected_median_ms"], rec["restored_to_reconnected_p90_ms"], strict=True)]}),
+            "reconnect", caption="Reconnections after the outage (medians)", raw=rec)
+    jobs.add(doc, F.fig_setup, (tbl, rec, T.order_of(run)),
+             "Connection set-up per link profile and security variant: medians of the TCP connect, the TLS "
+             "handshake, the WebSocket upgrade and (first connections) the first BootNotification, stacked, at "
+             "the smallest N; the dotted lines are multiples of the profile's added RTT. Right: the "
+             "reconnections after the outage, with the share that resumed their TLS session.")
 
 
 def _safe(s: str) -> str:
@@ -522,5 +605,6 @@ def build(run: Run, out: Path, *, fmt: str = "png", seed: int = 0, figures: bool
     scaling_section(doc, run, jobs)
     timeline_section(doc, run, jobs)
     outage_section(doc, run)
+    setup_section(doc, run, jobs)
     figs = jobs.run(out, fmt, workers)
     return doc, figs
