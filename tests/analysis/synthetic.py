@@ -9,6 +9,10 @@ incomplete cell with a torn CSV line, an outage with reconnection events, and mo
 /2 (the default) also labkit's echo probe (echo.csv), message ids, connection numbers and transaction keys,
 with transaction faults on request (``tx_faults``: a duplicate delivery, a lost message), and the event
 loop, validation mode and versions the simulators report. ``fmt="labkit-results/1"`` writes the old format.
+``security`` sweeps OCPP security variants (one cell per link profile x fleet x variant, ids ending in the
+variant's label, an outage in each variant's cell of the outage profile) and, like ``handshakes``, writes
+every connection's ``handshake`` event (TCP, TLS and WebSocket set-up times from the profile's round trip:
+TLS 1.2 two round trips, TLS 1.3 and a resumed session one) and each station's ``booted`` event.
 
 Every directory it writes says so: run ids and labels carry ``synthetic``, and manifest.json has
 ``"synthetic": true``. Nothing here may be presented as a measurement.
@@ -79,6 +83,10 @@ CSMS_SVC_MS = {"BootNotification": 2.2, "StatusNotification": 1.0, "Authorize": 
                "MeterValues": 1.4, "StopTransaction": 1.6, "Heartbeat": 0.8, "DataTransfer": 0.5}
 OUTAGE = (2.0, 6.0)  # start and duration (s) of the outage, from the start of the OCPP phase
 OVERHEAD = 40  # WebSocket + TCP/IP header bytes per frame
+#: TLS handshake bytes (out, in) by (security profile, TLS version, resumed), as docs/simulators.md measured them
+TLS_BYTES = {(2, "1.2", False): (239, 936), (2, "1.2", True): (568, 141), (2, "1.3", False): (305, 850),
+             (2, "1.3", True): (597, 241), (3, "1.2", False): (1193, 1849), (3, "1.2", True): (853, 141),
+             (3, "1.3", False): (1298, 1328), (3, "1.3", True): (1024, 241)}
 TX = RF.TX_ACTIONS["1.6"]  # the simulated actions are 1.6's
 V1 = "labkit-results/1"
 
@@ -145,9 +153,39 @@ def _make_sim(prof, hosts, sph, meter_values, t_start, rng, hb_s=2.0, outage=Non
     return stations, script, calls, events, csms_rows, busy, heap, push, one_call
 
 
+def security_label(sec: dict) -> str:
+    """A security variant's label as labkit bench names it: sp0, sp1, sp3-tls13, sp2-tls12-nores."""
+    if sec["profile"] < 2:
+        return f"sp{sec['profile']}"
+    return f"sp{sec['profile']}-tls{sec['tls_version'].replace('.', '')}" + ("" if sec.get("resumption") else "-nores")
+
+
+def handshake_detail(prof: SynthProfile, sec: dict | None, resumed: bool,
+                     rng: np.random.Generator) -> tuple[str, float]:
+    """A made-up ``handshake`` event detail and the set-up's length (s): TCP one round trip, TLS 1.2 two
+    (one when resumed), TLS 1.3 one, the WebSocket upgrade one, plus a little CPU and the TLS bytes'
+    serialisation at the link's rates."""
+    def rtt() -> float:
+        return prof.added_rtt_ms + 0.1 + abs(rng.normal(0, prof.jitter_ms))
+
+    tcp = rtt()
+    ws = rtt() + 0.4
+    if sec is None or sec["profile"] < 2:
+        return f"tcp_ms={tcp:.3f} ws_ms={ws:.3f} tls=none", (tcp + ws) / 1000
+    v = sec["tls_version"]
+    out_b, in_b = TLS_BYTES[(sec["profile"], v, resumed)]
+    rounds = 2 if v == "1.2" and not resumed else 1
+    ser = sum(b * 8 / r * 1000 for b, r in ((out_b, prof.up_rate_bps), (in_b, prof.down_rate_bps)) if r)
+    tls = sum(rtt() for _ in range(rounds)) + (0.3 if resumed else 1.5) + ser
+    cipher = "TLS_AES_256_GCM_SHA384" if v == "1.3" else "ECDHE-ECDSA-AES128-GCM-SHA256"
+    return (f"tcp_ms={tcp:.3f} tls_ms={tls:.3f} ws_ms={ws:.3f} tls=TLSv{v} cipher={cipher} resumed={int(resumed)} "
+            f"tls_out={out_b} tls_in={in_b}"), (tcp + tls + ws) / 1000
+
+
 def make_cell_ocpp(prof: SynthProfile, hosts: list[str], sph: int, meter_values: int, t_start: float,
                    rng: np.random.Generator, *, hb_s: float = 2.0, outage: tuple[float, float] | None = None,
-                   timeout_p: float = 0.0, duplicates: int = 0, losses: int = 0):
+                   timeout_p: float = 0.0, duplicates: int = 0, losses: int = 0, handshakes: bool = False,
+                   security: dict | None = None):
     """Simulate one cell's OCPP phase. Returns (calls, events, csms, busy, t_end); rows are tuples.
 
     calls: (host, station, action, t, rtt_ms, outcome, error, attempt, queued_ms, message_id, connection,
@@ -156,7 +194,10 @@ def make_cell_ocpp(prof: SynthProfile, hosts: list[str], sph: int, meter_values:
     whose call timed out or lost its connection is sent again (same tx_key, new message id, attempt + 1).
     ``duplicates``: that many MeterValues of the first station lose their answer (the CSMS handled them)
     and are sent again: the CSMS handles them twice. ``losses``: that many MeterValues of the first station
-    time out unhandled and are given up (``tx_dropped``)."""
+    time out unhandled and are given up (``tx_dropped``). ``handshakes``: a ``handshake`` event after every
+    ``connected``/``reconnected`` (for ``security``, a dict as in cell.json, with TLS for profiles 2 and 3;
+    a reconnection resumes its TLS session when ``resumption``) and a ``booted`` event after each station's
+    first BootNotification; their made-up times come from a random stream of their own."""
     stations, script, calls, events, csms_rows, busy, heap, push, one_call = _make_sim(
         prof, hosts, sph, meter_values, t_start, rng, hb_s, outage)
     offline_until: dict[int, float] = {}
@@ -171,9 +212,22 @@ def make_cell_ocpp(prof: SynthProfile, hosts: list[str], sph: int, meter_values:
     def key(sid: str, action: str, payload: dict) -> str:
         return RF.tx_key(sid, action, json.dumps(payload, separators=(",", ":"))) if action in TX else ""
 
+    hrng = np.random.default_rng(int(t_start * 1000) % 2**32) if handshakes else None
+    connect_start: dict[int, float] = {}
+    booted: set[int] = set()
+
+    def handshake(i: int, t: float, resumed: bool) -> float:
+        """Write the handshake event of station i's connection made at t; returns when it began."""
+        h, sid = stations[i]
+        detail, took = handshake_detail(prof, security, resumed, hrng)
+        events.append((h, sid, t + 1e-4, "handshake", detail, "", conn[i]))
+        connect_start[i] = t - took
+        return t - took
+
     for i, (h, sid) in enumerate(stations):
         t = t_start + rng.uniform(0, 1.0)
-        events.append((h, sid, t - 0.01, "connecting", "", "", 1))
+        began = handshake(i, t, False) if handshakes else t - 0.01
+        events.append((h, sid, min(began, t - 0.01), "connecting", "", "", 1))
         events.append((h, sid, t, "connected", "", "", 1))
         push(t, "send", (i, 0, 1, None))
         push(t + hb_s * rng.uniform(0.5, 1.0), "hb", (i,))
@@ -220,6 +274,8 @@ def make_cell_ocpp(prof: SynthProfile, hosts: list[str], sph: int, meter_values:
             events.append((h, sid, detect, "disconnected", "keepalive ping timeout", "", conn[i]))
             conn[i] += 1
             events.append((h, sid, back, "reconnected", "", round((back - outage[0]) * 1000, 1), conn[i]))
+            if handshakes:
+                handshake(i, back, bool(security and security["profile"] >= 2 and security.get("resumption")))
             n_q = int(min(50, (back - t) / 0.1))
             events.append((h, sid, back + 0.001, "queue_flushed", str(n_q), "", conn[i]))
             push(back, "send", (i, step, attempt + 1, (back - t) * 1000))
@@ -255,6 +311,10 @@ def make_cell_ocpp(prof: SynthProfile, hosts: list[str], sph: int, meter_values:
         else:
             calls.append((h, sid, action, t, (done - t) * 1000, "ok", "", attempt, queued, m, conn[i], k))
             csms_rows.append((t, sid, action, handle, "ok", "", m, conn[i], k))
+            if handshakes and action == "BootNotification" and i not in booted:
+                booted.add(i)
+                events.append((h, sid, done, "booted", f"boot_ms={(done - t) * 1000:.3f} "
+                               f"since_connect_ms={(done - connect_start[i]) * 1000:.3f}", "", conn[i]))
         think = 0.1 if action == "MeterValues" else 0.05
         push(done + think, "send", (i, step + 1, 1, None))
     return calls, events, csms_rows, busy, t_end
@@ -317,13 +377,17 @@ def make_run(root: Path, *, plan: str = "tests", seed: int = 7, backend: str = "
              profiles: list[str] | None = None, fleets: list[tuple[int, int]] | None = None,
              meter_values: int | None = None, baselines: str = "first", t0: float = T0,
              fmt: str = RF.FORMAT, tx_faults: dict[str, tuple[int, int]] | None = None,
-             event_loop: str = "uvloop", validation: str = "fast", versions: dict[str, str] | None = None) -> Path:
+             event_loop: str = "uvloop", validation: str = "fast", versions: dict[str, str] | None = None,
+             security: list[dict] | None = None, handshakes: bool | None = None) -> Path:
     """Write a SYNTHETIC results directory under ``root``, laid out as labkit.bench.runner writes one
     (baselines once per profile by default, float phase times, merged monitor.csv, ...); returns its path.
 
     ``fmt``: the format to write (``labkit-results/1``: no echo.csv, no message ids, connections or
     transaction keys, no event loop). ``tx_faults``: cell id -> (duplicate deliveries, lost messages) of
-    the cell's first station. ``event_loop``, ``validation``, ``versions``: what the simulators report."""
+    the cell's first station. ``event_loop``, ``validation``, ``versions``: what the simulators report.
+    ``security``: the OCPP security variants to sweep, each ``{"profile": 0-3, "tls_version": "1.2"|"1.3"|None,
+    "resumption": bool|None}`` (None: no sweep, cells without ``security`` as before); ``handshakes``:
+    write handshake and booted events (default: when ``security`` is given)."""
     cfg = dict(PLANS[plan])
     v1 = fmt == V1
     tx_faults = tx_faults or {}
@@ -341,16 +405,26 @@ def make_run(root: Path, *, plan: str = "tests", seed: int = 7, backend: str = "
     run_dir.mkdir(parents=True, exist_ok=True)
     cells = []
     t = t0
+    secs: list[dict | None] = [None]
+    if security:
+        secs = [{**sec, "label": security_label(sec)} for sec in security]
+    handshakes = bool(security) if handshakes is None else handshakes
+
+    def suffix(sec: dict | None) -> str:
+        return f"__{sec['label']}" if sec else ""
+
     outage_cell = None
     if outage:
         outage_cell = next((f"{p}__n{h}x{s}__r1" for p in profiles if p in ("4g", "vsat", "slow-4g")
                             for h, s in fleets if h * s >= 10), None)
-    incomplete_cell = f"{profiles[-1]}__n{fleets[-1][0]}x{fleets[-1][1]}__r1" if incomplete else None
+    outage_cells = {outage_cell + suffix(sec) for sec in secs} if outage_cell else set()
+    incomplete_cell = (f"{profiles[-1]}__n{fleets[-1][0]}x{fleets[-1][1]}__r1" + suffix(secs[-1])
+                       if incomplete else None)
     max_hosts = max(h for h, _ in fleets)
     for pname in profiles:
         prof = PROFILES[pname]
-        for i_fleet, (hosts_n, sph) in enumerate(fleets):
-            cid = f"{pname}__n{hosts_n}x{sph}__r1"
+        for i_fleet, (sec, (hosts_n, sph)) in enumerate((sec, f) for sec in secs for f in fleets):
+            cid = f"{pname}__n{hosts_n}x{sph}__r1" + suffix(sec)
             cdir = run_dir / "cells" / cid
             cdir.mkdir(parents=True)
             hosts = [f"evse{k + 1}" for k in range(hosts_n)]
@@ -375,12 +449,13 @@ def make_run(root: Path, *, plan: str = "tests", seed: int = 7, backend: str = "
                         (cdir / "iperf" / f"{proto}-{d}.json").write_text(json.dumps(data, indent=1))
                 t += 22
             # OCPP
-            o = (t + OUTAGE[0], t + OUTAGE[0] + OUTAGE[1]) if cid == outage_cell else None
+            o = (t + OUTAGE[0], t + OUTAGE[0] + OUTAGE[1]) if cid in outage_cells else None
             timeout_p = 0.004 if pname in ("vsat", "gprs", "slow-vsat") else 0.0
             dups, losses = tx_faults.get(cid, (0, 0))
             calls, events, csms_rows, busy, t_end = make_cell_ocpp(prof, hosts, sph, mv, t, rng, outage=o,
                                                                    timeout_p=timeout_p, duplicates=dups,
-                                                                   losses=losses)
+                                                                   losses=losses, handshakes=handshakes,
+                                                                   security=sec)
             phases["ocpp"] = {"started": t, "status": "complete", "ended": t_end + 0.5}
             _write_ocpp(cdir, run_id, hosts, calls, events, csms_rows, ocpp_version, t0, fmt)
             _write_monitor(cdir, hosts, sph, busy, t, t_end, engine, prof, rng)
@@ -413,9 +488,12 @@ def make_run(root: Path, *, plan: str = "tests", seed: int = 7, backend: str = "
             if o:
                 cell["outage"] = {"start_s": OUTAGE[0], "duration_s": OUTAGE[1], "t_wall_start": o[0],
                                   "t_wall_end": o[1], "method": "synthetic"}
+            if sec:
+                cell["security"] = sec
             (cdir / "cell.json").write_text(json.dumps(cell, indent=2))
             cells.append({"id": cid, "dir": f"cells/{cid}", "profile": pname, "evse_hosts": hosts_n,
-                          "stations_per_host": sph, "repeat": 1, "status": status})
+                          "stations_per_host": sph, "repeat": 1, "status": status,
+                          **({"security": sec} if sec else {})})
     manifest = {
         "format": fmt, "run_id": run_id, "synthetic": True,
         "status": "incomplete" if incomplete else "complete",
@@ -429,7 +507,9 @@ def make_run(root: Path, *, plan: str = "tests", seed: int = 7, backend: str = "
                  "iperf_omit_s": 2.0, "udp_seconds": 5.0, "meter_values": mv, "meter_interval_s": 0.1,
                  "heartbeat_s": 2.0, "baselines": baselines, "ocpp_phase": True,
                  "outage": {"duration_s": OUTAGE[1], "at_s": OUTAGE[0]} if outage_cell else None,
-                 "synthetic_fleets": [list(f) for f in fleets]},
+                 "synthetic_fleets": [list(f) for f in fleets],
+                 **({"auth": "basic" if any(s["profile"] in (1, 2) for s in security) else "none",
+                     "security_profiles": sorted({s["profile"] for s in security})} if security else {})},
         "hosts": {name: {"role": role, "kernel": "synthetic", "cpus": "2",
                          **{k: vers[k] for k in ("python", "labkit", "ocpp", "websockets")},
                          **({} if v1 else {"uvloop": vers["uvloop"] or "missing", "event_loop": event_loop})}
