@@ -74,9 +74,24 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+async def boot_by_deadline(st: Station) -> bool:
+    """BootNotification until accepted; False when the fleet's ``--duration`` ends first (a station that cannot
+    connect, refused or without a route, stops at the deadline like the others)."""
+    deadline = st.fleet.deadline
+    if deadline is None:
+        await st.boot()
+        return True
+    try:
+        await asyncio.wait_for(st.boot(), timeout=max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        return False
+    return True
+
+
 async def thesis_2021(st: Station, p: ScenarioParams) -> None:
     d = st.dialect
-    await st.boot()
+    if not await boot_by_deadline(st):
+        return
     st.start_heartbeat(p.heartbeat_s or 2.0, immediately=True)
     await st.pause(p.step_interval_s)
     if not await st.authorize(p.id_tag):  # refused: no transaction (recorded as authorize_rejected)
@@ -104,7 +119,8 @@ async def session(st: Station, p: ScenarioParams) -> None:
     def over() -> bool:
         return deadline is not None and time.monotonic() >= deadline
 
-    await st.boot()
+    if not await boot_by_deadline(st):
+        return
     st.start_heartbeat(p.heartbeat_s or st.boot_interval_s or 300.0)
     await st.call_status("Available")
     meter = Meter(rng, register_wh=rng.uniform(0, 1e6))

@@ -46,6 +46,12 @@ class DelayProxy:
         self._ready.set()
         self._loop.run_forever()
         server.close()
+        # connections still open: end their pumps here, in this loop, not when the garbage collector finds them
+        tasks = asyncio.all_tasks(self._loop)
+        for task in tasks:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self._loop.close()
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         queue: asyncio.Queue = asyncio.Queue()

@@ -105,6 +105,8 @@ def test_fleet_exits_1_when_no_station_ever_connected(csms_factory, tmp_path):
     nobody = run_fleet(tmp_path / "b", f"ws://127.0.0.1:{free_port()}/", *args)
     assert nobody.rc == 1
     assert nobody.stderr.strip().splitlines()[-1] == "labkit fleet: no station ever connected: 3 connection refused"
+    # a station that never connects stops at the deadline like the others (it ran to --duration + 5 s before)
+    assert nobody.status["elapsed_s"] < 1.5 + 2, nobody.status["elapsed_s"]
     other = csms_factory("--ocpp", "2.0.1")  # the fleet speaks 1.6: the handshake completes, then closes
     wrong = run_fleet(tmp_path / "d", other.url, *args)
     assert wrong.rc == 1
