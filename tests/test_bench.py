@@ -372,6 +372,19 @@ def test_security_profiles_sweep_over_tls_with_the_labs_own_certificates(home, l
     assert not glob.glob(f"/tmp/labkit-tls-{lab}.*") and not glob.glob(f"/tmp/labkit-secret-{lab}.*")
     assert (home / "labs" / lab / "tls" / "ca.pem").exists()
     assert_unshaped(lab)
+    # the report's set-up tables, from these events: TLS 1.2 in about two round trips of the link, resumed in one
+    from labkit.analysis.load import load_run
+    from labkit.analysis.tables import reconnect_table, setup_table
+
+    loaded = load_run(run)
+    setup = setup_table(loaded).set_index("security")
+    assert list(setup.index) == labels and (setup["first_connections"] == 4).all()
+    assert setup.loc["sp3-tls12", "tls_out_median_bytes"] > setup.loc["sp2-tls12", "tls_out_median_bytes"] + 500
+    again = reconnect_table(loaded).set_index("security")
+    assert again.loc["sp2-tls12", "resumed_pct"] > 0 and again.loc["sp2-tls12-nores", "resumed_pct"] == 0
+    assert run_cli("report", str(run)) == 0
+    report = (run / "report" / "report.md").read_text()
+    assert "Connection set-up" in report and "sp3-tls12-nores" in report
 
 
 @pytest.mark.timeout(2400)
