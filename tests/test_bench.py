@@ -386,6 +386,23 @@ def test_security_profiles_sweep_over_tls_with_the_labs_own_certificates(home, l
     report = (run / "report" / "report.md").read_text()
     assert "Connection set-up" in report and "sp3-tls12-nores" in report
 
+    # and OCPP 2.0.1 over TLS 1.3 with client certificates, on the same lab and CA
+    assert run_cli("bench", "none", "--lab", lab, "--baselines", "none", "--meter-values", "5", "--meter-interval",
+                   "0.05", "--evse", "2", "--ocpp", "2.0.1", "--security-profile", "3", "--results",
+                   str(tmp_path / "results201")) == 0
+    run201 = only_run(tmp_path / "results201")
+    cell = run201 / "cells" / "none__n2x1__r1__sp3-tls13"
+    assert json.loads((run201 / "manifest.json").read_text())["tls"]["ca_sha256"] == m["tls"]["ca_sha256"]
+    events, calls = [], []
+    for h in ("evse1", "evse2"):
+        with open(cell / "ocpp" / f"events-{h}.csv") as fh:
+            events += list(csv.DictReader(fh))
+        with open(cell / "ocpp" / f"calls-{h}.csv") as fh:
+            calls += list(csv.DictReader(fh))
+    assert [parse_detail(e["detail"])["tls"] for e in events if e["event"] == "handshake"] == ["TLSv1.3"] * 2
+    assert calls and all(c["outcome"] == "ok" for c in calls)
+    assert {c["action"] for c in calls} >= {"BootNotification", "TransactionEvent"}
+
 
 @pytest.mark.timeout(2400)
 def test_reduced_thesis_plan_fills_every_table_and_compares(home, lab_name, tmp_path, monkeypatch, capfd):
