@@ -96,10 +96,12 @@ def _clean_lab(lab: str) -> bool:
                     remote.stop(h, name, sudo=True, timeout=5)
                 except Exception as exc:  # noqa: BLE001 - keep going, clean as much as possible
                     print(f"guard: {h.name}: stop {name}: {exc}", file=sys.stderr)
-            try:  # a password bench had not yet removed (labkit.bench.ocpp: OcppPhase._push_secret)
-                remote.run(h, f'rm -rf "${{TMPDIR:-/tmp}}"/labkit-secret-{lab}.*', sudo=True, check=False)
+            try:  # a password or TLS keys bench had not yet removed (labkit.bench.ocpp: OcppPhase._push_secret,
+                # _push_tls); the lab name is a name (labkit.names), safe unquoted beside the glob
+                tmp = '"${TMPDIR:-/tmp}"'
+                remote.run(h, f"rm -rf {tmp}/labkit-secret-{lab}.* {tmp}/labkit-tls-{lab}.*", sudo=True, check=False)
             except Exception as exc:  # noqa: BLE001
-                print(f"guard: {h.name}: removing the password file: {exc}", file=sys.stderr)
+                print(f"guard: {h.name}: removing the password and key files: {exc}", file=sys.stderr)
         try:
             from labkit.bench.ocpp import OUTAGE_RULE
 
