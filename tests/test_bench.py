@@ -5,6 +5,7 @@ outage, and errors caught before anything changes. Real sshd, tc, the userspace 
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import os
 import signal
@@ -183,7 +184,8 @@ def _phase_running(results: Path, phase: str) -> bool:
 def test_killed_bench_leaves_an_unshaped_link_and_an_incomplete_run(home, lab_up, tmp_path, how):
     lab = lab_up
     base = ping_median_ms(lab)
-    proc = _start_bench(home, lab, tmp_path, "3g", "none", *SMALL, "--meter-values", "150")
+    # over TLS with client certificates: the stations' keys on the hosts must go too
+    proc = _start_bench(home, lab, tmp_path, "3g", "none", *SMALL, "--meter-values", "150", "--security-profile", "3")
     results = tmp_path / "results"
     _wait_for(lambda: _phase_running(results, "ocpp"), 120, "the OCPP phase")
     # wait for some calls (netns: the EVSE's work directory is visible here)
@@ -206,7 +208,7 @@ def test_killed_bench_leaves_an_unshaped_link_and_an_incomplete_run(home, lab_up
     assert m["link_cleared"] is True
     assert ("guard" in m) == (how == "SIGKILL")
     assert [c["status"] for c in m["cells"]] == ["incomplete", "pending"]
-    cell = run / "cells" / "3g__n1x1__r1"
+    cell = run / "cells" / "3g__n1x1__r1__sp3-tls13"
     with open(cell / "ping.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 40  # the samples taken are kept
     calls = (cell / "ocpp" / "calls-evse1.csv").read_text().splitlines()
@@ -219,13 +221,14 @@ def test_killed_bench_leaves_an_unshaped_link_and_an_incomplete_run(home, lab_up
         for h in handle.inventory.hosts:
             for name in ("fleet", "csms", "monitor", "iperf3"):
                 assert not r.alive(h, name), (h.name, name)
+    assert not glob.glob(f"/tmp/labkit-tls-{lab}.*")  # netns hosts share this machine's /tmp
     if how == "SIGINT":
         # and an interrupted run can be finished
         assert run_cli("bench", "--lab", lab, "--resume", str(run)) == 0
         m = json.loads((run / "manifest.json").read_text())
         assert m["status"] == "complete" and m["resumed"]
         assert [c["status"] for c in m["cells"]] == ["complete", "complete"]
-        assert (run / "cells" / "3g__n1x1__r1.partial-1").is_dir()
+        assert (run / "cells" / "3g__n1x1__r1__sp3-tls13.partial-1").is_dir()
 
 
 def test_kill_9_of_bench_then_down_still_records_an_interrupted_run(home, lab_up, tmp_path):
@@ -323,8 +326,6 @@ def test_security_profiles_sweep_over_tls_with_the_labs_own_certificates(home, l
     outage: every connection's set-up is recorded, TLS 1.2's full handshake takes two round trips of the link and
     a resumed one one, profile 3 presents each station's own certificate, and no key or password is left on
     a host or in the results."""
-    import glob
-
     from labkit.resultsformat import parse_detail
 
     lab = lab_up
