@@ -80,11 +80,15 @@ class DelayProxy:
                 queue.put_nowait((time.monotonic() + self.delay_s, data))
         except (ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:  # the proxy is closing: drop what is queued, close at once
+            task.cancel()
+            writer.close()
+            raise
         finally:
             queue.put_nowait((0.0, None))
             try:
                 await task
-            except (ConnectionError, OSError):
+            except (ConnectionError, OSError, asyncio.CancelledError):
                 pass
             try:
                 writer.close()
