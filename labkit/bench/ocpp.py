@@ -148,8 +148,8 @@ class OcppPhase:
         finally:
             self._forget_secret()
             self._restore_link()
-            self._forget_tls()
             self._stop_all(hosts)
+            self._forget_tls()  # after the fleets stopped: a station loads its key at its first connection
             summary["ended"] = time.time()
             self._collect(hosts)
             summary.update(self._final_statuses())
