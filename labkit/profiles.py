@@ -1,8 +1,9 @@
 """Network profiles: the model, the ``profiles.yaml`` loader and the figures a profile promises.
 
 A profile gives each direction its own parameters: *uplink* is EVSE -> CPO, *downlink* CPO -> EVSE. A
-direction has a rate (bit/s, none = unlimited), a delay and jitter (ms, with a distribution), loss,
-corruption and duplication (percent) and a bottleneck queue (packets). ``both:`` is a shorthand that
+direction has a rate (bit/s, none = unlimited), a delay and jitter (ms, with a distribution), loss (percent,
+random or in bursts: the Gilbert-Elliott model of ``labkit.lossmodel``), corruption and duplication (percent) and
+a bottleneck queue (packets). ``both:`` is a shorthand that
 expands to the same parameters in both directions; an unshaped direction is written ``{}`` or ``none``.
 Every mistake is reported as ``file:line: field: problem`` (exit status 2) before anything is applied.
 """
@@ -20,8 +21,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from labkit.errors import ConfigError
+from labkit.lossmodel import GEParams
 from labkit.units import UnitError, format_ms, format_rate, parse_duration_ms, parse_percent, parse_rate
-from labkit.yamlfile import load_yaml, parse_yaml, validate
+from labkit.yamlfile import FieldError, load_yaml, parse_yaml, validate
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,31}$")
 NAME_RULE = "lowercase letters, digits, '.', '+' and '-', at most 32 characters"
@@ -52,6 +54,9 @@ DELAY_MAX_MS = 60_000.0
 #: the smallest non-zero probability (percent): netem holds probabilities in steps of 1 / (2^32 - 1)
 #: (2.3e-8 %), so a smaller one would be applied as 0 by netem and as itself by the userspace engine
 PERCENT_MIN = 1e-6
+#: the longest mean loss burst a profile may ask for (packets); netem's r = 1 / burst stays far above its step
+BURST_MAX = 1_000_000
+BURST_FORM = 'write bursty loss as {mean: "1 %", burst: "5 packets"}'
 
 
 def _parsed(parse: Any, v: Any) -> Any:
@@ -60,6 +65,68 @@ def _parsed(parse: Any, v: Any) -> Any:
         return parse(v)
     except UnitError as exc:
         raise ValueError(str(exc)) from None
+
+
+def _burst_packets(v: Any) -> float:
+    given = v
+    if isinstance(v, str):
+        m = re.match(r"^\s*([0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)\s*packets?\s*$", v)
+        if not m:
+            raise ValueError(f"{v!r} is not a burst length such as \"5 packets\" (allowed: 1 to {BURST_MAX} packets)")
+        v = float(m.group(1))
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 1 <= v <= BURST_MAX:
+        raise ValueError(f"burst {given!r} (allowed: 1 to {BURST_MAX} packets, e.g. \"5 packets\")")
+    return float(v)
+
+
+def _probability_pct(v: Any) -> float:
+    pct = _parsed(parse_percent, v)
+    if 0 < pct < PERCENT_MIN:
+        raise ValueError(f"{v!r} is below netem's resolution (allowed: 0, or {PERCENT_MIN:g} to 100 %)")
+    return pct
+
+
+@dataclass(frozen=True)
+class BurstLoss:
+    """Loss in bursts as a profile writes it: ``mean`` percent of packets, in runs of ``burst`` packets on
+    average (the simple Gilbert model, ``labkit.lossmodel.GEParams.from_mean_burst``)."""
+
+    mean_pct: float
+    burst_pkts: float
+
+    @property
+    def gemodel(self) -> GEParams:
+        return GEParams.from_mean_burst(self.mean_pct / 100.0, self.burst_pkts)
+
+
+def _burst_loss(v: dict) -> BurstLoss:
+    """``{mean: "1 %", burst: "5 packets"}`` -> BurstLoss; a mistake names the key it is about (FieldError)."""
+    for key in v:
+        if key not in ("mean", "burst"):
+            raise FieldError(f"unknown field {key!r} (allowed: mean, burst; {BURST_FORM})", key)
+    for key in ("mean", "burst"):
+        if key not in v:
+            raise FieldError(f"'{key}' is missing ({BURST_FORM})", key)
+    try:
+        mean = parse_percent(v["mean"])
+    except UnitError as exc:
+        raise FieldError(str(exc), "mean") from None
+    if not 0 < mean < 100:
+        raise FieldError(f"mean loss {v['mean']!r} (allowed: above 0 and below 100 %; random loss of 0 or 100 % "
+                         f"is written loss: \"0 %\" / \"100 %\")", "mean")
+    try:
+        burst = _burst_packets(v["burst"])
+    except ValueError as exc:
+        raise FieldError(str(exc), "burst") from None
+    try:
+        ge = GEParams.from_mean_burst(mean / 100.0, burst)
+    except ValueError as exc:
+        raise FieldError(str(exc), "mean") from None
+    if ge.p * 100.0 < PERCENT_MIN:
+        raise FieldError(f"a mean loss of {mean:g} % in bursts of {burst:g} packets enters a burst with probability "
+                         f"{ge.p * 100:.3g} %, below netem's resolution (allowed: p of at least {PERCENT_MIN:g} %: "
+                         f"a higher mean or shorter bursts)", "mean")
+    return BurstLoss(mean_pct=mean, burst_pkts=burst)
 
 
 class DirectionSpec(BaseModel):
@@ -73,7 +140,8 @@ class DirectionSpec(BaseModel):
     jitter: float = Field(default=0.0, description="delay variation, e.g. \"20 ms\" (uniform: +-jitter; "
                                                    "normal: standard deviation, cut at 4)")
     reorder: bool = Field(default=False, description="let jitter reorder packets (netem's habit); default: keep order")
-    loss: float = Field(default=0.0, description="random loss in percent, e.g. \"0.5 %\"")
+    loss: float | BurstLoss = Field(default=0.0, description="loss in percent: random, e.g. \"0.5 %\", or in bursts, "
+                                                             "e.g. {mean: \"1 %\", burst: \"5 packets\"}")
     corrupt: float = Field(default=0.0, description="percent of packets with one bit flipped")
     duplicate: float = Field(default=0.0, description="percent of packets sent twice")
     queue: int | None = Field(default=None, description="bottleneck queue in packets (default: from the BDP)")
@@ -102,13 +170,17 @@ class DirectionSpec(BaseModel):
                              f"{DELAY_MAX_MS / 1000:g} s, in whole microseconds)")
         return ms
 
-    @field_validator("loss", "corrupt", "duplicate", mode="before")
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _loss(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return _burst_loss(v)
+        return _probability_pct(v)
+
+    @field_validator("corrupt", "duplicate", mode="before")
     @classmethod
     def _percent(cls, v: Any) -> Any:
-        pct = _parsed(parse_percent, v)
-        if 0 < pct < PERCENT_MIN:
-            raise ValueError(f"{v!r} is below netem's resolution (allowed: 0, or {PERCENT_MIN:g} to 100 %)")
-        return pct
+        return _probability_pct(v)
 
     @field_validator("distribution", mode="before")
     @classmethod
@@ -234,10 +306,25 @@ class Direction:
     jitter_ms: float = 0.0
     distribution: str = "uniform"
     reorder: bool = False
-    loss_pct: float = 0.0
+    loss_pct: float = 0.0  # the mean, random or in bursts
     corrupt_pct: float = 0.0
     duplicate_pct: float = 0.0
     queue_pkts: int | None = None  # bottleneck queue; None when there is no rate limit
+    loss_burst_pkts: float | None = None  # mean loss burst (Gilbert-Elliott); None: random loss
+
+    @property
+    def gemodel(self) -> GEParams | None:
+        """netem's ``loss gemodel`` parameters of bursty loss (None for random loss)."""
+        if self.loss_burst_pkts is None or not self.loss_pct:
+            return None
+        return GEParams.from_mean_burst(self.loss_pct / 100.0, self.loss_burst_pkts)
+
+    @property
+    def loss_text(self) -> str:
+        """``1 %`` or ``1 % in bursts of 5 packets``."""
+        if self.loss_burst_pkts is None:
+            return f"{self.loss_pct:g} %"
+        return f"{self.loss_pct:g} % in bursts of {self.loss_burst_pkts:g} packets"
 
     @property
     def shaped(self) -> bool:
@@ -336,7 +423,7 @@ class Profile:
                       f" jitter sd {d.jitter_ms:g} ms normal") if d.jitter_ms else "")
                 parts.append(format_ms(d.delay_ms) + j)
             if d.loss_pct:
-                parts.append(f"loss {d.loss_pct:g} %")
+                parts.append(f"loss {d.loss_text}")
             return ", ".join(parts)
         return f"up: {one(self.uplink)}; down: {one(self.downlink)}"
 
@@ -360,9 +447,11 @@ def _resolve_direction(spec: DirectionSpec, rtt_ms: float) -> Direction:
         queue = None
     elif queue is None:
         queue = default_queue(spec.rate, rtt_ms)
+    loss, burst = (spec.loss.mean_pct, spec.loss.burst_pkts) if isinstance(spec.loss, BurstLoss) else (spec.loss, None)
     return Direction(rate_bps=spec.rate, delay_ms=spec.delay, jitter_ms=spec.jitter,
-                     distribution=spec.distribution, reorder=spec.reorder, loss_pct=spec.loss,
-                     corrupt_pct=spec.corrupt, duplicate_pct=spec.duplicate, queue_pkts=queue)
+                     distribution=spec.distribution, reorder=spec.reorder, loss_pct=loss,
+                     corrupt_pct=spec.corrupt, duplicate_pct=spec.duplicate, queue_pkts=queue,
+                     loss_burst_pkts=burst)
 
 
 def resolve(name: str, spec: ProfileSpec, origin: str = "") -> Profile:

@@ -558,7 +558,8 @@ def _check_netem(c: _Check, n: tc.Netem, opts: dict[str, Any]) -> None:
         corr = (opts.get(key) or {}).get("correlation", 0) or 0
         if corr:
             c.add(f"netem {key} correlation", _fmt_pct(float(corr) * 100), "0 %")
-    for key in ("loss-state", "loss-gemodel", "reorder", "slot"):
+    _check_gemodel(c, n, opts.get("loss-gemodel"))
+    for key in ("loss-state", "reorder", "slot"):
         if key in opts:
             c.add(f"netem {key}", json.dumps(opts[key], sort_keys=True), "none")
     if opts.get("ecn"):
@@ -577,6 +578,25 @@ def _check_netem(c: _Check, n: tc.Netem, opts: dict[str, Any]) -> None:
     for key in ("packetoverhead", "cellsize", "celloverhead"):
         if rate.get(key):
             c.add(f"netem rate {key}", str(rate[key]), "0")
+
+
+def _check_gemodel(c: _Check, n: tc.Netem, got: Any) -> None:
+    """netem's ``loss gemodel``: tc -j prints it as {"p", "r", "1-h", "1-k"}, each a fraction with six
+    significant digits (iproute2's q_netem.c, from 5.2 on)."""
+    if n.gemodel is None:
+        if got:
+            c.add("netem loss-gemodel", json.dumps(got, sort_keys=True), "none")
+        return
+    if not isinstance(got, dict):
+        c.add("netem loss gemodel", "none", " ".join(f"{k} {_fmt_pct(v)}" for k, v in
+                                                      zip(tc.GEMODEL_KEYS, n.gemodel, strict=True)))
+        return
+    for key, planned in zip(tc.GEMODEL_KEYS, n.gemodel, strict=True):
+        value = got.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            c.add(f"netem loss gemodel {key}", "unreadable" if key in got else "none", _fmt_pct(planned))
+        elif not _fraction_ok(float(value), planned):
+            c.add(f"netem loss gemodel {key}", *c.pair(_fmt_pct, float(value) * 100, planned))
 
 
 def _check_leaf(c: _Check, leaf: tc.Netem | tc.Fifo, q: dict[str, Any] | None, role: str) -> None:
@@ -717,6 +737,7 @@ def _check_engine(plan: tc.Plan, state: dict[str, Any]) -> list[str]:
             if applied != want[field] / 100.0:
                 c.add(f"engine {key}", "none" if applied is None else _fmt_pct(applied * 100),
                       _fmt_pct(want[field]))
+        _check_engine_gemodel(c, run.get("gemodel"), want.get("gemodel"))
         c.exact("engine queue length", run.get("maxlen"), want["maxlen"], lambda v: f"{v} packets")
         if "kernel" not in got:
             c.add("engine queue binding", "not bound in the kernel", "bound")
@@ -724,6 +745,22 @@ def _check_engine(plan: tc.Plan, state: dict[str, Any]) -> list[str]:
     for num, got in sorted(served.items(), key=lambda kv: str(kv[0])):
         problems.append(f"{got.get('direction')} (NFQUEUE {num}) engine queue: applied served, planned none")
     return problems
+
+
+def _check_engine_gemodel(c: _Check, applied: Any, planned: dict[str, float] | None) -> None:
+    """The engine's Gilbert-Elliott parameters (probabilities, reported unrounded) against the plan's
+    (percent): exact, as for its other values."""
+    if planned is None:
+        if applied:
+            c.add("engine loss gemodel", json.dumps(applied, sort_keys=True), "none")
+        return
+    if not isinstance(applied, dict):
+        c.add("engine loss gemodel", "none", " ".join(f"{k} {_fmt_pct(planned[k])}" for k in tc.GEMODEL_KEYS))
+        return
+    for key in tc.GEMODEL_KEYS:
+        got = applied.get(key)
+        if got != planned[key] / 100.0:
+            c.add(f"engine loss gemodel {key}", "none" if got is None else _fmt_pct(got * 100), _fmt_pct(planned[key]))
 
 
 def verify(plan: tc.Plan, profile: Profile, state: dict) -> list[str]:

@@ -4,8 +4,9 @@ No I/O here: every function returns strings, so tests pin the exact commands wit
 shaped on one gateway egress interface (uplink on the CPO-facing one, downlink on the EVSE-facing one), so no
 ifb is needed. A rate-limited direction gets an HTB root with one class (handle 1:, class 1:10) and a leaf:
 
-- engine ``netem``: a netem leaf (delay, jitter, loss, corruption, duplication, ``limit`` sized for the
-  delay line plus the bottleneck queue); a direction with a delay but no rate gets netem as its root;
+- engine ``netem``: a netem leaf (delay, jitter, loss: ``loss random`` or, for bursty loss, ``loss gemodel p r
+  1-h 1-k``, corruption, duplication, ``limit`` sized for the delay line plus the bottleneck queue); a
+  direction with a delay but no rate gets netem as its root;
 - engine ``userspace``: a FIFO leaf of ``queue`` packets; delay, jitter and loss are applied before it by
   ``labkit.nfq`` through one NFQUEUE rule per direction in the gateway's FORWARD chain (``iptables``, chain
   ``LABKIT-SHAPE``), without ``--queue-bypass``: with no engine attached, packets are dropped (fail-closed).
@@ -110,10 +111,13 @@ class Netem:
     corrupt_pct: float = 0.0
     duplicate_pct: float = 0.0
     rate_bps: int | None = None  # only NETEM_ORDER_RATE, to keep jittered packets in order
+    #: bursty loss: netem's ``loss gemodel p r 1-h 1-k``, in percent (then loss_pct is 0)
+    gemodel: tuple[float, float, float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "netem", **{k: getattr(self, k) for k in (
-            "limit", "delay_us", "jitter_us", "distribution", "loss_pct", "corrupt_pct", "duplicate_pct", "rate_bps")}}
+            "limit", "delay_us", "jitter_us", "distribution", "loss_pct", "corrupt_pct", "duplicate_pct", "rate_bps",
+            "gemodel")}}
 
 
 @dataclass(frozen=True)
@@ -144,13 +148,25 @@ class Layout:
 
 #: bits per second in tc's ``rate 100gbit`` above
 NETEM_ORDER_RATE_BPS = 100_000_000_000
+#: netem's names of the Gilbert-Elliott parameters, in its order (``loss gemodel p r 1-h 1-k``)
+GEMODEL_KEYS = ("p", "r", "1-h", "1-k")
+
+
+def gemodel_pct(d: Direction) -> tuple[float, float, float, float] | None:
+    """netem's ``loss gemodel p r 1-h 1-k`` of a direction with bursty loss, in percent (None: random loss)."""
+    ge = d.gemodel
+    if ge is None:
+        return None
+    pct = ge.as_percent()
+    return (pct["p"], pct["r"], pct["1-h"], pct["1-k"])
 
 
 def _netem(d: Direction, limit: int) -> Netem:
+    ge = gemodel_pct(d)
     return Netem(limit=limit, delay_us=tc_us(d.delay_ms), jitter_us=tc_us(d.jitter_ms),
-                 distribution=d.distribution if d.jitter_ms else "uniform", loss_pct=d.loss_pct,
+                 distribution=d.distribution if d.jitter_ms else "uniform", loss_pct=0.0 if ge else d.loss_pct,
                  corrupt_pct=d.corrupt_pct, duplicate_pct=d.duplicate_pct,
-                 rate_bps=NETEM_ORDER_RATE_BPS if (d.jitter_ms and not d.reorder) else None)
+                 rate_bps=NETEM_ORDER_RATE_BPS if (d.jitter_ms and not d.reorder) else None, gemodel=ge)
 
 
 def layout(profile: Profile, direction: str, engine: str = "netem") -> Layout:
@@ -183,7 +199,9 @@ def _netem_args(n: Netem) -> str:
             parts.append(f"{n.jitter_us}us")
             if n.distribution != "uniform":
                 parts.append(f"distribution {n.distribution}")
-    if n.loss_pct:
+    if n.gemodel is not None:
+        parts.append("loss gemodel " + " ".join(tc_percent(x) for x in n.gemodel))
+    elif n.loss_pct:
         parts.append(f"loss random {tc_percent(n.loss_pct)}")
     if n.corrupt_pct:
         parts.append(f"corrupt {tc_percent(n.corrupt_pct)}")
@@ -259,12 +277,15 @@ def engine_config(profile: Profile, *, seed: int, status_file: str) -> dict[str,
         if not d.needs_delay_line:
             continue
         other = profile.direction("downlink" if name == "uplink" else "uplink")
+        ge = gemodel_pct(d)
         queues[str(QUEUE_NUM[name])] = {
             "direction": name, "delay_ms": d.delay_ms, "jitter_ms": d.jitter_ms,
-            "distribution": d.distribution, "reorder": d.reorder, "loss_pct": d.loss_pct,
+            "distribution": d.distribution, "reorder": d.reorder, "loss_pct": 0.0 if ge else d.loss_pct,
             "corrupt_pct": d.corrupt_pct, "duplicate_pct": d.duplicate_pct,
             "maxlen": delay_line_packets(d, other.rate_bps),
         }
+        if ge is not None:  # bursty loss: netem's four parameters, in percent
+            queues[str(QUEUE_NUM[name])]["gemodel"] = dict(zip(GEMODEL_KEYS, ge, strict=True))
     return {"profile": profile.name, "seed": seed, "status_file": status_file, "queues": queues}
 
 

@@ -36,7 +36,7 @@ def _fmt_dir(d) -> str:
             j = f" ±{d.jitter_ms:g} ms" if d.distribution == "uniform" else f" σ {d.jitter_ms:g} ms"
         parts.append(f"{d.delay_ms:g} ms{j}")
     if d.loss_pct:
-        parts.append(f"{d.loss_pct:g}% loss")
+        parts.append(f"{d.loss_text} loss")
     return ", ".join(parts)
 
 
@@ -103,8 +103,12 @@ def profiles_show(ctx: click.Context, name: str, as_json: bool) -> None:
                f"normal, sd {d.jitter_ms:g} ms (cut at ±{d.jitter_span_ms:g} ms)") if d.jitter_ms else "none"
         out.append(f"    delay:     {d.delay_ms:g} ms one-way (from {d.min_delay_ms:g} to {d.max_delay_ms:g} ms)")
         out.append(f"    jitter:    {jit}{'; may reorder' if d.reorder else ''}")
-        out.append(f"    loss:      {d.loss_pct:g} %    corrupt: {d.corrupt_pct:g} %    "
+        out.append(f"    loss:      {d.loss_text}    corrupt: {d.corrupt_pct:g} %    "
                    f"duplicate: {d.duplicate_pct:g} %")
+        if d.gemodel is not None:
+            g = d.gemodel
+            out.append(f"               (Gilbert-Elliott: p {g.p * 100:.6g} %, r {g.r * 100:.6g} %, 1-h "
+                       f"{g.bad_loss * 100:g} %, 1-k {g.good_loss * 100:g} %)")
         if d.queue_pkts:
             out.append(f"    queue:     {d.queue_pkts} packets")
     out.append(f"  added RTT: {p.added_rtt_ms:g} ms (at least {p.min_added_rtt_ms:g} ms)    bottleneck: "

@@ -1,7 +1,8 @@
 """The userspace delay line: holds each queued packet for its delay, drops, corrupts or duplicates it.
 
 One ``NfqSocket`` serves every direction's queue. The *reader* (main thread) receives each packet, decides
-its fate with the profile's probabilities (a seeded generator) and gives it a due time of arrival + delay +
+its fate with the profile's probabilities (a seeded generator; loss random or in bursts, by the
+Gilbert-Elliott chain of ``labkit.lossmodel``, as netem's ``loss gemodel``) and gives it a due time of arrival + delay +
 jitter, where arrival is the kernel's timestamp of the packet (NFQA_TIMESTAMP), so that the time the engine
 takes to wake and read the packet (its *pickup*) is part of the delay and not added to it; unless reordering
 is allowed, a packet is never due before the one ahead of it (as netem does when it has a rate). The
@@ -33,6 +34,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from labkit.lossmodel import GEParams, GilbertElliott
 from labkit.nfq.netlink import COPY_META, COPY_PACKET, NF_ACCEPT, NF_DROP, NfqSocket, kernel_queue_stats
 
 NORMAL_SPAN = 4.0  # netem's normal table is cut at +-4 sigma
@@ -118,6 +120,7 @@ class Queue:
     corrupt: float
     duplicate: float
     maxlen: int
+    gemodel: GilbertElliott | None = None  # bursty loss (then ``loss`` is 0)
     pending: Any = None  # deque (in order) or heap (reorder)
     last_due: int = 0
     seq: int = 0
@@ -152,8 +155,22 @@ class Queue:
         packets): what ``labkit.shaping`` compares with the plan."""
         return {"direction": self.direction, "delay_ns": self.delay_ns, "jitter_ns": self.jitter_ns,
                 "distribution": self.distribution, "reorder": self.reorder, "loss": self.loss,
+                "gemodel": self.gemodel_running(),
                 "corrupt": self.corrupt, "duplicate": self.duplicate, "maxlen": self.maxlen,
                 "copy_mode": "packet" if self.copy_mode == COPY_PACKET else "meta"}
+
+    def gemodel_running(self) -> dict[str, float] | None:
+        """netem's four Gilbert-Elliott parameters as probabilities (None: random loss)."""
+        g = self.gemodel
+        if g is None:
+            return None
+        return {"p": g.p, "r": g.r, "1-h": g.bad_loss, "1-k": g.good_loss}
+
+    def lost_now(self, rng: random.Random) -> bool:
+        """The loss decision for the next packet: the Gilbert-Elliott chain, or random loss."""
+        if self.gemodel is not None:
+            return self.gemodel.lose(rng)
+        return bool(self.loss) and rng.random() < self.loss
 
     def stats(self) -> dict[str, Any]:
         return {"queue": self.num, "direction": self.direction, "running": self.running(),
@@ -179,7 +196,7 @@ def _queue_from_config(num: Any, q: dict[str, Any]) -> Queue:
         return float(v)
 
     unknown = set(q) - {"direction", "delay_ms", "jitter_ms", "distribution", "reorder", "loss_pct", "corrupt_pct",
-                        "duplicate_pct", "maxlen"}
+                        "duplicate_pct", "maxlen", "gemodel"}
     if unknown:
         raise ValueError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
     try:
@@ -200,12 +217,26 @@ def _queue_from_config(num: Any, q: dict[str, Any]) -> Queue:
     maxlen = q.get("maxlen", 1024)
     if isinstance(maxlen, bool) or not isinstance(maxlen, int) or not 1 <= maxlen <= 0xFFFFFFFF:
         raise ValueError(f"{where}.maxlen: {maxlen!r} (allowed: 1 to {0xFFFFFFFF} packets)")
+    gemodel = None
+    if q.get("gemodel") is not None:
+        ge = q["gemodel"]
+        if not isinstance(ge, dict) or set(ge) != {"p", "r", "1-h", "1-k"}:
+            raise ValueError(f"{where}.gemodel: {ge!r} (allowed: {{\"p\", \"r\", \"1-h\", \"1-k\"}}, each 0 to 100 %)")
+        pct = {}
+        for key in ("p", "r", "1-h", "1-k"):
+            v = ge[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 100:
+                raise ValueError(f"{where}.gemodel.{key}: {v!r} (allowed: 0 to 100)")
+            pct[key] = float(v)
+        if q.get("loss_pct", 0):
+            raise ValueError(f"{where}: loss_pct and gemodel together (allowed: one loss model)")
+        gemodel = GilbertElliott(GEParams.from_percent(pct))
     return Queue(num=qnum, direction=direction,
                  delay_ns=int(round(number("delay_ms", 0, 0, 3_600_000) * 1e6)),
                  jitter_ns=int(round(number("jitter_ms", 0, 0, 3_600_000) * 1e6)),
                  distribution=distribution, reorder=reorder,
                  loss=number("loss_pct", 0, 0, 100) / 100.0, corrupt=number("corrupt_pct", 0, 0, 100) / 100.0,
-                 duplicate=number("duplicate_pct", 0, 0, 100) / 100.0, maxlen=maxlen)
+                 duplicate=number("duplicate_pct", 0, 0, 100) / 100.0, maxlen=maxlen, gemodel=gemodel)
 
 
 class Engine:
@@ -322,7 +353,7 @@ class Engine:
                 else:
                     q.unstamped += 1
                     arrival = now
-                if q.loss and rng.random() < q.loss:
+                if (q.loss or q.gemodel is not None) and q.lost_now(rng):
                     q.lost += 1
                     with self._lock:
                         sock.verdict(p.queue, p.id, NF_DROP)

@@ -113,7 +113,8 @@ def test_the_engine_reports_the_parameters_it_runs():
     q = eng.queues[1]
     assert q.stats()["running"] == {"direction": "downlink", "delay_ns": 12_345_000, "jitter_ns": 500_000,
                                     "distribution": "normal", "reorder": False, "loss": 33.333333 / 100,
-                                    "corrupt": 0.01, "duplicate": 0.0, "maxlen": 2000, "copy_mode": "packet"}
+                                    "gemodel": None, "corrupt": 0.01, "duplicate": 0.0, "maxlen": 2000,
+                                    "copy_mode": "packet"}
 
 
 @pytest.mark.parametrize("queue,message", [
