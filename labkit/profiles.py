@@ -1,11 +1,14 @@
-"""Network profiles: the model, the ``profiles.yaml`` loader and the figures a profile promises.
+"""Network profiles and schedules: the model, the ``profiles.yaml`` loader and the figures a profile promises.
 
 A profile gives each direction its own parameters: *uplink* is EVSE -> CPO, *downlink* CPO -> EVSE. A
 direction has a rate (bit/s, none = unlimited), a delay and jitter (ms, with a distribution), loss (percent,
 random or in bursts: the Gilbert-Elliott model of ``labkit.lossmodel``), corruption and duplication (percent) and
 a bottleneck queue (packets). ``both:`` is a shorthand that
 expands to the same parameters in both directions; an unshaped direction is written ``{}`` or ``none``.
-Every mistake is reported as ``file:line: field: problem`` (exit status 2) before anything is applied.
+A *schedule* (section ``schedules:``) is a named timeline of phases, each a profile (or ``outage``, the link
+cut) and a duration, e.g. ``4g 120 s -> gprs 60 s -> outage 20 s -> 4g``, run once or repeated
+(``labkit.schedules`` applies it). Every mistake is reported as ``file:line: field: problem`` (exit status 2)
+before anything is applied.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from labkit.errors import ConfigError
 from labkit.lossmodel import GEParams
 from labkit.units import UnitError, format_ms, format_rate, parse_duration_ms, parse_percent, parse_rate
-from labkit.yamlfile import FieldError, load_yaml, parse_yaml, validate
+from labkit.yamlfile import FieldError, line_of, load_yaml, parse_yaml, validate
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,31}$")
 NAME_RULE = "lowercase letters, digits, '.', '+' and '-', at most 32 characters"
@@ -282,11 +285,144 @@ class ProfileSpec(BaseModel):
         return data
 
 
+#: the phase of a schedule that cuts the link (not a profile name: profiles may not be called so)
+OUTAGE = "outage"
+#: a phase lasts at least this long (a switch takes milliseconds: benchmarks/schedule_switch.py) and at most a week
+PHASE_MIN_S = 0.1
+PHASE_MAX_S = 7 * 24 * 3600.0
+_PHASE_UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}
+_PHASE_RE = re.compile(r"^\s*(\S+)(?:\s+(.*?))?\s*$")
+_PHASE_DURATION_RE = re.compile(r"^([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)\s*([a-z]+)$")
+PHASE_FORM = 'a phase is "PROFILE DURATION" or "outage DURATION", e.g. "gprs 60 s"'
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a schedule: a profile (name or alias as written) or the outage, for ``duration_s``
+    (None: until stopped; only the last phase of a schedule that does not repeat)."""
+
+    profile: str | None  # None: the outage
+    duration_s: float | None
+    text: str = ""
+
+    @property
+    def outage(self) -> bool:
+        return self.profile is None
+
+    @property
+    def label(self) -> str:
+        return OUTAGE if self.profile is None else self.profile
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"profile": self.profile, "outage": self.outage, "duration_s": self.duration_s, "text": self.text}
+
+
+def _phase_duration(text: str) -> float:
+    m = _PHASE_DURATION_RE.match(text.strip())
+    if not m or m.group(2) not in _PHASE_UNITS:
+        raise ValueError(f"{text!r} is not a duration such as \"60 s\" (units: {', '.join(_PHASE_UNITS)})")
+    seconds = float(m.group(1)) * _PHASE_UNITS[m.group(2)]
+    if not math.isfinite(seconds) or not PHASE_MIN_S <= seconds <= PHASE_MAX_S:
+        raise ValueError(f"duration {text!r} (allowed: {PHASE_MIN_S * 1000:g} ms to {PHASE_MAX_S / 86400:g} days)")
+    return seconds
+
+
+def parse_phase(text: Any) -> Phase:
+    """``"gprs 60 s"`` / ``"outage 20s"`` / ``"4g"`` -> Phase (names checked against the name rule only)."""
+    if not isinstance(text, str):
+        raise ValueError(f"{text!r} is not a phase ({PHASE_FORM})")
+    m = _PHASE_RE.match(text)
+    if not m:
+        raise ValueError(f"empty phase ({PHASE_FORM})")
+    name, rest = m.group(1), m.group(2)
+    if name != OUTAGE and not NAME_RE.match(name):
+        raise ValueError(f"{name!r} is not a profile name ({NAME_RULE}; {PHASE_FORM})")
+    duration = _phase_duration(rest) if rest else None
+    return Phase(profile=None if name == OUTAGE else name, duration_s=duration, text=" ".join(text.split()))
+
+
+class ScheduleSpec(BaseModel):
+    """One schedule as written in profiles.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    phases: list[Phase] = Field(description='"4g 120 s -> gprs 60 s -> outage 20 s -> 4g", or a list of phases')
+    repeat: bool = Field(default=False, description="start again after the last phase, until stopped")
+
+    @field_validator("phases", mode="before")
+    @classmethod
+    def _phases(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            items = v.split("->")
+        elif isinstance(v, list):
+            items = v
+        else:
+            raise ValueError(f"{v!r} is not a list of phases ({PHASE_FORM}; joined with '->' or one per line)")
+        if not items or (len(items) == 1 and not str(items[0]).strip()):
+            raise ValueError("a schedule needs at least one phase")
+        out = []
+        for i, item in enumerate(items):
+            try:
+                out.append(parse_phase(item))
+            except ValueError as exc:
+                raise FieldError(f"phase {i + 1} {str(item).strip()!r}: {exc}", i) from None
+        return out
+
+    @model_validator(mode="after")
+    def _timeline(self) -> ScheduleSpec:
+        phases = self.phases
+        if all(p.outage for p in phases):
+            raise FieldError("a schedule needs at least one profile phase (every phase is an outage)", "phases")
+        for i, p in enumerate(phases):
+            last = i == len(phases) - 1
+            if p.duration_s is None and self.repeat:
+                raise FieldError(f"phase {i + 1} {p.text!r} has no duration: every phase of a repeating schedule "
+                                 f"needs one ({PHASE_FORM})", "phases", i)
+            if p.duration_s is None and not last:
+                raise FieldError(f"phase {i + 1} {p.text!r} has no duration: only the last phase may go without "
+                                 f"one (it then lasts until stopped)", "phases", i)
+            if p.duration_s is None and p.outage:
+                raise FieldError(f"phase {i + 1} {p.text!r}: an outage needs a duration", "phases", i)
+        return self
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A resolved schedule: its phases name profiles of the ProfileSet it was read into."""
+
+    name: str
+    description: str
+    phases: tuple[Phase, ...]
+    repeat: bool = False
+    origin: str = ""  # file:line it was read from
+    phase_lines: tuple[int | None, ...] = ()
+
+    @property
+    def text(self) -> str:
+        def one(p: Phase) -> str:
+            return p.label + (f" {p.duration_s:g}s" if p.duration_s is not None else "")
+
+        return " -> ".join(one(p) for p in self.phases) + (" (repeat)" if self.repeat else "")
+
+    @property
+    def cycle_s(self) -> float | None:
+        """The length of one pass (None when the last phase lasts until stopped)."""
+        if any(p.duration_s is None for p in self.phases):
+            return None
+        return sum(p.duration_s for p in self.phases if p.duration_s is not None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "repeat": self.repeat, "origin": self.origin,
+                "text": self.text, "phases": [p.to_dict() for p in self.phases]}
+
+
 class ProfilesFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: Literal["labkit-profiles/1"] = "labkit-profiles/1"
-    profiles: dict[str, ProfileSpec]
+    profiles: dict[str, ProfileSpec] = Field(default_factory=dict)
+    schedules: dict[str, ScheduleSpec] = Field(default_factory=dict)
 
     @field_validator("profiles")
     @classmethod
@@ -294,6 +430,16 @@ class ProfilesFile(BaseModel):
         for name in v:
             if not NAME_RE.match(name):
                 raise ValueError(f"invalid profile name {name!r}: {NAME_RULE}")
+            if name == OUTAGE or OUTAGE in v[name].aliases:
+                raise ValueError(f"{OUTAGE!r} is not a profile name: schedules use it for a cut link")
+        return v
+
+    @field_validator("schedules")
+    @classmethod
+    def _schedule_names(cls, v: dict[str, ScheduleSpec]) -> dict[str, ScheduleSpec]:
+        for name in v:
+            if not NAME_RE.match(name):
+                raise ValueError(f"invalid schedule name {name!r}: {NAME_RULE}")
         return v
 
 
@@ -466,25 +612,67 @@ def resolve(name: str, spec: ProfileSpec, origin: str = "") -> Profile:
                    symmetric=spec.both is not None, origin=origin)
 
 
+def _did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 @dataclass
 class ProfileSet:
     profiles: dict[str, Profile] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    schedules: dict[str, Schedule] = field(default_factory=dict)
 
     def names(self) -> list[str]:
         return list(self.profiles)
+
+    def known(self, name: str) -> bool:
+        return self.aliases.get(name, name) in self.profiles
 
     def get(self, name: str) -> Profile:
         key = self.aliases.get(name, name)
         if key in self.profiles:
             return self.profiles[key]
-        known = sorted(set(self.profiles) | set(self.aliases))
-        close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = _did_you_mean(name, sorted(set(self.profiles) | set(self.aliases)))
         where = " + ".join(self.files) or "profiles"
         raise ConfigError(f"{where}: profile: unknown profile {name!r}{hint}; "
                           f"known: {', '.join(sorted(self.profiles))}")
+
+    def schedule(self, name: str) -> Schedule:
+        """A schedule by name, checked against the profiles as they are now (a later file may have replaced
+        one): every phase's profile exists, and the phases can change into each other in place
+        (``labkit.tc.frame_conflicts``). Any problem is a ConfigError naming the schedule's file and line."""
+        from labkit import tc
+
+        if name not in self.schedules:
+            hint = _did_you_mean(name, sorted(self.schedules))
+            where = " + ".join(self.files) or "profiles"
+            raise ConfigError(f"{where}: schedule: unknown schedule {name!r}{hint}; "
+                              f"known: {', '.join(sorted(self.schedules)) or 'none'}")
+        sch = self.schedules[name]
+        file, _, line = sch.origin.rpartition(":")
+        for i, p in enumerate(sch.phases):
+            if p.profile is not None and not self.known(p.profile):
+                hint = _did_you_mean(p.profile, sorted(set(self.profiles) | set(self.aliases)))
+                raise ConfigError.at(f"schedules.{name}.phases[{i}]", f"phase {i + 1} {p.text!r}: unknown profile "
+                                     f"{p.profile!r}{hint}", file=file or sch.origin,
+                                     line=sch.phase_lines[i] if i < len(sch.phase_lines) else None)
+        conflicts = tc.frame_conflicts(self.schedule_profiles(sch))
+        if conflicts:
+            first = sch.phase_lines[0] if sch.phase_lines else (int(line) if line.isdigit() else None)
+            raise ConfigError.at(f"schedules.{name}.phases", "; ".join(conflicts), file=file or sch.origin,
+                                 line=first)
+        return sch
+
+    def schedule_profiles(self, sch: Schedule) -> list[Profile]:
+        """The distinct profiles a schedule's phases name, in order of first use."""
+        out: dict[str, Profile] = {}
+        for p in sch.phases:
+            if p.profile is not None:
+                prof = self.get(p.profile)
+                out.setdefault(prof.name, prof)
+        return list(out.values())
 
     def merge_file(self, path: str | Path) -> None:
         path = Path(path)
@@ -518,6 +706,19 @@ class ProfileSet:
             self.profiles[name] = profile
             for alias in spec.aliases:
                 self.aliases[alias] = name
+        for name, sspec in parsed.schedules.items():
+            line = line_of(root, ("schedules", name))
+            phases_node = root["schedules"][name].get("phases") if isinstance(root["schedules"][name], dict) else None
+            lines = tuple(line_of(root, ("schedules", name, "phases", i)) if isinstance(phases_node, list)
+                          else line_of(root, ("schedules", name, "phases")) for i in range(len(sspec.phases)))
+            for i, p in enumerate(sspec.phases):
+                if p.profile is not None and not self.known(p.profile):
+                    hint = _did_you_mean(p.profile, sorted(set(self.profiles) | set(self.aliases)))
+                    raise ConfigError.at(f"schedules.{name}.phases[{i}]", f"phase {i + 1} {p.text!r}: unknown "
+                                         f"profile {p.profile!r}{hint}", file=filename, line=lines[i])
+            self.schedules[name] = Schedule(name=name, description=sspec.description.strip(),
+                                            phases=tuple(sspec.phases), repeat=sspec.repeat,
+                                            origin=f"{filename}:{line}" if line else filename, phase_lines=lines)
         self.files.append(filename)
 
 
@@ -561,3 +762,8 @@ def names() -> list[str]:
 def get(name: str) -> Profile:
     """A profile by name or alias; an unknown name is a ConfigError (exit status 2)."""
     return default_set().get(name)
+
+
+def get_schedule(name: str) -> Schedule:
+    """A schedule by name (checked against the current profiles); unknown: ConfigError (exit status 2)."""
+    return default_set().schedule(name)

@@ -5,6 +5,11 @@ same code shapes a namespace gateway and a VM. A new profile replaces the old on
 rules go first, the qdiscs are replaced, the new engine starts and binds its queues before the NFQUEUE
 rules send it traffic. Afterwards the qdiscs, classes, rules and the engine's own report are read back,
 checked against the plan and returned (and saved where the caller asks): that is what "applied" means.
+
+A schedule's phases (``labkit.schedules``) are applied once in their common frame (``apply(frame=...)``) and
+then switched in place (``stage`` the engine's next parameters, ``switch`` at the planned moment: ``tc class
+change`` / ``tc qdisc change`` and SIGHUP to the engine in one command, stamped with the gateway's clock); an
+``outage`` is an iptables DROP rule at the top of FORWARD (``outage``), as the bench's.
 """
 
 from __future__ import annotations
@@ -28,6 +33,12 @@ ENGINES = ("auto", "netem", "userspace")
 ENGINE_PROC = "shaper"
 CONFIG_NAME = "shaper.json"
 STATUS_NAME = "shaper-status.json"
+#: a schedule's next parameters for the engine, read on SIGHUP
+CONTROL_NAME = "shaper-next.json"
+#: the rule that cuts the link (the bench's outage uses the same): 100 % loss both ways, under either engine
+OUTAGE_RULE = "-m comment --comment labkit-outage -j DROP"
+#: how long a switched engine may take to report its new parameters (s)
+SWITCH_CONFIRM_TIMEOUT = 3.0
 #: how long the engine may take to bind its queues (s)
 ENGINE_START_TIMEOUT = 20.0
 #: the engine writes its status every second; older than this means it is gone or stuck
@@ -95,6 +106,10 @@ def _paths(gw: HostConn) -> tuple[str, str]:
     return f"{wd}/{CONFIG_NAME}", f"{wd}/{STATUS_NAME}"
 
 
+def control_path(gw: HostConn) -> str:
+    return f"{gw.workdir.rstrip('/')}/{CONTROL_NAME}"
+
+
 def _tolerant(cmds: list[str]) -> str:
     return "; ".join(f"{c} >/dev/null 2>&1" for c in cmds) + "; true"
 
@@ -125,8 +140,9 @@ def clear(remote: RemoteLike, inv: Inventory, *, labdir: Any = None) -> dict[str
     With ``labdir`` (a LabDir or a path), its ``shaping.json`` goes too."""
     gw = inv.gateway
     ifaces = gateway_ifaces(inv)
-    # rules first (with no engine they would drop traffic), then the engine, then the qdiscs
-    _run(remote, gw, _tolerant(tc.clear_nfqueue_rules()))
+    # rules first (with no engine they would drop traffic), then the engine, then the qdiscs; a schedule's
+    # outage rule goes too
+    _run(remote, gw, _tolerant(tc.clear_nfqueue_rules()) + "; " + OUTAGE_OFF)
     stop_engine(remote, gw)
     cmds = [c for d in tc.DIRECTIONS for c in tc.clear_tc_commands(ifaces[d])]
     _run(remote, gw, _tolerant(cmds))
@@ -154,12 +170,14 @@ def _mismatch(problems: list[str]) -> str:
 
 
 def apply(remote: RemoteLike, inv: Inventory, profile: Profile | str, *, engine: str | None = "auto",
-          seed: int = 1, record: Path | None = None, labdir: Any = None) -> dict[str, Any]:
+          seed: int = 1, record: Path | None = None, labdir: Any = None,
+          frame: tc.Frame | None = None) -> dict[str, Any]:
     """Give the gateway ``profile`` (a Profile or a name; replacing any other), read it back, verify it.
 
     Every value the kernel (and the userspace engine) reports is compared with the plan (``verify``). On a
     mismatch the link is cleared and a ShapingError names each differing value; nothing is recorded.
-    Returns the applied state; saves it to ``record`` or to ``labdir``'s shaping.json when given."""
+    Returns the applied state; saves it to ``record`` or to ``labdir``'s shaping.json when given. With a
+    schedule's ``frame``, the profile is applied as that schedule's phase (``switch`` then changes it)."""
     profile = _resolve(profile)
     engine = engine or "auto"
     if record is None and labdir is not None:
@@ -169,14 +187,16 @@ def apply(remote: RemoteLike, inv: Inventory, profile: Profile | str, *, engine:
     eng = choose_engine(remote, gw, engine)
     config_path, status_path = _paths(gw)
     plan = tc.plan(profile, uplink_iface=ifaces["uplink"], downlink_iface=ifaces["downlink"], engine=eng,
-                   seed=seed, status_file=status_path)
+                   seed=seed, status_file=status_path, frame=frame,
+                   control_file=control_path(gw) if frame is not None else None)
     started = time.time()
     # the old profile goes whole: rules, engine, qdiscs (and the record of it)
     if record is not None:
         Path(record).unlink(missing_ok=True)
-    _run(remote, gw, _tolerant(tc.clear_nfqueue_rules()))
+    _run(remote, gw, _tolerant(tc.clear_nfqueue_rules()) + "; " + OUTAGE_OFF)
     stop_engine(remote, gw)
-    # HTB cannot be changed in place: the old qdiscs go, then the new ones are added (a gap of a few ms)
+    # another profile may need another tree of qdiscs (HTB or not, netem or pfifo): the old qdiscs go, then the new
+    # ones are added (a gap of a few ms). A schedule's phases share one tree and change in place (labkit.schedules)
     _run(remote, gw, _tolerant([c for d in tc.DIRECTIONS for c in tc.clear_tc_commands(ifaces[d])]))
     pid = None
     try:
@@ -212,6 +232,131 @@ def apply(remote: RemoteLike, inv: Inventory, profile: Profile | str, *, engine:
     if record is not None:
         _save(record, state)
     return state
+
+
+# -- a schedule: in-place switches and the outage ----------------------------------------------------------------
+#: the gateway's clock, in seconds (coreutils' date; the last line of every switch command)
+GW_CLOCK = "date +%s.%N"
+OUTAGE_ON = f"iptables -w -I FORWARD 1 {OUTAGE_RULE}"
+OUTAGE_OFF = f"while iptables -w -D FORWARD {OUTAGE_RULE} 2>/dev/null; do :; done"
+
+
+def phase_plan(profile: Profile, inv: Inventory, engine: str, frame: tc.Frame, seed: int = 1) -> tc.Plan:
+    """The plan of ``profile`` as a phase of a schedule with ``frame`` on this gateway."""
+    gw = inv.gateway
+    ifaces = gateway_ifaces(inv)
+    _, status_path = _paths(gw)
+    return tc.plan(profile, uplink_iface=ifaces["uplink"], downlink_iface=ifaces["downlink"], engine=engine,
+                   seed=seed, status_file=status_path, frame=frame, control_file=control_path(gw))
+
+
+def stage(remote: RemoteLike, inv: Inventory, plan: tc.Plan, seq: int) -> None:
+    """Put the engine's parameters of ``plan`` where its next SIGHUP reads them (written aside, then renamed,
+    so the engine never reads half a file). Nothing to do without the engine."""
+    if plan.engine_config is None:
+        return
+    gw = inv.gateway
+    path = control_path(gw)
+    data = {"seq": seq, "profile": plan.profile, "queues": plan.engine_config["queues"]}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(data, fh, indent=1)
+        local = fh.name
+    try:
+        remote.put(gw, local, f"{path}.tmp")
+    finally:
+        Path(local).unlink(missing_ok=True)
+    _run(remote, gw, f"mv -f {shlex.quote(path + '.tmp')} {shlex.quote(path)}")
+
+
+def _gw_times(out: str) -> list[float]:
+    """The clock readings a command printed (one number a line; anything else is left out)."""
+    times = []
+    for ln in (out or "").splitlines():
+        try:
+            times.append(float(ln.strip()))
+        except ValueError:
+            continue
+    return times
+
+
+def _gw_time(out: str) -> float | None:
+    times = _gw_times(out)
+    return times[-1] if times else None
+
+
+def switch(remote: RemoteLike, inv: Inventory, old: tc.Plan, new: tc.Plan, *, seq: int,
+           engine_pid: int | None) -> dict[str, Any]:
+    """Move the gateway from phase ``old`` to phase ``new`` in place, in one command: the tc changes, then
+    SIGHUP to the engine (which reads what ``stage`` put there with this ``seq``), then the gateway's clock.
+    Waits until the engine reports ``seq`` running. Returns when it was sent and returned (this machine's
+    clock), the gateway's clock after the changes (``gateway_time``), the engine's own time of the swap
+    (``engine_at``) and when the new phase held (``applied_at``: the later of the tc changes and the swap).
+    A failed command or an engine that refuses or does not confirm is a ShapingError."""
+    gw = inv.gateway
+    cmds = tc.switch_commands(old, new)
+    hup = new.engine_config is not None and old.engine_config != new.engine_config
+    if hup:
+        if not engine_pid:
+            raise ShapingError(f"switching to {new.profile!r} on {gw.name}: the userspace engine's pid is unknown")
+        cmds.append(f"kill -HUP {int(engine_pid)}")
+    sent = time.time()
+    try:
+        r = _run(remote, gw, " && ".join(cmds + [GW_CLOCK]), timeout=30)
+    except RemoteError as exc:
+        raise ShapingError(f"switching {old.profile!r} -> {new.profile!r} on {gw.name} failed: {exc}") from None
+    out: dict[str, Any] = {"from": old.profile, "to": new.profile, "commands": cmds, "sent": sent,
+                           "returned": time.time(), "gateway_time": _gw_time(r.stdout), "engine_at": None,
+                           "seq": seq if hup else None}
+    if hup:
+        deadline = time.monotonic() + SWITCH_CONFIRM_TIMEOUT
+        while True:
+            params = (_engine_status(remote, gw) or {}).get("params") or {}
+            if params.get("seq") == seq:
+                out["engine_at"] = params.get("at")
+                break
+            if params.get("error") and str(params["error"]).startswith(f"seq {seq}:"):
+                raise ShapingError(f"the userspace engine on {gw.name} refused the parameters of {new.profile!r}: "
+                                   f"{params['error']}")
+            if time.monotonic() > deadline:
+                raise ShapingError(f"the userspace engine on {gw.name} did not report the parameters of "
+                                   f"{new.profile!r} within {SWITCH_CONFIRM_TIMEOUT:g} s{_log_tail(remote, gw)}")
+            time.sleep(0.01)
+    # applied: when the tc changes were done (the gateway's clock just after them) and the engine swapped
+    times = [out["engine_at"]] if hup else []
+    if tc.switch_commands(old, new) or not hup:
+        times.append(out["gateway_time"])
+    times = [t for t in times if t is not None]
+    out["applied_at"] = max(times) if times else None
+    return out
+
+
+def outage(remote: RemoteLike, inv: Inventory, on: bool) -> dict[str, Any]:
+    """Cut the link (``on``: a DROP rule at the top of FORWARD, before labkit's shaping) or restore it (every
+    such rule removed). Returns when the command was sent and returned and the gateway's clock before
+    (``gateway_before``) and after (``gateway_time``, ``applied_at``) the rule changed."""
+    gw = inv.gateway
+    sent = time.time()
+    # The gateway's clock before and after the rule changes: the rule takes effect in between. (iptables-nft
+    # returns from a deletion 14-18 ms after it asked, here, and the rule stops matching before that.)
+    # Restoring removes the one rule this cut inserted, reads the clock, then sweeps any duplicate.
+    cmd = (f"{GW_CLOCK} && {OUTAGE_ON} && {GW_CLOCK}" if on else
+           f"{GW_CLOCK} && iptables -w -D FORWARD {OUTAGE_RULE} && {GW_CLOCK}; {OUTAGE_OFF}")
+    try:
+        r = _run(remote, gw, cmd)
+    except RemoteError as exc:
+        raise ShapingError(f"{'cutting' if on else 'restoring'} the link on {gw.name} failed: {exc}") from None
+    stamps = _gw_times(r.stdout)
+    before, at = (stamps[-2], stamps[-1]) if len(stamps) >= 2 else (None, None)
+    return {"outage": on, "sent": sent, "returned": time.time(), "gateway_before": before, "gateway_time": at,
+            "applied_at": at}
+
+
+def gateway_clock(remote: RemoteLike, inv: Inventory) -> dict[str, Any]:
+    """The gateway's clock now (and when this machine asked and heard back)."""
+    sent = time.time()
+    r = _run(remote, inv.gateway, GW_CLOCK)
+    at = _gw_time(r.stdout)
+    return {"sent": sent, "returned": time.time(), "gateway_time": at, "applied_at": at}
 
 
 def engine_in_use(state: dict[str, Any]) -> str:

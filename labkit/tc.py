@@ -14,12 +14,20 @@ ifb is needed. A rate-limited direction gets an HTB root with one class (handle 
 Units: rates go to tc as ``<n>bit`` (bits per second, never the ambiguous ``kbps``), times as ``<n>us``.
 ``layout`` says what each interface must hold (``HtbClass``, ``Netem``, ``Fifo``): the commands are rendered
 from it, and ``labkit.shaping.verify`` checks the read-back against the same values.
+
+A schedule (phases of several profiles) changes the link in place: ``tc class change`` and ``tc qdisc change``
+(``change_commands``) and new parameters for the running engine, never delete and add. That needs every phase
+to have the same tree of qdiscs and the same NFQUEUE rules, so a schedule's phases are laid out in a common
+``Frame`` (``frame_for``): a direction that any phase rate-limits keeps its HTB class in every phase (at
+``FRAME_OPEN_RATE_BPS`` where a phase sets no rate), a direction that any phase delays keeps its delay line
+(netem leaf, or NFQUEUE rule and engine queue) with zero delay where a phase sets none.
 """
 
 from __future__ import annotations
 
 import math
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,21 +169,114 @@ def gemodel_pct(d: Direction) -> tuple[float, float, float, float] | None:
     return (pct["p"], pct["r"], pct["1-h"], pct["1-k"])
 
 
-def _netem(d: Direction, limit: int) -> Netem:
+def _netem(d: Direction, limit: int, order: bool | None = None) -> Netem:
     ge = gemodel_pct(d)
+    if order is None:
+        order = bool(d.jitter_ms and not d.reorder)
     return Netem(limit=limit, delay_us=tc_us(d.delay_ms), jitter_us=tc_us(d.jitter_ms),
                  distribution=d.distribution if d.jitter_ms else "uniform", loss_pct=0.0 if ge else d.loss_pct,
                  corrupt_pct=d.corrupt_pct, duplicate_pct=d.duplicate_pct,
-                 rate_bps=NETEM_ORDER_RATE_BPS if (d.jitter_ms and not d.reorder) else None, gemodel=ge)
+                 rate_bps=NETEM_ORDER_RATE_BPS if order else None, gemodel=ge)
 
 
-def layout(profile: Profile, direction: str, engine: str = "netem") -> Layout:
+#: a schedule's phase that sets no rate on a direction another phase limits: its HTB class runs at this rate
+#: (netem's ordering rate, above any link a lab has) with a FIFO of FRAME_OPEN_QUEUE packets
+FRAME_OPEN_RATE_BPS = NETEM_ORDER_RATE_BPS
+FRAME_OPEN_QUEUE = DELAY_LINE_MIN
+
+
+@dataclass(frozen=True)
+class DirFrame:
+    """What one direction holds in every phase of a schedule."""
+
+    htb: bool = False  # an HTB class (some phase limits the rate)
+    delay_line: bool = False  # a netem leaf, or an NFQUEUE rule and engine queue (some phase needs one)
+    order_rate: bool = False  # netem's ``rate 100gbit`` (some phase jitters without reordering)
+    reorder: bool = False  # the engine's queue lets jitter reorder (some phase does; then no phase keeps order)
+    packet_copy: bool = False  # the engine copies whole packets (some phase corrupts or duplicates)
+    maxlen: int = 0  # the engine's NFQUEUE length: the longest delay line of any phase
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"htb": self.htb, "delay_line": self.delay_line, "order_rate": self.order_rate,
+                "reorder": self.reorder, "packet_copy": self.packet_copy, "maxlen": self.maxlen}
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The common layout of a schedule's phases, per direction (``frame_for``)."""
+
+    uplink: DirFrame
+    downlink: DirFrame
+
+    def direction(self, name: str) -> DirFrame:
+        return self.uplink if name == "uplink" else self.downlink
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"uplink": self.uplink.to_dict(), "downlink": self.downlink.to_dict()}
+
+
+def frame_conflicts(profiles: Sequence[Profile]) -> list[str]:
+    """What cannot change in place between these profiles, per direction: whether jitter may reorder (the
+    engine's queue is ordered or not; netem cannot drop its ordering rate once set) and the jitter's
+    distribution (netem keeps its table when a change names none)."""
+    out = []
+    for name in DIRECTIONS:
+        jittered = [p for p in profiles if p.direction(name).jitter_ms]
+        reorder = {p.direction(name).reorder for p in jittered}
+        if len(reorder) > 1:
+            which = ", ".join(f"{p.name} {'reorders' if p.direction(name).reorder else 'keeps order'}"
+                              for p in jittered)
+            out.append(f"{name}: jitter reorders in some phases and not in others ({which}); a schedule "
+                       f"cannot switch reordering in place")
+        dists = {p.direction(name).distribution for p in jittered}
+        if len(dists) > 1:
+            which = ", ".join(f"{p.name} {p.direction(name).distribution}" for p in jittered)
+            out.append(f"{name}: jitter distributions differ ({which}); netem keeps its distribution table "
+                       f"across a change, so a schedule's jittered phases must share one")
+    return out
+
+
+def frame_for(profiles: Sequence[Profile]) -> Frame:
+    """The layout every phase of a schedule of these profiles shares (see the module docstring)."""
+    dirs = {}
+    for name in DIRECTIONS:
+        other = "downlink" if name == "uplink" else "uplink"
+        pairs = [(p.direction(name), p.direction(other)) for p in profiles]
+        line = any(d.needs_delay_line for d, _ in pairs)
+        dirs[name] = DirFrame(
+            htb=any(d.rate_bps is not None for d, _ in pairs), delay_line=line,
+            order_rate=any(d.jitter_ms and not d.reorder for d, _ in pairs),
+            reorder=any(d.reorder for d, _ in pairs),
+            packet_copy=any(d.corrupt_pct or d.duplicate_pct for d, _ in pairs),
+            maxlen=max([DELAY_LINE_MIN] + [delay_line_packets(d, o.rate_bps) for d, o in pairs]) if line else 0)
+    return Frame(uplink=dirs["uplink"], downlink=dirs["downlink"])
+
+
+def _htb(rate_bps: int, rtt_ms: float) -> HtbClass:
+    burst = htb_burst_bytes(rate_bps, rtt_ms)
+    return HtbClass(rate_bps=rate_bps, ceil_bps=rate_bps, burst_bytes=burst, cburst_bytes=burst)
+
+
+def _framed_layout(profile: Profile, direction: str, engine: str, f: DirFrame) -> Layout:
+    d = profile.direction(direction)
+    other = profile.direction("downlink" if direction == "uplink" else "uplink")
+    htb = _htb(d.rate_bps or FRAME_OPEN_RATE_BPS, profile.added_rtt_ms) if f.htb else None
+    queue = d.queue_pkts or FRAME_OPEN_QUEUE
+    if engine == "userspace" or not f.delay_line:
+        return Layout(htb=htb, leaf=Fifo(limit=queue) if htb else None)
+    line = max(DELAY_LINE_MIN, delay_line_packets(d, other.rate_bps))
+    return Layout(htb=htb, leaf=_netem(d, line + queue if htb else line, order=f.order_rate))
+
+
+def layout(profile: Profile, direction: str, engine: str = "netem", frame: Frame | None = None) -> Layout:
     """What ``direction``'s interface must hold under ``engine``: the single source of the tc commands and of
-    what the read-back is checked against."""
+    what the read-back is checked against. With a schedule's ``frame``, in that frame's common layout."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r} (allowed: {', '.join(ENGINES)})")
     if direction not in DIRECTIONS:
         raise ValueError(f"unknown direction {direction!r} (allowed: {', '.join(DIRECTIONS)})")
+    if frame is not None:
+        return _framed_layout(profile, direction, engine, frame.direction(direction))
     d = profile.direction(direction)
     other = profile.direction("downlink" if direction == "uplink" else "uplink")
     if not d.shaped or (engine == "userspace" and d.rate_bps is None):
@@ -183,15 +284,16 @@ def layout(profile: Profile, direction: str, engine: str = "netem") -> Layout:
         return Layout()
     if d.rate_bps is None:  # netem engine, delay without a rate limit: netem is the root
         return Layout(leaf=_netem(d, delay_line_packets(d, other.rate_bps)))
-    burst = htb_burst_bytes(d.rate_bps, profile.added_rtt_ms)
-    htb = HtbClass(rate_bps=d.rate_bps, ceil_bps=d.rate_bps, burst_bytes=burst, cburst_bytes=burst)
+    htb = _htb(d.rate_bps, profile.added_rtt_ms)
     queue = d.queue_pkts or 1
     if engine == "netem" and d.needs_delay_line:
         return Layout(htb=htb, leaf=_netem(d, delay_line_packets(d, other.rate_bps) + queue))
     return Layout(htb=htb, leaf=Fifo(limit=queue))
 
 
-def _netem_args(n: Netem) -> str:
+def _netem_args(n: Netem, explicit: bool = False) -> str:
+    """netem's options; ``explicit`` also states a corruption of 0 (a ``tc qdisc change`` that names no
+    corruption keeps the one before: the kernel reads it from an attribute tc sends only when named)."""
     parts = [f"limit {n.limit}"]
     if n.delay_us or n.jitter_us:
         parts.append(f"delay {n.delay_us}us")
@@ -203,7 +305,7 @@ def _netem_args(n: Netem) -> str:
         parts.append("loss gemodel " + " ".join(tc_percent(x) for x in n.gemodel))
     elif n.loss_pct:
         parts.append(f"loss random {tc_percent(n.loss_pct)}")
-    if n.corrupt_pct:
+    if n.corrupt_pct or explicit:
         parts.append(f"corrupt {tc_percent(n.corrupt_pct)}")
     if n.duplicate_pct:
         parts.append(f"duplicate {tc_percent(n.duplicate_pct)}")
@@ -235,10 +337,33 @@ def layout_commands(lay: Layout, iface: str) -> list[str]:
     return cmds
 
 
+def change_commands(old: Layout, new: Layout, iface: str) -> list[str]:
+    """The tc commands that turn ``iface`` holding ``old`` into ``new`` in place (``tc class change``, ``tc qdisc
+    change``: queued packets stay, nothing is re-created); only what differs. Both must have the same tree (the
+    same frame); otherwise ValueError."""
+    if (old.htb is None) != (new.htb is None) or type(old.leaf) is not type(new.leaf):
+        raise ValueError(f"{iface}: the layouts differ in structure ({old.to_dict()} -> {new.to_dict()}): not a "
+                         f"change in place")
+    dev = _q(iface)
+    cmds = []
+    h = new.htb
+    if h is not None and h != old.htb:
+        cmds.append(f"tc class change dev {dev} parent {ROOT_HANDLE} classid {CLASS_ID} htb rate {tc_rate(h.rate_bps)} "
+                    f"ceil {tc_rate(h.ceil_bps)} burst {h.burst_bytes}b cburst {h.cburst_bytes}b quantum {h.quantum}")
+    leaf = new.leaf
+    if leaf is not None and leaf != old.leaf:
+        where = f"parent {CLASS_ID}" if new.htb is not None else "root"
+        if isinstance(leaf, Netem):
+            cmds.append(f"tc qdisc change dev {dev} {where} handle {LEAF_HANDLE} netem {_netem_args(leaf, True)}")
+        else:
+            cmds.append(f"tc qdisc change dev {dev} {where} handle {LEAF_HANDLE} pfifo limit {leaf.limit}")
+    return cmds
+
+
 def tc_commands(profile: Profile, iface: str, direction: str, engine: str = "netem") -> list[str]:
     """The tc commands that give a clean ``iface`` the ``direction`` half of ``profile``.
 
-    They add to the interface's default qdisc (HTB cannot be changed in place): run ``clear_tc_commands``
+    They add to the interface's default qdisc (another profile's tree may differ): run ``clear_tc_commands``
     first, tolerantly. An unshaped direction needs no command (an empty list)."""
     return layout_commands(layout(profile, direction, engine), iface)
 
@@ -249,15 +374,22 @@ def clear_tc_commands(iface: str) -> list[str]:
     return [f"tc qdisc del dev {_q(iface)} root"]
 
 
-def nfqueue_rules(profile: Profile, uplink_iface: str, downlink_iface: str) -> list[str]:
-    """iptables commands that send each direction needing a delay line to its NFQUEUE (userspace engine).
+def _has_line(profile: Profile, direction: str, frame: Frame | None) -> bool:
+    if frame is not None:
+        return frame.direction(direction).delay_line
+    return profile.direction(direction).needs_delay_line
+
+
+def nfqueue_rules(profile: Profile, uplink_iface: str, downlink_iface: str, frame: Frame | None = None) -> list[str]:
+    """iptables commands that send each direction needing a delay line (in any phase of ``frame``) to its
+    NFQUEUE (userspace engine).
 
     uplink packets come in on the EVSE-facing interface and leave on the CPO-facing one."""
     up, down = _q(uplink_iface), _q(downlink_iface)
     rules = []
-    if profile.uplink.needs_delay_line:
+    if _has_line(profile, "uplink", frame):
         rules.append(f"iptables -w -A {CHAIN} -i {down} -o {up} -j NFQUEUE --queue-num {QUEUE_NUM['uplink']}")
-    if profile.downlink.needs_delay_line:
+    if _has_line(profile, "downlink", frame):
         rules.append(f"iptables -w -A {CHAIN} -i {up} -o {down} -j NFQUEUE --queue-num {QUEUE_NUM['downlink']}")
     if not rules:
         return []
@@ -269,24 +401,36 @@ def clear_nfqueue_rules() -> list[str]:
     return [f"iptables -w -D FORWARD -j {CHAIN}", f"iptables -w -F {CHAIN}", f"iptables -w -X {CHAIN}"]
 
 
-def engine_config(profile: Profile, *, seed: int, status_file: str) -> dict[str, Any]:
-    """What ``labkit shaper run`` needs: per queue, the direction's delay line."""
+def engine_config(profile: Profile, *, seed: int, status_file: str, frame: Frame | None = None,
+                  control_file: str | None = None) -> dict[str, Any]:
+    """What ``labkit shaper run`` needs: per queue, the direction's delay line. With a schedule's ``frame``,
+    every direction the frame delays gets a queue (with zero delay in a phase that sets none), of the frame's
+    length and copy mode; ``control_file`` is where the engine reads a phase's parameters on SIGHUP."""
     queues = {}
     for name in DIRECTIONS:
         d = profile.direction(name)
-        if not d.needs_delay_line:
+        if not _has_line(profile, name, frame):
             continue
         other = profile.direction("downlink" if name == "uplink" else "uplink")
         ge = gemodel_pct(d)
-        queues[str(QUEUE_NUM[name])] = {
+        q: dict[str, Any] = {
             "direction": name, "delay_ms": d.delay_ms, "jitter_ms": d.jitter_ms,
             "distribution": d.distribution, "reorder": d.reorder, "loss_pct": 0.0 if ge else d.loss_pct,
             "corrupt_pct": d.corrupt_pct, "duplicate_pct": d.duplicate_pct,
             "maxlen": delay_line_packets(d, other.rate_bps),
         }
+        if frame is not None:
+            f = frame.direction(name)
+            q["maxlen"] = f.maxlen
+            q["copy_packet"] = f.packet_copy
+            q["reorder"] = f.reorder  # a phase without jitter keeps its order in a reordering queue too
         if ge is not None:  # bursty loss: netem's four parameters, in percent
-            queues[str(QUEUE_NUM[name])]["gemodel"] = dict(zip(GEMODEL_KEYS, ge, strict=True))
-    return {"profile": profile.name, "seed": seed, "status_file": status_file, "queues": queues}
+            q["gemodel"] = dict(zip(GEMODEL_KEYS, ge, strict=True))
+        queues[str(QUEUE_NUM[name])] = q
+    cfg: dict[str, Any] = {"profile": profile.name, "seed": seed, "status_file": status_file, "queues": queues}
+    if control_file is not None:
+        cfg["control_file"] = control_file
+    return cfg
 
 
 @dataclass
@@ -300,22 +444,36 @@ class Plan:
     layouts: dict[str, Layout] = field(default_factory=dict)  # direction -> what its interface must hold
     rules: list[str] = field(default_factory=list)
     engine_config: dict[str, Any] | None = None
+    frame: Frame | None = None  # a schedule's common layout, when the plan is one of its phases
 
     def to_dict(self) -> dict[str, Any]:
         return {"profile": self.profile, "engine": self.engine, "ifaces": self.ifaces, "tc": self.tc,
                 "layouts": {d: lay.to_dict() for d, lay in self.layouts.items()}, "rules": self.rules,
-                "engine_config": self.engine_config}
+                "engine_config": self.engine_config, "frame": self.frame.to_dict() if self.frame else None}
 
 
 def plan(profile: Profile, *, uplink_iface: str, downlink_iface: str, engine: str, seed: int = 1,
-         status_file: str = "/tmp/labkit/shaper-status.json") -> Plan:
-    """The full plan for a gateway: tc per direction, and for the userspace engine its rules and config."""
-    p = Plan(profile=profile.name, engine=engine, ifaces={"uplink": uplink_iface, "downlink": downlink_iface})
+         status_file: str = "/tmp/labkit/shaper-status.json", frame: Frame | None = None,
+         control_file: str | None = None) -> Plan:
+    """The full plan for a gateway: tc per direction, and for the userspace engine its rules and config.
+    With a schedule's ``frame``: this profile as one of its phases (``change_commands`` between two such plans
+    switch the link in place)."""
+    p = Plan(profile=profile.name, engine=engine, ifaces={"uplink": uplink_iface, "downlink": downlink_iface},
+             frame=frame)
     for d in DIRECTIONS:
-        p.layouts[d] = layout(profile, d, engine)
+        p.layouts[d] = layout(profile, d, engine, frame)
         p.tc[d] = layout_commands(p.layouts[d], p.ifaces[d])
     if engine == "userspace":
-        p.rules = nfqueue_rules(profile, uplink_iface, downlink_iface)
+        p.rules = nfqueue_rules(profile, uplink_iface, downlink_iface, frame)
         if p.rules:
-            p.engine_config = engine_config(profile, seed=seed, status_file=status_file)
+            p.engine_config = engine_config(profile, seed=seed, status_file=status_file, frame=frame,
+                                            control_file=control_file)
     return p
+
+
+def switch_commands(old: Plan, new: Plan) -> list[str]:
+    """The tc commands that move the gateway from phase ``old`` to phase ``new`` of one schedule in place
+    (the engine's part is a new parameter set, see labkit.shaping)."""
+    if old.frame is None or old.frame != new.frame or old.engine != new.engine or old.ifaces != new.ifaces:
+        raise ValueError("only two phases of one schedule (same frame, engine and interfaces) switch in place")
+    return [c for d in DIRECTIONS for c in change_commands(old.layouts[d], new.layouts[d], new.ifaces[d])]

@@ -154,20 +154,32 @@ def _remote(inv):
 @click.option("--verify", "do_verify", is_flag=True,
               help="Check that the gateway still holds PROFILE, value by value, without applying anything "
                    "(exit status 1 on a difference).")
+@click.option("--schedule", "schedule_name", default=None, metavar="NAME",
+              help="Run the schedule NAME (profiles.yaml 'schedules:'): each phase switched in place at its time, "
+                   "until it ends or Ctrl-C; the phases as applied are saved in the lab directory (schedule.json).")
+@click.option("--cycles", type=click.IntRange(min=1), default=None,
+              help="With --schedule: stop a repeating schedule after this many passes.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @PROFILES_OPT
 def shape(profile: str | None, lab: str, engine: str, seed: int | None, do_clear: bool, do_show: bool,
-          do_verify: bool, as_json: bool, profiles_files: tuple[str, ...]) -> None:
-    """Give the lab's link a profile (both directions), or --clear it, or --show it.
+          do_verify: bool, schedule_name: str | None, cycles: int | None, as_json: bool,
+          profiles_files: tuple[str, ...]) -> None:
+    """Give the lab's link a profile (both directions), or --clear it, or --show it, or run a --schedule.
 
     A new profile replaces the old one whole. What was applied is read back from the gateway, compared
     with the plan value by value (a difference clears the link and exits 1) and saved in the lab directory
-    (shaping.json). PROFILE --verify repeats the comparison later without changing anything.
+    (shaping.json). PROFILE --verify repeats the comparison later without changing anything. A schedule's
+    phases are switched in place (no connection is reset) and each is read back after its switch.
     """
-    if sum(bool(x) for x in (profile, do_clear, do_show)) != 1:
-        raise ConfigError("shape: give exactly one of PROFILE, --clear or --show")
+    if sum(bool(x) for x in (profile, do_clear, do_show, schedule_name)) != 1:
+        raise ConfigError("shape: give exactly one of PROFILE, --clear, --show or --schedule")
     if do_verify and not profile:
         raise ConfigError("shape: --verify needs the PROFILE to compare with")
+    if cycles is not None and not schedule_name:
+        raise ConfigError("shape: --cycles goes with --schedule")
+    if schedule_name:
+        _run_schedule(schedule_name, lab, engine, 1 if seed is None else seed, cycles, as_json, profiles_files)
+        return
     from labkit import shaping
 
     prof = _load(profiles_files).get(profile) if profile else None  # before anything is touched
@@ -192,6 +204,55 @@ def shape(profile: str | None, lab: str, engine: str, seed: int | None, do_clear
         click.echo(json.dumps(state, indent=2, default=str))
         return
     click.echo(_describe(state, prof, do_clear, do_verify))
+
+
+def _run_schedule(name: str, lab: str, engine: str, seed: int, cycles: int | None, as_json: bool,
+                  profiles_files: tuple[str, ...]) -> None:
+    """``labkit shape --schedule NAME``: validated whole before the lab is touched (exit 2)."""
+    import signal
+    import threading
+
+    from labkit import schedules, shaping
+
+    ps = _load(profiles_files)
+    sch = ps.schedule(name)
+    labdir, inv = _lab(lab)
+    remote = _remote(inv)
+    stop = threading.Event()
+    before = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def show(rec) -> None:
+        if as_json:
+            return
+        late = "" if rec.latency_ms is None else f", applied {rec.latency_ms:.1f} ms after its planned time"
+        what = f"outage (underneath: {rec.profile})" if rec.outage else rec.profile
+        dur = sch.phases[rec.index].duration_s
+        click.echo(f"phase {rec.index + 1}/{len(sch.phases)}{f' (pass {rec.cycle + 1})' if sch.repeat else ''}: "
+                   f"{what} {'until stopped' if dur is None else f'for {dur:g} s'}{late}"
+                   f"{'' if rec.verified is None else ', read back: ' + ('as planned' if rec.verified else 'WRONG')}")
+
+    try:
+        with labdir.lock():
+            if not as_json:
+                click.echo(f"{inv.gateway.name}: schedule {sch.name}: {sch.text}")
+            result = schedules.run(remote, inv, sch, ps, engine=engine, seed=seed, stop=stop, on_phase=show,
+                                   record=labdir.path / "schedule.json", max_cycles=cycles)
+            state = shaping.read_back(remote, inv)
+            state.update({"profile": result.get("holds"), "engine": result["engine"], "schedule": sch.name,
+                          "frame": result["frame"]})
+            shaping._save(labdir.path / "shaping.json", state)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+        remote.close()
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    lat = schedules.latencies(result)
+    summary = (f"; planned-to-applied switch: median {sorted(lat)[len(lat) // 2]:.1f} ms, max {max(lat):.1f} ms"
+               if lat else "")
+    click.echo(f"{inv.gateway.name}: schedule {sch.name} {result['ended_by']}; the link holds "
+               f"{result.get('holds')}{summary} (lab directory: schedule.json)")
 
 
 def _describe(state: dict, prof, cleared: bool, verified_only: bool = False) -> str:

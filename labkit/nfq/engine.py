@@ -15,6 +15,14 @@ never costs more than about a tenth of a CPU.
 A *status* thread writes what the engine did (packets seen, dropped, released, pickup, lateness
 of releases) to a JSON file every second.
 
+Parameters change in place (a schedule's phases, ``labkit.schedules``): on SIGHUP a *control* thread reads the
+config's ``control_file`` (``{"seq", "profile", "queues"}``, each queue as in the config), checks it (the same
+queues, directions, lengths, ordering and copy modes: what the kernel and the pending packets depend on), and
+swaps each changed queue's delay, jitter, distribution, loss (a new Gilbert-Elliott chain starts good, as
+netem's does at a change), corruption and duplication between two batches of the reader. Packets already
+waiting keep their due times; none is dropped or released early. The report says which ``seq`` runs since
+when (``params``), or why a file was refused (the old parameters stay).
+
 Rates are not handled here: the kernel's HTB does that after the packet is released.
 """
 
@@ -121,6 +129,7 @@ class Queue:
     duplicate: float
     maxlen: int
     gemodel: GilbertElliott | None = None  # bursty loss (then ``loss`` is 0)
+    copy_packet: bool = False  # copy whole packets even when this queue neither corrupts nor duplicates
     pending: Any = None  # deque (in order) or heap (reorder)
     last_due: int = 0
     seq: int = 0
@@ -137,7 +146,7 @@ class Queue:
 
     @property
     def copy_mode(self) -> int:
-        return COPY_PACKET if (self.corrupt or self.duplicate) else COPY_META
+        return COPY_PACKET if (self.copy_packet or self.corrupt or self.duplicate) else COPY_META
 
     def sample_delay_ns(self, rng: random.Random) -> int:
         if not self.jitter_ns:
@@ -196,7 +205,7 @@ def _queue_from_config(num: Any, q: dict[str, Any]) -> Queue:
         return float(v)
 
     unknown = set(q) - {"direction", "delay_ms", "jitter_ms", "distribution", "reorder", "loss_pct", "corrupt_pct",
-                        "duplicate_pct", "maxlen", "gemodel"}
+                        "duplicate_pct", "maxlen", "gemodel", "copy_packet"}
     if unknown:
         raise ValueError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
     try:
@@ -214,6 +223,9 @@ def _queue_from_config(num: Any, q: dict[str, Any]) -> Queue:
     reorder = q.get("reorder", False)
     if not isinstance(reorder, bool):
         raise ValueError(f"{where}.reorder: {reorder!r} (allowed: true, false)")
+    copy_packet = q.get("copy_packet", False)
+    if not isinstance(copy_packet, bool):
+        raise ValueError(f"{where}.copy_packet: {copy_packet!r} (allowed: true, false)")
     maxlen = q.get("maxlen", 1024)
     if isinstance(maxlen, bool) or not isinstance(maxlen, int) or not 1 <= maxlen <= 0xFFFFFFFF:
         raise ValueError(f"{where}.maxlen: {maxlen!r} (allowed: 1 to {0xFFFFFFFF} packets)")
@@ -236,7 +248,14 @@ def _queue_from_config(num: Any, q: dict[str, Any]) -> Queue:
                  jitter_ns=int(round(number("jitter_ms", 0, 0, 3_600_000) * 1e6)),
                  distribution=distribution, reorder=reorder,
                  loss=number("loss_pct", 0, 0, 100) / 100.0, corrupt=number("corrupt_pct", 0, 0, 100) / 100.0,
-                 duplicate=number("duplicate_pct", 0, 0, 100) / 100.0, maxlen=maxlen, gemodel=gemodel)
+                 duplicate=number("duplicate_pct", 0, 0, 100) / 100.0, maxlen=maxlen, gemodel=gemodel,
+                 copy_packet=copy_packet)
+
+
+#: what a queue's new parameters must keep (the kernel's binding and the pending packets depend on them)
+FIXED = ("direction", "reorder", "maxlen", "copy_mode")
+#: what changes in place
+PARAMS = ("delay_ns", "jitter_ns", "distribution", "loss", "corrupt", "duplicate", "gemodel")
 
 
 class Engine:
@@ -263,6 +282,12 @@ class Engine:
             queue = _queue_from_config(num, q)
             queue.pending = [] if queue.reorder else deque()
             self.queues[queue.num] = queue
+        #: where SIGHUP finds new parameters (a schedule's next phase), and what the engine runs now
+        self.control_file: str | None = config.get("control_file")
+        self.reload_now = threading.Event()
+        self.params_lock = threading.Lock()  # the reader decides a batch's packets under one parameter set
+        self.params: dict[str, Any] = {"seq": 0, "profile": config.get("profile"), "at": time.time(),
+                                       "reloads": 0, "refused": 0, "error": None}
         self.sock: NfqSocket | None = None
         self.raw: socket.socket | None = None
         self.stamper: socket.socket | None = None
@@ -298,15 +323,25 @@ class Engine:
         signal.signal(signal.SIGTERM, _handler)
         signal.signal(signal.SIGINT, _handler)
         signal.signal(signal.SIGUSR1, lambda signum, frame: self.status_now.set())  # a fresh report, now
+        signal.signal(signal.SIGHUP, lambda signum, frame: self.reload_now.set())  # new parameters, now
         self.sched = _realtime(int(self.config.get("rt_priority", 10)))
         try:
             self.open()
             self.running = True
             self.state = "running"
             threads = [threading.Thread(target=self._releaser, name="releaser", daemon=True),
-                       threading.Thread(target=self._status_loop, name="status", daemon=True)]
-            for t in threads:
-                t.start()
+                       threading.Thread(target=self._status_loop, name="status", daemon=True),
+                       threading.Thread(target=self._control_loop, name="control", daemon=True)]
+            # The threads start with these signals blocked, so that the kernel delivers them to the main
+            # thread: its blocking read returns (EINTR) and Python runs the handler at once. Delivered to
+            # another thread, a handler would wait for the next packet the main thread reads.
+            caught = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP}
+            signal.pthread_sigmask(signal.SIG_BLOCK, caught)
+            try:
+                for t in threads:
+                    t.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, caught)
             self.write_status()
             self._reader()
         except _Stop:
@@ -339,38 +374,107 @@ class Engine:
             packets = sock.receive()
             now = mono()
             now_real = real()
-            for p in packets:
-                q = queues.get(p.queue)
-                if q is None:
-                    with self._lock:
-                        sock.verdict(p.queue, p.id, NF_ACCEPT)
-                    continue
-                q.seen += 1
-                age = now_real - p.tstamp_ns if p.tstamp_ns else -1
-                if 0 <= age < MAX_PICKUP_NS:
-                    q.pickup.add(age)
-                    arrival = now - age if use_stamp else now
-                else:
-                    q.unstamped += 1
-                    arrival = now
-                if (q.loss or q.gemodel is not None) and q.lost_now(rng):
-                    q.lost += 1
-                    with self._lock:
-                        sock.verdict(p.queue, p.id, NF_DROP)
-                    continue
-                kind = ACCEPT
-                payload = None
-                if q.corrupt and rng.random() < q.corrupt and p.payload:
-                    kind = CORRUPT
-                    data = bytearray(p.payload)
-                    i = rng.randrange(len(data))
-                    data[i] ^= 1 << rng.randrange(8)
-                    payload = bytes(data)
-                    q.corrupted += 1
-                self._schedule(q, arrival, p.id, kind, payload)
-                if q.duplicate and p.payload and rng.random() < q.duplicate:
-                    q.duplicated += 1
-                    self._schedule(q, arrival, -1, DUPLICATE, p.payload)
+            with self.params_lock:
+                for p in packets:
+                    self._decide(p, queues, rng, now, now_real, use_stamp)
+
+    def _decide(self, p: Any, queues: dict[int, Queue], rng: random.Random, now: int, now_real: int,
+                use_stamp: bool) -> None:
+        """One packet's fate under the parameters in force (the reader holds ``params_lock``)."""
+        sock = self.sock
+        assert sock is not None
+        q = queues.get(p.queue)
+        if q is None:
+            with self._lock:
+                sock.verdict(p.queue, p.id, NF_ACCEPT)
+            return
+        q.seen += 1
+        age = now_real - p.tstamp_ns if p.tstamp_ns else -1
+        if 0 <= age < MAX_PICKUP_NS:
+            q.pickup.add(age)
+            arrival = now - age if use_stamp else now
+        else:
+            q.unstamped += 1
+            arrival = now
+        if (q.loss or q.gemodel is not None) and q.lost_now(rng):
+            q.lost += 1
+            with self._lock:
+                sock.verdict(p.queue, p.id, NF_DROP)
+            return
+        kind = ACCEPT
+        payload = None
+        if q.corrupt and rng.random() < q.corrupt and p.payload:
+            kind = CORRUPT
+            data = bytearray(p.payload)
+            i = rng.randrange(len(data))
+            data[i] ^= 1 << rng.randrange(8)
+            payload = bytes(data)
+            q.corrupted += 1
+        self._schedule(q, arrival, p.id, kind, payload)
+        if q.duplicate and p.payload and rng.random() < q.duplicate:
+            q.duplicated += 1
+            self._schedule(q, arrival, -1, DUPLICATE, p.payload)
+
+    # -- control: new parameters in place ----------------------------------------------------------------
+    def _control_loop(self) -> None:
+        while self.running:
+            if self.reload_now.wait(0.5):
+                self.reload_now.clear()
+                if self.running:
+                    self.reload()
+
+    def reload(self) -> bool:
+        """Read ``control_file`` and swap the parameters it gives, queue by queue, between two of the reader's
+        batches; or refuse it whole (recorded in the report's ``params.error``). Returns whether it ran."""
+        seq: Any = None
+        try:
+            if not self.control_file:
+                raise ValueError("no control_file in the engine's config")
+            with open(self.control_file) as fh:
+                data = json.load(fh)
+            if not isinstance(data, dict) or set(data) - {"seq", "profile", "queues"}:
+                got = sorted(data) if isinstance(data, dict) else data
+                raise ValueError(f"expected {{seq, profile, queues}}, got {got!r}")
+            seq = data.get("seq")
+            if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+                raise ValueError(f"seq: {seq!r} (allowed: a whole number, 0 or more)")
+            profile = data.get("profile")
+            if not isinstance(profile, str):
+                raise ValueError(f"profile: {profile!r} (allowed: a name)")
+            given = data.get("queues")
+            if not isinstance(given, dict):
+                raise ValueError(f"queues: {given!r} (allowed: a mapping of queue numbers)")
+            new = {}
+            for num, q in given.items():
+                queue = _queue_from_config(num, q)
+                new[queue.num] = queue
+            if set(new) != set(self.queues):
+                raise ValueError(f"queues {sorted(new)} differ from the ones bound {sorted(self.queues)}")
+            for num, queue in new.items():
+                old = self.queues[num].running()
+                fresh = queue.running()
+                for key in FIXED:
+                    if old[key] != fresh[key]:
+                        raise ValueError(f"queues.{num}.{key}: {fresh[key]!r} differs from the running {old[key]!r} "
+                                         f"(it cannot change in place)")
+            if any(q.duplicate for q in new.values()) and self.raw is None:
+                self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        except (OSError, ValueError, TypeError) as exc:
+            self.params["refused"] += 1
+            self.params["error"] = f"seq {seq}: {exc}" if seq is not None else str(exc)
+            self.status_now.set()
+            return False
+        with self.params_lock:
+            for num, queue in new.items():
+                q = self.queues[num]
+                if q.running() != queue.running():
+                    for key in PARAMS:
+                        setattr(q, key, getattr(queue, key))
+            self.config["profile"] = profile
+            self.params.update({"seq": seq, "profile": profile, "at": time.time(), "error": None})
+            self.params["reloads"] += 1
+        self.status_now.set()
+        return True
 
     def _schedule(self, q: Queue, arrival: int, pid: int, kind: int, payload: bytes | None) -> None:
         due = arrival + q.sample_delay_ns(self.rng)
@@ -488,6 +592,7 @@ class Engine:
         return {"engine": "userspace", "pid": os.getpid(), "state": self.state, "error": self.error,
                 "profile": self.config.get("profile"), "seed": self.config.get("seed"), "sched": self.sched,
                 "arrival": self.arrival, "spin_us": self.spin_ns / 1000, "spins": self.spins,
+                "params": dict(self.params),
                 "started": self.started_wall, "updated": time.time(), "queues": queues}
 
     def write_status(self) -> None:
