@@ -157,7 +157,8 @@ def test_the_engine_reports_what_it_runs(topo, remote):
     state = shaping.apply(remote, topo.inventory, PROFILES.get("jitter"), engine="userspace")
     q = state["engine_process"]["status"]["queues"][0]
     assert q["running"] == {"direction": "uplink", "delay_ns": 20_000_000, "jitter_ns": 2_000_000,
-                            "distribution": "normal", "reorder": False, "loss": 0.0, "corrupt": 0.0, "duplicate": 0.0,
-                            "maxlen": state["plan"]["engine_config"]["queues"]["0"]["maxlen"], "copy_mode": "meta"}
+                            "distribution": "normal", "reorder": False, "loss": 0.0, "gemodel": None, "corrupt": 0.0,
+                            "duplicate": 0.0, "maxlen": state["plan"]["engine_config"]["queues"]["0"]["maxlen"],
+                            "copy_mode": "meta"}
     assert "kernel" in q  # bound: the kernel lists the queue in /proc/net/netfilter/nfnetlink_queue
     shaping.clear(remote, topo.inventory)
