@@ -14,10 +14,14 @@ It prints, per engine:
 - *probes*: for each lo -> hi switch, the send time of the first probe that saw the new delay minus the
   planned time (an upper bound, to the 10 ms resolution of the probes), and of the last that saw the old one.
 
-The kernel here has no sch_netem, so only the userspace engine can run on this machine (``--engine netem``
-where it can). Needs root.
+The kernel here has no sch_netem, so only the userspace engine can run in these namespaces. ``--lab NAME``
+runs the same schedule on a lab that is up instead (e.g. a Vagrant lab, whose gateway VM has netem), over SSH
+like ``labkit shape --schedule``: the probes run on the lab's first EVSE host, and their send stamps (that
+host's clock) are brought to this machine's clock with the offset measured over SSH (``labkit.clocks``; its
+uncertainty is printed). Needs root.
 
     python benchmarks/schedule_switch.py [--passes 10] [--phase-s 1] [--lo-ms 10] [--hi-ms 100] [--json]
+    python benchmarks/schedule_switch.py --lab vg [--engine auto] ...
 """
 
 from __future__ import annotations
@@ -58,9 +62,8 @@ def _stats(xs: list[float]) -> str:
     return f"median {statistics.median(xs):.1f} ms, max {max(xs):.1f} ms (n={len(xs)})"
 
 
-def run(engine: str, passes: int, phase_s: float, lo_ms: float, hi_ms: float) -> dict:
-    topo_mod = _topo_module()
-    ps = topo_mod.profiles_from(f"""
+def _profiles(topo_mod, passes: int, phase_s: float, lo_ms: float, hi_ms: float):
+    return topo_mod.profiles_from(f"""
         profiles:
           lo:
             description: {2 * lo_ms:g} ms added RTT
@@ -73,6 +76,11 @@ def run(engine: str, passes: int, phase_s: float, lo_ms: float, hi_ms: float) ->
             repeat: true
             phases: lo {phase_s:g} s -> hi {phase_s:g} s
     """)
+
+
+def run(engine: str, passes: int, phase_s: float, lo_ms: float, hi_ms: float) -> dict:
+    topo_mod = _topo_module()
+    ps = _profiles(topo_mod, passes, phase_s, lo_ms, hi_ms)
     topo = topo_mod.Topo("shsw", Path("/tmp/labkit-schedule-switch"), topo_mod.labkit_bin()).up()
     remote = topo_mod.LocalNetnsRemote(topo)
     started: dict = {}
@@ -96,13 +104,56 @@ def run(engine: str, passes: int, phase_s: float, lo_ms: float, hi_ms: float) ->
             started["ping"].kill()
         remote.stop(topo.inventory.gateway, "shaper", timeout=2)
         topo.down()
+    return _figures(result, _pings(out), phase_s, lo_ms, hi_ms)
+
+
+def run_on_lab(lab: str, engine: str, passes: int, phase_s: float, lo_ms: float, hi_ms: float) -> dict:
+    import shlex
+    import threading
+
+    from labkit import clocks, lifecycle, shaping
+
+    ps = _profiles(_topo_module(), passes, phase_s, lo_ms, hi_ms)
+    handle = lifecycle.open_lab(lab)
+    inv = handle.inventory
+    evse, cpo = inv.by_role("evse")[0], inv.cpo
+    count = int(passes * 2 * phase_s / 0.01)
+    out: dict = {}
+
+    def probe() -> None:
+        cmd = (f"{shlex.quote(evse.labkit)} echo {shlex.quote(cpo.addresses['cpo'])} --count {count} "
+               f"--interval 0.01 --wait 1 --direction up")
+        out["rows"] = remote.run(evse, cmd, sudo=True, timeout=count * 0.01 + 120).stdout
+
+    started: list[threading.Thread] = []
+
+    def on_phase(rec) -> None:
+        if not started:
+            started.append(threading.Thread(target=probe, daemon=True))
+            started[0].start()
+
+    with handle.remote() as remote:
+        offset = clocks.measure(remote, evse)
+        try:
+            result = schedules.run(remote, inv, ps.schedule("flip"), ps, engine=engine, on_phase=on_phase,
+                                   max_cycles=passes)
+            started[0].join(count * 0.01 + 180)
+        finally:
+            shaping.clear(remote, inv)
+    pings = [(offset.from_host(t), rtt) for t, rtt in _pings(out.get("rows", ""))]
+    fig = _figures(result, pings, phase_s, lo_ms, hi_ms)
+    fig["probe_clock"] = {"host": evse.name, "offset_s": offset.offset_s, "uncertainty_ms": offset.uncertainty_s * 1e3}
+    fig["gateway_clock"] = result.get("gateway_clock")
+    return fig
+
+
+def _figures(result: dict, pings: list[tuple[float, float]], phase_s: float, lo_ms: float, hi_ms: float) -> dict:
     phases = result["phases"][1:]
     recorded = [p["latency_ms"] for p in phases]
     command = []
     for p in phases:
         first = next(iter(v for v in p["switch"].values() if isinstance(v, dict) and "returned" in v))
         command.append((first["returned"] - first["sent"]) * 1000.0)
-    pings = _pings(out)
     threshold = lo_ms + hi_ms + (hi_ms - lo_ms) / 2  # above: the request met the new (hi) uplink delay
     seen_first, seen_last = [], []
     for p in phases:
@@ -122,14 +173,19 @@ def run(engine: str, passes: int, phase_s: float, lo_ms: float, hi_ms: float) ->
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--engine", default="userspace", choices=["userspace", "netem"])
+    ap.add_argument("--engine", default=None, choices=["auto", "userspace", "netem"],
+                    help="default: userspace in the namespaces, auto (what the gateway has) with --lab")
+    ap.add_argument("--lab", help="run on this lab (up) over SSH instead of the namespaces made here")
     ap.add_argument("--passes", type=int, default=10, help="passes of lo -> hi (2 switches each)")
     ap.add_argument("--phase-s", type=float, default=1.0)
     ap.add_argument("--lo-ms", type=float, default=10.0, help="one-way delay of the first phase, each direction")
     ap.add_argument("--hi-ms", type=float, default=100.0, help="one-way delay of the second phase, each direction")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    r = run(a.engine, a.passes, a.phase_s, a.lo_ms, a.hi_ms)
+    if a.lab:
+        r = run_on_lab(a.lab, a.engine or "auto", a.passes, a.phase_s, a.lo_ms, a.hi_ms)
+    else:
+        r = run(a.engine or "userspace", a.passes, a.phase_s, a.lo_ms, a.hi_ms)
     if a.json:
         print(json.dumps(r, indent=2))
         return 0
@@ -139,6 +195,10 @@ def main() -> int:
     print(f"  switch command, sent -> returned:              {_stats(r['command_ms'])}")
     print(f"  probes, first to see the new delay (lo -> hi): {_stats(r['ping_first_new_ms'])}")
     print(f"  probes, last to see the old delay (lo -> hi):  {_stats(r['ping_last_old_ms'])}")
+    if "probe_clock" in r:
+        c, g = r["probe_clock"], (r.get("gateway_clock") or {}).get("start") or {}
+        print(f"  clocks: {c['host']} {c['offset_s'] * 1e3:+.1f} ms (+/- {c['uncertainty_ms']:.1f} ms), gateway "
+              f"{g.get('offset_s', 0) * 1e3:+.1f} ms (+/- {g.get('uncertainty_s', 0) * 1e3:.1f} ms) from this machine")
     return 0
 
 

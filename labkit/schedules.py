@@ -8,8 +8,9 @@ verified). Then, for each next phase:
 
 - before its planned time, the engine's parameters for it are staged on the gateway (``shaping.stage``);
 - at its planned time (this machine's monotonic clock from the moment the first phase held), one command
-  switches the link in place (``shaping.switch``: ``tc class change`` / ``tc qdisc change``, SIGHUP to the
-  engine, the gateway's clock), or cuts it (``shaping.outage``: an iptables DROP at the top of FORWARD).
+  (over channels kept open to the gateway where there is SSH, ``labkit.gwchannel``) switches the link in
+  place (``shaping.switch``: ``tc class change`` / ``tc qdisc change``, SIGHUP to the engine, the gateway's
+  clock), or cuts it (``shaping.outage``: an iptables DROP at the top of FORWARD).
   During an outage the link underneath is already switched to the phase that follows, so the outage's end
   is one rule removed;
 - the link is read back and verified against that phase's plan (``verify=True``), as ``labkit shape`` does
@@ -18,8 +19,11 @@ verified). Then, for each next phase:
 Every phase is recorded with its planned start (this machine's clock), when the switch was sent and
 returned, the gateway's clock once it was applied (``applied_start``: the end of the tc changes, or the
 engine's own time of its swap when later) and ``applied_end`` (the next phase's ``applied_start``, or the
-stop). ``latency_ms`` is applied minus planned: on one machine (netns) both clocks are the same; on VMs the
-gateway's clock is only as good as its time synchronisation, so the controller's ``returned`` bounds it too.
+stop). ``latency_ms`` is applied minus planned, on this machine's clock: the gateway's clock offset is measured over
+SSH (``labkit.clocks``) once the first phase holds and again at the end, recorded as ``gateway_clock`` (start
+and end, each with its uncertainty), and the start offset is taken off ``applied_start`` (on netns the offset is
+zero within a fraction of a millisecond; a VM's clock can be seconds off). ``applied_start``/``applied_end``
+stay as the gateway read them. The controller's ``returned`` bounds the applied time independently.
 A stop (``stop`` event, e.g. Ctrl-C) ends the current phase at once; the link keeps the phase that held (an
 outage is lifted).
 """
@@ -34,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labkit import shaping, tc
+from labkit import clocks, gwchannel, shaping, tc
 from labkit.errors import LabkitError
 from labkit.inventory import Inventory
 from labkit.profiles import Profile, ProfileSet, Schedule
@@ -121,6 +125,17 @@ def _write(record: Path | None, data: dict[str, Any]) -> None:
     tmp.replace(record)
 
 
+def _gateway_offset(remote: shaping.RemoteLike, inv: Inventory) -> dict[str, Any] | None:
+    """The gateway's clock offset (``labkit.clocks``), or None where commands do not go over SSH (a remote that
+    runs them on this machine, as the tests' namespace topology does: one clock)."""
+    if not hasattr(remote, "connect"):
+        return None
+    try:
+        return clocks.measure(remote, inv.gateway).to_dict()
+    except LabkitError as exc:
+        return {"error": str(exc)}
+
+
 def run(remote: shaping.RemoteLike, inv: Inventory, schedule: Schedule, profiles: ProfileSet, *,
         engine: str = "auto", seed: int = 1, verify: bool = True, stop: threading.Event | None = None,
         on_phase: Callable[[PhaseRecord], None] | None = None, record: Path | None = None,
@@ -140,6 +155,7 @@ def run(remote: shaping.RemoteLike, inv: Inventory, schedule: Schedule, profiles
         out["phases"] = [r.to_dict() for r in records]
         _write(record, out)
 
+    chan: gwchannel.GatewayChannels | None = None
     try:
         first = underlying(schedule, profiles, 0)
         state = shaping.apply(remote, inv, first, engine=eng, seed=seed, frame=frame)
@@ -150,6 +166,10 @@ def run(remote: shaping.RemoteLike, inv: Inventory, schedule: Schedule, profiles
             raise ScheduleError(f"the userspace engine on {gw.name} cannot change parameters in place (it is "
                                 f"older than this labkit: install the same labkit on the gateway)")
         current = by_name[first.name]
+        chan = gwchannel.open_channels(remote, gw)
+        out["channels"] = chan is not None
+        clock = out["gateway_clock"] = {"start": _gateway_offset(remote, inv)}
+        skew = (clock["start"] or {}).get("offset_s") or 0.0
         cut = False
         seq = 0
         t0 = time.monotonic()
@@ -166,10 +186,10 @@ def run(remote: shaping.RemoteLike, inv: Inventory, schedule: Schedule, profiles
             target = by_name[below.name]
             if prev is None:  # the first phase: applied whole above
                 if phase.outage:
-                    sw = shaping.outage(remote, inv, True)
+                    sw = shaping.outage(remote, inv, True, chan)
                     cut = True
                 else:
-                    sw = shaping.gateway_clock(remote, inv)
+                    sw = shaping.gateway_clock(remote, inv, chan)
                 rec.sent, rec.returned, rec.applied_start = sw["sent"], sw["returned"], sw["applied_at"]
                 rec.switch = {"apply": {"applied_at": state.get("applied_at")}, **sw}
             else:
@@ -187,33 +207,39 @@ def run(remote: shaping.RemoteLike, inv: Inventory, schedule: Schedule, profiles
                     break
                 steps: dict[str, Any] = {}
                 if phase.outage and not cut:
-                    steps["outage"] = shaping.outage(remote, inv, True)
+                    steps["outage"] = shaping.outage(remote, inv, True, chan)
                     cut = True
                     first_step = steps["outage"]
                     if target is not current:  # the link underneath becomes the next phase while cut
                         seq += 1
-                        steps["underneath"] = shaping.switch(remote, inv, current, target, seq=seq, engine_pid=pid)
+                        steps["underneath"] = shaping.switch(remote, inv, current, target, seq=seq, engine_pid=pid,
+                                                            chan=chan)
                         current = target
                 elif phase.outage:
-                    first_step = steps["clock"] = shaping.gateway_clock(remote, inv)
+                    first_step = steps["clock"] = shaping.gateway_clock(remote, inv, chan)
                 else:
                     if target is not current:
                         seq += 1
-                        steps["switch"] = shaping.switch(remote, inv, current, target, seq=seq, engine_pid=pid)
+                        steps["switch"] = shaping.switch(remote, inv, current, target, seq=seq, engine_pid=pid,
+                                                        chan=chan)
                         current = target
                     if cut:
-                        steps["restore"] = shaping.outage(remote, inv, False)
+                        steps["restore"] = shaping.outage(remote, inv, False, chan)
                         cut = False
                     if not steps:
-                        steps["clock"] = shaping.gateway_clock(remote, inv)
+                        steps["clock"] = shaping.gateway_clock(remote, inv, chan)
                     first_step = steps.get("restore") or steps.get("switch") or steps["clock"]
                     rec.engine_at = (steps.get("switch") or {}).get("engine_at")
                 rec.sent = min(s["sent"] for s in steps.values())
                 rec.returned = first_step["returned"]
                 rec.applied_start = first_step.get("applied_at")
+                if rec.applied_start is None and first_step.get("applied_local") is not None:
+                    # over the tc channel: this machine's clock once tc answered, on the gateway's clock
+                    rec.applied_start = first_step["applied_local"] + skew
                 rec.switch = steps
             if rec.applied_start is not None:
-                rec.latency_ms = (rec.applied_start - rec.planned_start) * 1000.0 if prev is not None else None
+                rec.latency_ms = ((rec.applied_start - skew - rec.planned_start) * 1000.0
+                                  if prev is not None else None)
                 if prev is not None:
                     prev.applied_end = rec.applied_start
             if verify and prev is not None:
@@ -243,13 +269,14 @@ def run(remote: shaping.RemoteLike, inv: Inventory, schedule: Schedule, profiles
             out["ended_by"] = "stopped" if stop.is_set() else "last phase holds"
         if cut or (prev is not None and out["ended_by"] != "last phase holds"):
             # the phase that held ends now (an outage is lifted: the link keeps the profile underneath)
-            end = shaping.outage(remote, inv, False) if cut else shaping.gateway_clock(remote, inv)
+            end = shaping.outage(remote, inv, False, chan) if cut else shaping.gateway_clock(remote, inv, chan)
             cut = False
             if prev is not None:
                 prev.applied_end = end["applied_at"]
                 prev.switch["end"] = end
         out["ended"] = time.time()
         out["holds"] = current.profile
+        clock["end"] = _gateway_offset(remote, inv)
         save()
         return out
     except BaseException as exc:
@@ -264,6 +291,9 @@ def run(remote: shaping.RemoteLike, inv: Inventory, schedule: Schedule, profiles
         if isinstance(exc, ScheduleError | shaping.ShapingError):
             raise ScheduleError(f"{exc} (the link was cleared)") from None
         raise
+    finally:
+        if chan is not None:
+            chan.close()
 
 
 def latencies(result: dict[str, Any]) -> list[float]:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from labkit import tc
+from labkit import gwchannel, tc
 from labkit.errors import ConfigError, LabkitError, RemoteError
 from labkit.inventory import HostConn, Inventory
 from labkit.profiles import Profile
@@ -285,13 +285,17 @@ def _gw_time(out: str) -> float | None:
 
 
 def switch(remote: RemoteLike, inv: Inventory, old: tc.Plan, new: tc.Plan, *, seq: int,
-           engine_pid: int | None) -> dict[str, Any]:
+           engine_pid: int | None, chan: gwchannel.GatewayChannels | None = None) -> dict[str, Any]:
     """Move the gateway from phase ``old`` to phase ``new`` in place, in one command: the tc changes, then
     SIGHUP to the engine (which reads what ``stage`` put there with this ``seq``), then the gateway's clock.
     Waits until the engine reports ``seq`` running. Returns when it was sent and returned (this machine's
     clock), the gateway's clock after the changes (``gateway_time``), the engine's own time of the swap
     (``engine_at``) and when the new phase held (``applied_at``: the later of the tc changes and the swap).
-    A failed command or an engine that refuses or does not confirm is a ShapingError."""
+    A failed command or an engine that refuses or does not confirm is a ShapingError.
+
+    With ``chan`` (labkit.gwchannel) a switch of tc changes alone goes over the open tc channel: then
+    ``applied_local`` (this machine's clock once tc answered) stands for the gateway's clock, which it does not
+    read."""
     gw = inv.gateway
     cmds = tc.switch_commands(old, new)
     hup = new.engine_config is not None and old.engine_config != new.engine_config
@@ -299,6 +303,15 @@ def switch(remote: RemoteLike, inv: Inventory, old: tc.Plan, new: tc.Plan, *, se
         if not engine_pid:
             raise ShapingError(f"switching to {new.profile!r} on {gw.name}: the userspace engine's pid is unknown")
         cmds.append(f"kill -HUP {int(engine_pid)}")
+    if chan is not None and not hup and cmds and all(gwchannel.batch_line(c) for c in cmds):
+        # over the open tc channel: done when it answers (this machine's clock; no gateway clock read)
+        try:
+            r = chan.tc_batch(cmds)
+        except (gwchannel.ChannelError, RemoteError, OSError) as exc:
+            raise ShapingError(f"switching {old.profile!r} -> {new.profile!r} on {gw.name} failed: {exc}") from None
+        return {"from": old.profile, "to": new.profile, "commands": cmds, "sent": r["sent"],
+                "returned": r["returned"], "gateway_time": None, "engine_at": None, "seq": None,
+                "channel": r["channel"], "applied_local": r["returned"], "applied_at": None}
     sent = time.time()
     try:
         r = _run(remote, gw, " && ".join(cmds + [GW_CLOCK]), timeout=30)
@@ -330,7 +343,8 @@ def switch(remote: RemoteLike, inv: Inventory, old: tc.Plan, new: tc.Plan, *, se
     return out
 
 
-def outage(remote: RemoteLike, inv: Inventory, on: bool) -> dict[str, Any]:
+def outage(remote: RemoteLike, inv: Inventory, on: bool,
+           chan: gwchannel.GatewayChannels | None = None) -> dict[str, Any]:
     """Cut the link (``on``: a DROP rule at the top of FORWARD, before labkit's shaping) or restore it (every
     such rule removed). Returns when the command was sent and returned and the gateway's clock before
     (``gateway_before``) and after (``gateway_time``, ``applied_at``) the rule changed."""
@@ -342,20 +356,30 @@ def outage(remote: RemoteLike, inv: Inventory, on: bool) -> dict[str, Any]:
     cmd = (f"{GW_CLOCK} && {OUTAGE_ON} && {GW_CLOCK}" if on else
            f"{GW_CLOCK} && iptables -w -D FORWARD {OUTAGE_RULE} && {GW_CLOCK}; {OUTAGE_OFF}")
     try:
-        r = _run(remote, gw, cmd)
-    except RemoteError as exc:
+        if chan is not None:
+            r = chan.shell(cmd)
+            if r["exited"] != 0:
+                raise RemoteError(r["stdout"].strip().splitlines()[-1] if r["stdout"].strip() else
+                                  f"exit {r['exited']}")
+            stdout = r["stdout"]
+        else:
+            stdout = _run(remote, gw, cmd).stdout
+    except (RemoteError, gwchannel.ChannelError, OSError) as exc:
         raise ShapingError(f"{'cutting' if on else 'restoring'} the link on {gw.name} failed: {exc}") from None
-    stamps = _gw_times(r.stdout)
+    stamps = _gw_times(stdout)
     before, at = (stamps[-2], stamps[-1]) if len(stamps) >= 2 else (None, None)
     return {"outage": on, "sent": sent, "returned": time.time(), "gateway_before": before, "gateway_time": at,
             "applied_at": at}
 
 
-def gateway_clock(remote: RemoteLike, inv: Inventory) -> dict[str, Any]:
+def gateway_clock(remote: RemoteLike, inv: Inventory,
+                  chan: gwchannel.GatewayChannels | None = None) -> dict[str, Any]:
     """The gateway's clock now (and when this machine asked and heard back)."""
     sent = time.time()
-    r = _run(remote, inv.gateway, GW_CLOCK)
-    at = _gw_time(r.stdout)
+    if chan is not None:
+        at = chan.shell(GW_CLOCK)["gateway_time"]
+    else:
+        at = _gw_time(_run(remote, inv.gateway, GW_CLOCK).stdout)
     return {"sent": sent, "returned": time.time(), "gateway_time": at, "applied_at": at}
 
 

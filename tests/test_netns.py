@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import lifecycle, pathcheck
+from labkit import clocks, lifecycle, pathcheck
 from labkit.labdir import LabDir
 from labkit.model import load_spec
 from tests.conftest import links, namespaces, needs_root, run_cli
@@ -86,6 +86,10 @@ def test_up_status_ssh_down(home, lab, capfd):
         # the management network carries no route to the other data network
         assert "192.168.10.0/24 via 192.168.20.1 dev eth1" in remote.run("evse1", "ip route").stdout
         assert "default" not in remote.run("evse1", "ip route").stdout
+        # a namespace shares this machine's clock: the offset measured over SSH is 0 within its uncertainty
+        offsets = clocks.measure_all(remote, ["gw", "evse1"])
+        for off in offsets.values():
+            assert abs(off.offset_s) <= off.uncertainty_s + 1e-6 and off.uncertainty_s < 0.02, off
 
     # the lab's own key: the machine's own SSH identity plays no part, and a wrong host key is refused
     key = Path(inv.cpo.key_file)

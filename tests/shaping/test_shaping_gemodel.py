@@ -22,6 +22,7 @@ from labkit import shaping, tc
 from labkit.errors import ConfigError
 from labkit.lossmodel import GEParams, GilbertElliott, runs
 from labkit.nfq.engine import Engine
+from tests.probescripts import UDP_RECV, UDP_SEND
 
 PROFILES = profiles_from("""
 profiles:
@@ -308,31 +309,6 @@ def test_tc_parses_the_gemodel_command():
 
 
 # -- the real engine in a namespace topology ----------------------------------------------------------------------
-UDP_RECV = """
-import json, socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE: no datagram may be lost at the receiver
-s.bind(("0.0.0.0", 9998)); s.settimeout(1.5)
-got = []
-print("ready", flush=True)
-try:
-    while True:
-        got.append(int(s.recv(64)[:8]))
-except socket.timeout:
-    pass
-print(json.dumps(got))
-"""
-UDP_SEND = """
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-n, dst = int(sys.argv[1]), sys.argv[2]
-for i in range(n):
-    s.sendto(b"%08d" % i + b"x" * 32, (dst, 9998))
-    if i % 20 == 19:
-        time.sleep(0.002)  # about 10,000 packets/s: the engine keeps up, nothing is dropped but by the model
-"""
-
-
 @pytest.mark.root
 @pytest.mark.slow
 def test_20000_udp_packets_through_the_real_engine(topo, remote):

@@ -26,6 +26,7 @@ from shaping_topo import CPO_ADDR, profiles_from
 from labkit import schedules, shaping, tc
 from labkit.errors import ConfigError
 from labkit.nfq.engine import Engine
+from tests.probescripts import TCP_CLIENT, TCP_SERVER
 
 PROFILES_TEXT = """
 profiles:
@@ -331,58 +332,6 @@ def test_the_change_commands_on_this_kernel():
 
 
 # -- a schedule on the real engine --------------------------------------------------------------------------------
-TCP_SERVER = """
-import json, socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 9997)); s.listen(4); s.settimeout(30)
-print("ready", flush=True)
-c, _ = s.accept(); c.settimeout(30)
-n, err = 0, None
-try:
-    while True:
-        b = c.recv(65536)
-        if not b:
-            break
-        n += len(b)
-        c.sendall(b)
-except OSError as exc:
-    err = repr(exc)
-s.settimeout(0.2)
-try:
-    s.accept(); more = 1
-except OSError:
-    more = 0
-c.close()
-print(json.dumps({"bytes": n, "error": err, "other_connections": more}))
-"""
-TCP_CLIENT = """
-import json, socket, sys, threading, time
-c = socket.create_connection((sys.argv[1], 9997), timeout=30)
-c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-end = time.monotonic() + float(sys.argv[2])
-out = {"sent": 0, "echoed": 0, "error": None}
-def read():
-    try:
-        while True:
-            b = c.recv(65536)
-            if not b:
-                return
-            out["echoed"] += len(b)
-    except OSError as exc:
-        out["error"] = repr(exc)
-t = threading.Thread(target=read); t.start()
-try:
-    while time.monotonic() < end:
-        c.sendall(b"x" * 100); out["sent"] += 100
-        time.sleep(0.02)
-    c.shutdown(socket.SHUT_WR)
-except OSError as exc:
-    out["error"] = repr(exc)
-t.join(30)
-print(json.dumps(out))
-"""
-
-
 def _echo(topo, count: int, interval_s: float, out) -> subprocess.Popen:
     """labkit's own ICMP echo probe from the EVSE host to the CPO host, one probe every ``interval_s`` (iputils
     ping spaces ``-i 0.01`` at about 16 ms here; labkit echo paces probe i at start + i x interval and stamps
