@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -452,6 +451,8 @@ def test_engine_queue_holds_the_delay_line_and_the_bottleneck(tmp_path):
     plan = tc.plan(ps.get("steps"), uplink_iface="eth1", downlink_iface="eth2", engine="userspace",
                    status_file="/w/shaper-status.json")
     q = plan.engine_config["queues"]["0"]
-    assert q["maxlen"] == tc.DELAY_LINE_MIN + 32 and plan.rules[1].endswith("--queue-num 0")
+    # the delay line at the trace's fastest second (5.0 Mbit/s) with the acknowledgements of an unlimited
+    # downlink (1 Gbit/s assumed) for 10 ms, plus the 32 packets of the bottleneck queue the engine holds
+    assert tc.trace_delay_line(ps.get("steps"), "uplink") == 1099
+    assert q["maxlen"] == 1099 + 32 and plan.rules[1].endswith("--queue-num 0")
     assert list(plan.files) == [q["trace"]["file"]] and q["trace"]["file"].startswith("/w/trace-uplink-")
-    assert sys.executable  # (the engine runs under this interpreter in the namespace tests)
