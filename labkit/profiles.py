@@ -19,7 +19,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -27,6 +27,9 @@ from labkit.errors import ConfigError
 from labkit.lossmodel import GEParams
 from labkit.units import UnitError, format_ms, format_rate, parse_duration_ms, parse_percent, parse_rate
 from labkit.yamlfile import FieldError, line_of, load_yaml, parse_yaml, validate
+
+if TYPE_CHECKING:
+    from labkit.traces import TraceRef
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,31}$")
 NAME_RULE = "lowercase letters, digits, '.', '+' and '-', at most 32 characters"
@@ -60,6 +63,7 @@ PERCENT_MIN = 1e-6
 #: the longest mean loss burst a profile may ask for (packets); netem's r = 1 / burst stays far above its step
 BURST_MAX = 1_000_000
 BURST_FORM = 'write bursty loss as {mean: "1 %", burst: "5 packets"}'
+TRACE_FORM = "write a trace as trace: NAME (shipped with labkit) or trace: {file: PATH[, format: mahimahi|csv]}"
 
 
 def _parsed(parse: Any, v: Any) -> Any:
@@ -148,6 +152,35 @@ class DirectionSpec(BaseModel):
     corrupt: float = Field(default=0.0, description="percent of packets with one bit flipped")
     duplicate: float = Field(default=0.0, description="percent of packets sent twice")
     queue: int | None = Field(default=None, description="bottleneck queue in packets (default: from the BDP)")
+    trace: dict[str, str] | None = Field(default=None, description="the rate (and with a CSV trace the delay and "
+                                                                   "loss) follows a recorded trace: a shipped "
+                                                                   "name, or {file: PATH}")
+
+    @field_validator("trace", mode="before")
+    @classmethod
+    def _trace(cls, v: Any) -> Any:
+        from labkit import traces
+
+        if v is None:
+            return None
+        if isinstance(v, str):
+            try:
+                traces.shipped_path(v)
+            except ValueError as exc:
+                raise ValueError(str(exc)) from None
+            return {"name": v}
+        if not isinstance(v, dict):
+            raise ValueError(f"{v!r} is not a trace ({TRACE_FORM})")
+        unknown = sorted(set(v) - {"file", "format"})
+        if unknown:
+            raise FieldError(f"unknown field {unknown[0]!r} (allowed: file, format; {TRACE_FORM})", unknown[0])
+        f = v.get("file")
+        if not isinstance(f, str) or not f.strip():
+            raise FieldError(f"'file' is missing or empty ({TRACE_FORM})", "file")
+        fmt = v.get("format")
+        if fmt is not None and fmt not in traces.FORMATS:
+            raise FieldError(f"unknown format {fmt!r} (allowed: {', '.join(traces.FORMATS)})", "format")
+        return {"file": f} | ({"format": fmt} if fmt else {})
 
     @field_validator("rate", mode="before")
     @classmethod
@@ -457,6 +490,7 @@ class Direction:
     duplicate_pct: float = 0.0
     queue_pkts: int | None = None  # bottleneck queue; None when there is no rate limit
     loss_burst_pkts: float | None = None  # mean loss burst (Gilbert-Elliott); None: random loss
+    trace: TraceRef | None = None  # the rate (CSV: and delay and loss) follows this trace (rate_bps is None)
 
     @property
     def gemodel(self) -> GEParams | None:
@@ -474,7 +508,14 @@ class Direction:
 
     @property
     def shaped(self) -> bool:
-        return self.rate_bps is not None or self.needs_delay_line
+        return self.rate_bps is not None or self.needs_delay_line or self.trace is not None
+
+    @property
+    def sizing_rate_bps(self) -> int | None:
+        """The rate that sizes queues and delay lines: the rate, or a trace's fastest second or step."""
+        if self.trace is not None:
+            return int(math.ceil(self.trace.max_rate_bps))
+        return self.rate_bps
 
     @property
     def needs_delay_line(self) -> bool:
@@ -496,6 +537,14 @@ class Direction:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Direction:
+        if d.get("trace") is not None:
+            from labkit.traces import TraceRef
+
+            d = {**d, "trace": TraceRef.from_dict(d["trace"])}
+        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -557,13 +606,13 @@ class Profile:
         return cls(name=d["name"], description=d["description"], family=d["family"],
                    sources=tuple(d.get("sources", ())), aliases=tuple(d.get("aliases", ())),
                    notes=d.get("notes", ""), symmetric=d.get("symmetric", False), origin=d.get("origin", ""),
-                   uplink=Direction(**d["uplink"]), downlink=Direction(**d["downlink"]))
+                   uplink=Direction.from_dict(d["uplink"]), downlink=Direction.from_dict(d["downlink"]))
 
     def summary(self) -> str:
         def one(d: Direction) -> str:
             if not d.shaped:
                 return "unshaped"
-            parts = [format_rate(d.rate_bps)]
+            parts = [f"trace {d.trace.name} ({d.trace.fmt})" if d.trace else format_rate(d.rate_bps)]
             if d.delay_ms or d.jitter_ms:
                 j = ((f" +-{d.jitter_ms:g} ms uniform" if d.distribution == "uniform" else
                       f" jitter sd {d.jitter_ms:g} ms normal") if d.jitter_ms else "")
@@ -587,29 +636,91 @@ def default_queue(rate_bps: int, rtt_ms: float) -> int:
     return max(min(MIN_QUEUE, max(MIN_QUEUE_SLOW, seconds_pkts)), bdp_pkts)
 
 
-def _resolve_direction(spec: DirectionSpec, rtt_ms: float) -> Direction:
+def _resolve_direction(spec: DirectionSpec, rtt_ms: float, trace: TraceRef | None = None) -> Direction:
     queue = spec.queue
-    if spec.rate is None:
+    rate = spec.rate if trace is None else int(math.ceil(trace.max_rate_bps))
+    if rate is None:
         queue = None
     elif queue is None:
-        queue = default_queue(spec.rate, rtt_ms)
+        queue = default_queue(rate, rtt_ms)
     loss, burst = (spec.loss.mean_pct, spec.loss.burst_pkts) if isinstance(spec.loss, BurstLoss) else (spec.loss, None)
     return Direction(rate_bps=spec.rate, delay_ms=spec.delay, jitter_ms=spec.jitter,
                      distribution=spec.distribution, reorder=spec.reorder, loss_pct=loss,
                      corrupt_pct=spec.corrupt, duplicate_pct=spec.duplicate, queue_pkts=queue,
-                     loss_burst_pkts=burst)
+                     loss_burst_pkts=burst, trace=trace)
 
 
-def resolve(name: str, spec: ProfileSpec, origin: str = "") -> Profile:
+def resolve(name: str, spec: ProfileSpec, origin: str = "",
+            trace_refs: dict[str, TraceRef] | None = None) -> Profile:
+    """A profile as written -> a Profile; ``trace_refs`` holds the loaded trace of each direction that names one
+    (``ProfileSet`` loads them, relative to the profile file's directory)."""
+    refs = trace_refs or {}
     up_spec = spec.both if spec.both is not None else spec.uplink
     down_spec = spec.both if spec.both is not None else spec.downlink
     assert up_spec is not None and down_spec is not None
-    # the round trip a full-size packet sees: both one-way delays at their largest
-    rtt = up_spec.delay + down_spec.delay + 2 * max(up_spec.jitter, down_spec.jitter)
+    # the round trip a full-size packet sees: both one-way delays at their largest (a CSV trace's longest)
+    up_delay = max(up_spec.delay, refs["uplink"].max_delay_ms if "uplink" in refs else 0.0)
+    down_delay = max(down_spec.delay, refs["downlink"].max_delay_ms if "downlink" in refs else 0.0)
+    rtt = up_delay + down_delay + 2 * max(up_spec.jitter, down_spec.jitter)
     return Profile(name=name, description=spec.description.strip(), family=spec.family,
                    sources=tuple(spec.source), aliases=tuple(spec.aliases), notes=spec.notes.strip(),
-                   uplink=_resolve_direction(up_spec, rtt), downlink=_resolve_direction(down_spec, rtt),
+                   uplink=_resolve_direction(up_spec, rtt, refs.get("uplink")),
+                   downlink=_resolve_direction(down_spec, rtt, refs.get("downlink")),
                    symmetric=spec.both is not None, origin=origin)
+
+
+def _trace_refs(name: str, spec: ProfileSpec, root: Any, filename: str) -> dict[str, TraceRef]:
+    """Load the trace each direction of profile ``name`` names (a relative file against the profile file's
+    directory) and check it goes with the rest of the direction; a ConfigError names the profile file's line
+    (a missing or unreadable file, a conflict) or the trace file's (a mistake inside it)."""
+    from labkit import traces
+
+    out: dict[str, TraceRef] = {}
+    written = ("both",) if spec.both is not None else ("uplink", "downlink")
+    for key in written:
+        d: DirectionSpec | None = getattr(spec, key)
+        if d is None or d.trace is None:
+            continue
+        loc = ("profiles", name, key, "trace")
+        field = ".".join(loc)
+        line = line_of(root, loc)
+
+        def fail(problem: str, sub: str = "", _field: str = field, _line: int | None = line) -> ConfigError:
+            return ConfigError.at(_field + sub, problem, file=filename, line=_line)
+
+        t = d.trace
+        if "name" in t:
+            path, shipped, written_as, fmt = traces.shipped_path(t["name"]), True, t["name"], None
+            shown = t["name"]
+        else:
+            raw = Path(os.path.expanduser(t["file"]))
+            base = Path(filename).resolve().parent if Path(filename).exists() else Path.cwd()
+            path = raw if raw.is_absolute() else base / raw
+            shipped, written_as, fmt, shown = False, t["file"], t.get("format"), path.name
+            if not path.exists():
+                raise fail(f"no such file {t['file']!r} (looked for {path}; a relative file is read from the "
+                           f"profile file's directory)", ".file")
+            if not path.is_file():
+                raise fail(f"{t['file']!r} is not a file ({path})", ".file")
+        trace = traces.load_cached(path, fmt)
+        ref = traces.ref_for(trace, written=written_as, name=shown, path=path.resolve(), shipped=shipped)
+        dl = ("profiles", name, key)
+        if d.rate is not None:
+            raise ConfigError.at(".".join(dl) + ".rate", f"a rate and a trace together: the trace {shown!r} gives "
+                                 f"the rate (allowed: one of them)", file=filename, line=line_of(root, dl + ("rate",)))
+        if d.reorder:
+            raise ConfigError.at(".".join(dl) + ".reorder", "reorder with a trace: a traced link delivers in order "
+                                 "(allowed: false)", file=filename, line=line_of(root, dl + ("reorder",)))
+        if ref.fmt == "csv":
+            for k, v in (("delay", d.delay), ("loss", d.loss), ("jitter", d.jitter)):
+                if v:
+                    raise ConfigError.at(".".join(dl) + f".{k}", f"{k} and a CSV trace together: the trace "
+                                         f"{shown!r} gives the delay and loss of each step (allowed: one of them; "
+                                         f"jitter needs a delay of its own)", file=filename,
+                                         line=line_of(root, dl + (k,)))
+        for direction in (("uplink", "downlink") if key == "both" else (key,)):
+            out[direction] = ref
+    return out
 
 
 def _did_you_mean(name: str, known: list[str]) -> str:
@@ -694,7 +805,7 @@ class ProfileSet:
             except Exception:
                 pass
             origin = f"{filename}:{line}" if line else filename
-            profile = resolve(name, spec, origin)
+            profile = resolve(name, spec, origin, _trace_refs(name, spec, root, filename))
             for alias in spec.aliases:
                 owner = self.aliases.get(alias)
                 if (owner and owner != name) or (alias in self.profiles and alias != name):

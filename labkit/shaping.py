@@ -10,6 +10,15 @@ A schedule's phases (``labkit.schedules``) are applied once in their common fram
 then switched in place (``stage`` the engine's next parameters, ``switch`` at the planned moment: ``tc class
 change`` / ``tc qdisc change`` and SIGHUP to the engine in one command, stamped with the gateway's clock); an
 ``outage`` is an iptables DROP rule at the top of FORWARD (``outage``), as the bench's.
+
+A profile with a recorded trace (``Direction.trace``): under the userspace engine the trace file is copied to the
+gateway's workdir and the engine follows it (and holds the rate); under netem the link is applied at the
+trace's first step, read back, and then the change loop (``labkit shaper follow``, labkit.tracefollow) is
+started on the gateway to apply each next step in place. What is verified for a traced direction: under the
+userspace engine no qdisc of labkit's on its interface and the engine running the planned trace (name,
+format, sha256, queue) with the direction's other parameters; under netem the tree and every value of the step
+in force (the change loop's report says which; the one before is accepted too, for a change between the two
+reads) and the change loop alive, not failed.
 """
 
 from __future__ import annotations
@@ -31,6 +40,9 @@ from labkit.units import format_rate
 
 ENGINES = ("auto", "netem", "userspace")
 ENGINE_PROC = "shaper"
+#: the netem engine's change loop for traces (labkit.tracefollow)
+TRACER_PROC = "tracer"
+TRACER_CONFIG_NAME = "tracer.json"
 CONFIG_NAME = "shaper.json"
 STATUS_NAME = "shaper-status.json"
 #: a schedule's next parameters for the engine, read on SIGHUP
@@ -119,10 +131,14 @@ def _strict(cmds: list[str]) -> str:
 
 
 def stop_engine(remote: RemoteLike, gw: HostConn) -> None:
-    try:
-        remote.stop(gw, ENGINE_PROC, sudo=gw.sudo, timeout=5)
-    except RemoteError:
-        pass
+    """Stop the userspace engine and a trace's change loop (whichever runs)."""
+    for name in (TRACER_PROC, ENGINE_PROC):
+        try:
+            remote.stop(gw, name, sudo=gw.sudo, timeout=5)
+        except RemoteError:
+            pass
+    # a stopped change loop's report would be read as the next profile's
+    _run(remote, gw, f"rm -f {shlex.quote(gw.workdir.rstrip('/') + '/tracer-status.json')}", check=False)
 
 
 def engine_pidfiles(inv: Inventory) -> dict[str, str]:
@@ -204,6 +220,7 @@ def apply(remote: RemoteLike, inv: Inventory, profile: Profile | str, *, engine:
             if plan.tc[d]:
                 _run(remote, gw, _strict(plan.tc[d]))
         if plan.engine_config is not None:
+            _put_files(remote, gw, plan.files)
             pid = _start_engine(remote, gw, plan.engine_config, config_path, status_path)
             _run(remote, gw, _strict(plan.rules))
     except (RemoteError, ShapingError) as exc:
@@ -229,9 +246,66 @@ def apply(remote: RemoteLike, inv: Inventory, profile: Profile | str, *, engine:
             cleared = f"clearing the link failed too ({exc})"
         raise ShapingError(f"profile {profile.name!r} on {gw.name} does not read back as planned, {cleared}: "
                            f"{_mismatch(problems)}")
+    if plan.follower is not None:
+        try:
+            state["trace_follower"] = start_follower(remote, gw, plan.follower)
+        except (RemoteError, ShapingError) as exc:
+            try:
+                clear(remote, inv)
+            except LabkitError:
+                pass
+            raise ShapingError(f"profile {profile.name!r} on {gw.name}: the trace's change loop did not start, the "
+                               f"link was cleared: {exc}") from None
     if record is not None:
         _save(record, state)
     return state
+
+
+def _put_files(remote: RemoteLike, gw: HostConn, files: dict[str, str]) -> None:
+    """Copy the files a plan needs (the traces the engine follows) into the gateway's workdir."""
+    if not files:
+        return
+    _run(remote, gw, f"mkdir -p {shlex.quote(gw.workdir)}")
+    for there, here in files.items():
+        remote.put(gw, here, there)
+
+
+def start_follower(remote: RemoteLike, gw: HostConn, config: dict[str, Any]) -> dict[str, Any]:
+    """Start the netem engine's change loop for a trace on the gateway; returns its first report."""
+    wd = gw.workdir.rstrip("/")
+    path = f"{wd}/{TRACER_CONFIG_NAME}"
+    status = config["status_file"]
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(config, fh)
+        local = fh.name
+    try:
+        _run(remote, gw, f"mkdir -p {shlex.quote(gw.workdir)} && rm -f {shlex.quote(status)} "
+                         f"{shlex.quote(config['log_file'])}")
+        remote.put(gw, local, path)
+    finally:
+        Path(local).unlink(missing_ok=True)
+    pid = remote.start(gw, TRACER_PROC, shlex.join([gw.labkit, "shaper", "follow", "--config", path]), sudo=gw.sudo)
+    deadline = time.monotonic() + ENGINE_START_TIMEOUT
+    while time.monotonic() < deadline:
+        st = _json_file(remote, gw, status)
+        if st and st.get("state") in ("running", "done"):
+            return {"pid": pid, "status": st}
+        if st and st.get("state") == "failed":
+            raise ShapingError(f"the trace's change loop failed: {st.get('error')}")
+        if _run(remote, gw, f"kill -0 {int(pid)} 2>/dev/null", check=False).exited != 0:
+            raise ShapingError(f"the trace's change loop exited at start{_log_tail(remote, gw, TRACER_PROC)}")
+        time.sleep(0.05)
+    raise ShapingError(f"the trace's change loop did not start within {ENGINE_START_TIMEOUT:g} s")
+
+
+def _json_file(remote: RemoteLike, gw: HostConn, path: str) -> dict | None:
+    r = _run(remote, gw, f"cat {shlex.quote(path)} 2>/dev/null", check=False)
+    if r.exited != 0 or not r.stdout.strip():
+        return None
+    try:
+        return json.loads(r.stdout)
+    except json.JSONDecodeError:
+        return None
 
 
 # -- a schedule: in-place switches and the outage ----------------------------------------------------------------
@@ -445,9 +519,9 @@ def _start_engine(remote: RemoteLike, gw: HostConn, config: dict, config_path: s
                        f"{_log_tail(remote, gw)}")
 
 
-def _log_tail(remote: RemoteLike, gw: HostConn) -> str:
+def _log_tail(remote: RemoteLike, gw: HostConn, name: str = ENGINE_PROC) -> str:
     """The last line of the engine's log (``remote.start`` keeps it in workdir/<name>.log), for errors."""
-    path = f"{gw.workdir.rstrip('/')}/{ENGINE_PROC}.log"
+    path = f"{gw.workdir.rstrip('/')}/{name}.log"
     r = _run(remote, gw, f"tail -n 3 {shlex.quote(path)} 2>/dev/null", check=False)
     lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
     return f": {lines[-1].strip()}" if lines else f" (no log in {path})"
@@ -517,6 +591,11 @@ def read_back(remote: RemoteLike, inv: Inventory, *, engine_pid: int | None = No
         engine["warning"] = ("NFQUEUE rules are in place but the userspace engine is not running: the kernel "
                              "drops every packet of the shaped directions (fail-closed)")
     out["engine_process"] = engine
+    tracer_status = _json_file(remote, gw, f"{gw.workdir.rstrip('/')}/tracer-status.json")
+    if tracer_status is not None:
+        tpid = tracer_status.get("pid")
+        alive = bool(tpid) and _run(remote, gw, _alive_cmd(int(tpid)), check=False).exited == 0
+        out["trace_follower"] = {"pid": tpid, "alive": alive, "status": tracer_status}
     return out
 
 
@@ -907,6 +986,14 @@ def _check_engine(plan: tc.Plan, state: dict[str, Any]) -> list[str]:
                 c.add(f"engine {key}", "none" if applied is None else _fmt_pct(applied * 100),
                       _fmt_pct(want[field]))
         _check_engine_gemodel(c, run.get("gemodel"), want.get("gemodel"))
+        if want.get("trace") is not None or run.get("trace") is not None:
+            planned_trace = None if want.get("trace") is None else {
+                k: want["trace"][k] for k in ("name", "format", "sha256", "queue_pkts")}
+            got_trace = run.get("trace")
+            if got_trace is not None:
+                got_trace = {k: got_trace.get(k) for k in ("name", "format", "sha256", "queue_pkts")}
+            if got_trace != planned_trace:
+                c.add("engine trace", json.dumps(got_trace, sort_keys=True), json.dumps(planned_trace, sort_keys=True))
         c.exact("engine queue length", run.get("maxlen"), want["maxlen"], lambda v: f"{v} packets")
         if "kernel" not in got:
             c.add("engine queue binding", "not bound in the kernel", "bound")
@@ -942,6 +1029,9 @@ def verify(plan: tc.Plan, profile: Profile, state: dict) -> list[str]:
     for d in tc.DIRECTIONS:
         lay = plan.layouts.get(d) or tc.layout(profile, d, plan.engine)
         read = state["directions"][d]
+        if plan.follower is not None and profile.direction(d).trace is not None and "trace_follower" in state:
+            problems += _verify_traced(plan, profile, d, state)
+            continue
         problems += verify_direction(d, plan.ifaces[d], lay, read["qdisc"], read["class"])
     want_rules = _rule_specs(plan)
     have_rules = [ln for ln in state.get("rules", []) if ln.startswith(f"-A {tc.CHAIN} ")]
@@ -953,12 +1043,35 @@ def verify(plan: tc.Plan, profile: Profile, state: dict) -> list[str]:
         problems.append(f"FORWARD jumps to {tc.CHAIN}: applied {len(jumps)}, planned 1")
     if not want_rules and jumps:
         problems.append(f"FORWARD jumps to {tc.CHAIN}: applied {len(jumps)}, planned 0")
+    if plan.follower is not None and "trace_follower" in state:
+        fol = state["trace_follower"]
+        st = fol.get("status") or {}
+        if st.get("state") == "failed" or not fol.get("alive"):
+            problems.append(f"trace change loop: applied {st.get('state') or 'dead'} ({st.get('error') or 'not alive'})"
+                            f", planned running")
     if plan.engine == "userspace" and plan.engine_config is not None:
         problems += _check_engine(plan, state)
     elif (state.get("engine_process") or {}).get("alive"):
         problems.append(f"userspace engine: applied running (pid {state['engine_process'].get('pid')}), "
                         f"planned none")
     return problems
+
+
+def _verify_traced(plan: tc.Plan, profile: Profile, d: str, state: dict) -> list[str]:
+    """A traced direction under netem: the layout of the step the change loop reports in force, or of the one
+    before it (the loop may have changed the link between the read of tc and the read of its report)."""
+    st = (state["trace_follower"].get("status") or {}).get("directions", {}).get(d) or {}
+    step = st.get("step", 0)
+    steps = tc.trace_steps(profile.direction(d))
+    read = state["directions"][d]
+    first = None
+    for i in (step, (step - 1) % len(steps)):
+        lay = tc.trace_layout(profile, d, steps[i])
+        got = verify_direction(d, plan.ifaces[d], lay, read["qdisc"], read["class"])
+        if not got:
+            return []
+        first = first if first is not None else got
+    return [f"{p} (trace step {step})" for p in first or []]
 
 
 def _leftovers(state: dict) -> list[str]:
@@ -973,6 +1086,8 @@ def _leftovers(state: dict) -> list[str]:
     eng = state.get("engine_process", {})
     if eng.get("alive"):
         problems.append(f"the userspace engine (pid {eng.get('pid')}) is still running")
+    if (state.get("trace_follower") or {}).get("alive"):
+        problems.append(f"the trace's change loop (pid {state['trace_follower'].get('pid')}) is still running")
     return problems
 
 

@@ -21,14 +21,26 @@ to have the same tree of qdiscs and the same NFQUEUE rules, so a schedule's phas
 ``Frame`` (``frame_for``): a direction that any phase rate-limits keeps its HTB class in every phase (at
 ``FRAME_OPEN_RATE_BPS`` where a phase sets no rate), a direction that any phase delays keeps its delay line
 (netem leaf, or NFQUEUE rule and engine queue) with zero delay where a phase sets none.
+
+A direction that follows a recorded trace (``Direction.trace``, labkit.traces):
+
+- engine ``userspace``: no qdisc of labkit's on its interface; the engine holds the delay line *and* the rate
+  (it releases packets at the trace's delivery opportunities, or serialises them at a CSV step's rate) and
+  the bottleneck queue, so its NFQUEUE length is the delay line plus ``queue``;
+- engine ``netem``: the HTB class and leaf of a rate-limited direction, at the trace's first step
+  (``trace_layout``); ``trace_changes`` gives the in-place changes (``change_commands``) at each next step's
+  time, which the change loop on the gateway (labkit.tracefollow) runs.
+
+A trace cannot be a phase of a schedule (``frame_conflicts``).
 """
 
 from __future__ import annotations
 
 import math
+import posixpath
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from labkit.profiles import FRAME_BYTES, Direction, Profile
@@ -220,6 +232,10 @@ def frame_conflicts(profiles: Sequence[Profile]) -> list[str]:
     engine's queue is ordered or not; netem cannot drop its ordering rate once set) and the jitter's
     distribution (netem keeps its table when a change names none)."""
     out = []
+    traced = [p.name for p in profiles if p.uplink.trace is not None or p.downlink.trace is not None]
+    if traced:
+        out.append(f"{', '.join(traced)} follow{'s' if len(traced) == 1 else ''} a recorded trace: a trace is a "
+                   f"timeline of its own and cannot be a phase of a schedule")
     for name in DIRECTIONS:
         jittered = [p for p in profiles if p.direction(name).jitter_ms]
         reorder = {p.direction(name).reorder for p in jittered}
@@ -279,6 +295,9 @@ def layout(profile: Profile, direction: str, engine: str = "netem", frame: Frame
         return _framed_layout(profile, direction, engine, frame.direction(direction))
     d = profile.direction(direction)
     other = profile.direction("downlink" if direction == "uplink" else "uplink")
+    if d.trace is not None:
+        # userspace: the engine holds the rate too; netem: HTB at the trace's first step, changed in place
+        return Layout() if engine == "userspace" else trace_layout(profile, direction, trace_steps(d)[0])
     if not d.shaped or (engine == "userspace" and d.rate_bps is None):
         # nothing for tc to do in this direction (the userspace engine holds any delay)
         return Layout()
@@ -375,9 +394,75 @@ def clear_tc_commands(iface: str) -> list[str]:
 
 
 def _has_line(profile: Profile, direction: str, frame: Frame | None) -> bool:
+    """Whether the userspace engine serves this direction (its delay line, or a trace it follows)."""
     if frame is not None:
         return frame.direction(direction).delay_line
-    return profile.direction(direction).needs_delay_line
+    d = profile.direction(direction)
+    return d.needs_delay_line or d.trace is not None
+
+
+# -- recorded traces -----------------------------------------------------------------------------------------------
+def trace_steps(d: Direction) -> list[Any]:
+    """The steps (labkit.traces.Step) the netem engine applies for a traced direction, in order."""
+    from labkit import traces
+
+    assert d.trace is not None
+    return traces.netem_steps(traces.load_cached(d.trace.path, d.trace.fmt))
+
+
+def _trace_sized(d: Direction) -> Direction:
+    """``d`` as the delay line and queues are sized for: at the trace's fastest rate and longest delay."""
+    assert d.trace is not None
+    return replace(d, rate_bps=d.sizing_rate_bps, delay_ms=max(d.delay_ms, d.trace.max_delay_ms))
+
+
+def _trace_netem_leaf(d: Direction) -> bool:
+    assert d.trace is not None
+    return d.needs_delay_line or d.trace.has_delay or d.trace.has_loss
+
+
+def trace_delay_line(profile: Profile, direction: str) -> int:
+    """Packets a traced direction's delay line may hold (at its fastest rate and longest delay)."""
+    d = profile.direction(direction)
+    other = profile.direction("downlink" if direction == "uplink" else "uplink")
+    return max(DELAY_LINE_MIN, delay_line_packets(_trace_sized(d), other.sizing_rate_bps))
+
+
+def trace_layout(profile: Profile, direction: str, step: Any) -> Layout:
+    """What a traced direction's interface holds under the netem engine during ``step``: HTB at the step's rate
+    and a FIFO of ``queue`` packets, or a netem leaf (the direction's delay, jitter, loss, or a CSV step's delay
+    and loss) with room for the delay line at the trace's fastest rate and longest delay."""
+    d = profile.direction(direction)
+    assert d.trace is not None and d.queue_pkts is not None
+    htb = _htb(int(round(step.rate_bps)), profile.added_rtt_ms)
+    if not _trace_netem_leaf(d):
+        return Layout(htb=htb, leaf=Fifo(limit=d.queue_pkts))
+    now = replace(d, delay_ms=step.delay_ms, loss_pct=step.loss_pct) if d.trace.fmt == "csv" else d
+    line = trace_delay_line(profile, direction)
+    return Layout(htb=htb, leaf=_netem(now, line + d.queue_pkts, order=bool(d.jitter_ms)))
+
+
+def trace_changes(profile: Profile, direction: str, iface: str) -> dict[str, Any] | None:
+    """The netem engine's sequence for a traced direction (None: not traced): for each step its time from the
+    trace's origin and the in-place commands that make it hold. Step 0's commands change the last step into
+    the first: a looping trace runs them at each new pass (the first pass starts as ``layout`` applied it)."""
+    d = profile.direction(direction)
+    if d.trace is None:
+        return None
+    steps = trace_steps(d)
+    lays = [trace_layout(profile, direction, st) for st in steps]
+    changes = []
+    for i, (st, lay) in enumerate(zip(steps, lays, strict=True)):
+        changes.append({"t_s": st.start_s, "step": i, "rate_bps": st.rate_bps, "delay_ms": st.delay_ms,
+                        "loss_pct": st.loss_pct, "commands": change_commands(lays[i - 1], lay, iface)})
+    return {"direction": direction, "iface": iface, "trace": d.trace.name, "sha256": d.trace.sha256,
+            "format": d.trace.fmt, "loop": d.trace.loop, "period_s": d.trace.period_s, "changes": changes}
+
+
+def trace_file_name(direction: str, d: Direction) -> str:
+    """The name of a traced direction's copy of its trace in the gateway's workdir (content-addressed)."""
+    assert d.trace is not None
+    return f"trace-{direction}-{d.trace.sha256[:16]}.{'csv' if d.trace.fmt == 'csv' else 'trace'}"
 
 
 def nfqueue_rules(profile: Profile, uplink_iface: str, downlink_iface: str, frame: Frame | None = None) -> list[str]:
@@ -426,6 +511,12 @@ def engine_config(profile: Profile, *, seed: int, status_file: str, frame: Frame
             q["reorder"] = f.reorder  # a phase without jitter keeps its order in a reordering queue too
         if ge is not None:  # bursty loss: netem's four parameters, in percent
             q["gemodel"] = dict(zip(GEMODEL_KEYS, ge, strict=True))
+        if d.trace is not None:  # the engine follows the trace and holds the bottleneck queue
+            assert d.queue_pkts is not None
+            q["maxlen"] = trace_delay_line(profile, name) + d.queue_pkts
+            q["trace"] = {"file": posixpath.join(posixpath.dirname(status_file), trace_file_name(name, d)),
+                          "format": d.trace.fmt, "sha256": d.trace.sha256, "name": d.trace.name,
+                          "queue_pkts": d.queue_pkts}
         queues[str(QUEUE_NUM[name])] = q
     cfg: dict[str, Any] = {"profile": profile.name, "seed": seed, "status_file": status_file, "queues": queues}
     if control_file is not None:
@@ -445,11 +536,20 @@ class Plan:
     rules: list[str] = field(default_factory=list)
     engine_config: dict[str, Any] | None = None
     frame: Frame | None = None  # a schedule's common layout, when the plan is one of its phases
+    #: the netem engine's change loop for traced directions (labkit.tracefollow), None without one
+    follower: dict[str, Any] | None = None
+    #: files the gateway needs (its path -> this machine's): the traces the userspace engine follows
+    files: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"profile": self.profile, "engine": self.engine, "ifaces": self.ifaces, "tc": self.tc,
                 "layouts": {d: lay.to_dict() for d, lay in self.layouts.items()}, "rules": self.rules,
-                "engine_config": self.engine_config, "frame": self.frame.to_dict() if self.frame else None}
+                "engine_config": self.engine_config, "frame": self.frame.to_dict() if self.frame else None,
+                "follower": None if self.follower is None else {
+                    k: v for k, v in self.follower.items() if k != "sequences"} | {
+                    "sequences": [{k: v for k, v in sq.items() if k != "changes"} | {"steps": len(sq["changes"])}
+                                  for sq in self.follower["sequences"]]},
+                "files": self.files}
 
 
 def plan(profile: Profile, *, uplink_iface: str, downlink_iface: str, engine: str, seed: int = 1,
@@ -468,6 +568,18 @@ def plan(profile: Profile, *, uplink_iface: str, downlink_iface: str, engine: st
         if p.rules:
             p.engine_config = engine_config(profile, seed=seed, status_file=status_file, frame=frame,
                                             control_file=control_file)
+            for q in p.engine_config["queues"].values():
+                if "trace" in q:
+                    d = profile.direction(q["direction"])
+                    assert d.trace is not None
+                    p.files[q["trace"]["file"]] = d.trace.path
+    else:
+        seqs = [s for s in (trace_changes(profile, d, p.ifaces[d]) for d in DIRECTIONS) if s is not None]
+        if seqs:
+            wd = posixpath.dirname(status_file)
+            p.follower = {"profile": profile.name, "sequences": seqs,
+                          "status_file": posixpath.join(wd, "tracer-status.json"),
+                          "log_file": posixpath.join(wd, "tracer-log.jsonl")}
     return p
 
 

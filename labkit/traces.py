@@ -17,18 +17,29 @@ delay 0 to 60 s in whole microseconds, loss 0 to 100 %.
 
 ``load`` reads either (``fmt`` or the file's extension, else the first line decides); every mistake is one
 ConfigError ``file:line: field: problem`` (exit status 2). ``steps`` turns a trace into the steps a
-schedule of changes would apply (a Mahimahi trace binned, ``bin_ms`` per step). Not done yet: applying a
-trace to a link (the engine following it packet by packet; netem as a sequence of changes).
+schedule of changes would apply (a Mahimahi trace binned, ``bin_ms`` per step).
+
+Applied to a link (a profile's ``trace:``): ``TraceRef`` is a trace as a profile names it (a shipped name or a
+file, its format, digest and figures); ``MahimahiLink`` and ``CsvLink`` are the pure per-packet models the
+userspace engine runs (``labkit.nfq.engine``): given when a packet is ready to enter the link (after its delay)
+and its length, when it leaves, or None when the link's queue is full (tail drop). ``netem_steps`` is the
+sequence of steps the netem engine's change loop applies (``labkit.tracefollow``). ``shipped_texts``
+regenerates the traces shipped in ``labkit/data/traces`` byte for byte from their seeded models.
 """
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import math
+import random
 import re
 from array import array
+from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from labkit.errors import ConfigError
 from labkit.profiles import DELAY_MAX_MS, FRAME_BYTES, RATE_MAX_BPS, RATE_MIN_BPS
@@ -262,4 +273,303 @@ def mahimahi_lines(segments: Iterable[tuple[float, float]]) -> list[int]:
         span = end_ms - start_ms
         out.extend(start_ms + (k * span) // n for k in range(1, n + 1))
         start_ms = end_ms
+    return out
+
+
+# -- a trace as a profile names it -----------------------------------------------------------------------------------
+#: where the shipped traces live (inside the package, so they travel in the wheel)
+SHIPPED_DIR = Path(__file__).resolve().parent / "data" / "traces"
+#: a shipped trace's file: <name>.trace (Mahimahi) or <name>.csv
+SHIPPED_SUFFIX = {".trace": "mahimahi", ".csv": "csv"}
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+-]*(?:\.[a-z0-9+-]+)*$")
+NAME_RULE = "lowercase letters, digits, '-', '+' and single dots, at most 64 characters, never a path"
+#: the netem engine follows a Mahimahi trace as rate steps of this many ms (labkit.tracefollow)
+NETEM_BIN_MS = 100
+#: bytes of IP packet one Mahimahi delivery opportunity carries (one full-size frame, FRAME_BYTES, on the wire)
+OPPORTUNITY_BYTES = FRAME_BYTES - 14
+#: Ethernet header bytes a rate counts on top of an IP packet (labkit's rates count frames, as HTB does)
+ETH_HEADER_BYTES = 14
+
+
+def shipped_names() -> list[str]:
+    """The names of the traces shipped with labkit."""
+    if not SHIPPED_DIR.is_dir():
+        return []
+    return sorted(p.stem for p in SHIPPED_DIR.iterdir() if p.suffix in SHIPPED_SUFFIX)
+
+
+def shipped_path(name: str) -> Path:
+    """The file of the shipped trace ``name``; a name is a name, never a path (ValueError otherwise, or when
+    there is no such trace)."""
+    if not isinstance(name, str) or len(name) > 64 or not NAME_RE.match(name):
+        raise ValueError(f"{name!r} is not a shipped trace's name ({NAME_RULE}; a file of your own is written "
+                         f"trace: {{file: PATH}})")
+    for suffix in SHIPPED_SUFFIX:
+        p = SHIPPED_DIR / f"{name}{suffix}"
+        if p.is_file():
+            return p
+    known = ", ".join(shipped_names()) or "none"
+    raise ValueError(f"no shipped trace named {name!r} (shipped: {known}; a file of your own is written "
+                     f"trace: {{file: PATH}})")
+
+
+@dataclass(frozen=True)
+class TraceRef:
+    """A trace as a profile's direction uses it: what was written, the file it resolved to, and its figures."""
+
+    written: str  # the shipped name, or the file as written
+    name: str  # the shipped name, or the file's name
+    path: str  # the file on this machine (absolute)
+    fmt: str  # mahimahi or csv
+    sha256: str  # of the file's bytes: the engine checks the copy it is given
+    loop: bool  # Mahimahi traces repeat (as mm-link does); a CSV trace plays once and its last step holds
+    period_s: float  # Mahimahi: its period; CSV: the start of its last step
+    first_rate_bps: float  # the first step's rate (netem: the HTB class starts there)
+    mean_rate_bps: float  # over one period (CSV: time-weighted up to its last step, or the only step's)
+    max_rate_bps: float  # the fastest second (Mahimahi) or step (CSV): sizes the queue and the delay line
+    max_delay_ms: float = 0.0  # CSV: its longest delay
+    has_delay: bool = False  # CSV: some step has a delay
+    has_loss: bool = False  # CSV: some step has loss
+    shipped: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TraceRef:
+        return cls(**d)
+
+
+_CACHE: dict[tuple, Trace] = {}
+
+
+def load_cached(path: str | Path, fmt: str | None = None) -> Trace:
+    """``load``, remembered by the file's path, size and modification time (profiles are read often)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+        key = (str(p), st.st_size, st.st_mtime_ns, fmt)
+    except OSError:
+        return load(p, fmt)
+    if key not in _CACHE:
+        _CACHE[key] = load(p, fmt)
+    return _CACHE[key]
+
+
+def ref_for(trace: Trace, *, written: str, name: str, path: Path, shipped: bool) -> TraceRef:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if isinstance(trace, MahimahiTrace):
+        per_s = [s.rate_bps for s in trace.steps(1000)]
+        return TraceRef(written=written, name=name, path=str(path), fmt="mahimahi", sha256=digest, loop=True,
+                        period_s=trace.period_ms / 1000.0,
+                        first_rate_bps=netem_steps(trace)[0].rate_bps, mean_rate_bps=trace.rate_bps(),
+                        max_rate_bps=max(per_s), shipped=shipped)
+    rows = trace.rows
+    last = rows[-1].start_s
+    if last > 0:
+        mean = sum(a.rate_bps * (b.start_s - a.start_s) for a, b in zip(rows, rows[1:], strict=False)) / last
+    else:
+        mean = rows[0].rate_bps
+    return TraceRef(written=written, name=name, path=str(path), fmt="csv", sha256=digest, loop=False,
+                    period_s=last, first_rate_bps=rows[0].rate_bps, mean_rate_bps=mean,
+                    max_rate_bps=max(r.rate_bps for r in rows), max_delay_ms=max(r.delay_ms for r in rows),
+                    has_delay=any(r.delay_ms for r in rows), has_loss=any(r.loss_pct for r in rows),
+                    shipped=shipped)
+
+
+def netem_steps(trace: Trace, bin_ms: int = NETEM_BIN_MS) -> list[Step]:
+    """The steps the netem engine applies one after the other: a CSV trace's rows; a Mahimahi trace's rate
+    per ``bin_ms`` (a bin without an opportunity runs at the lowest rate tc can hold, RATE_MIN_BPS: HTB has no
+    rate of 0), consecutive bins of the same rate merged into one step."""
+    if isinstance(trace, CsvTrace):
+        return list(trace.rows)
+    out: list[Step] = []
+    for s in trace.steps(bin_ms):
+        rate = max(float(RATE_MIN_BPS), s.rate_bps)
+        if out and out[-1].rate_bps == rate:
+            continue
+        out.append(Step(start_s=s.start_s, rate_bps=rate))
+    return out
+
+
+# -- the per-packet models the userspace engine runs ----------------------------------------------------------------
+class MahimahiLink:
+    """A link that delivers only at a Mahimahi trace's opportunities, from ``origin_ns`` (monotonic) on, the
+    trace repeating with its period. Each opportunity carries up to OPPORTUNITY_BYTES of IP packets (one
+    full-size frame): several small packets share one, a packet waits for the next opportunity when the
+    current one has too little left, and what an opportunity does not carry is lost (as in mm-link). Packets
+    leave in order; at most ``queue_pkts`` wait for the link (the bottleneck queue): one more is dropped."""
+
+    def __init__(self, trace: MahimahiTrace, origin_ns: int, queue_pkts: int):
+        self.ops = trace.opportunities
+        self.n = len(self.ops)
+        self.period_ns = trace.period_ms * 1_000_000
+        self.origin_ns = origin_ns
+        self.queue_pkts = queue_pkts
+        self.cur: tuple[int, int] | None = None  # (cycle, index) of the last opportunity used
+        self.credit = 0  # bytes it has left
+        self.waiting: deque[int] = deque()  # departure times of the packets on the link
+        self.dropped = 0
+        self.used = 0  # opportunities used
+
+    def time_of(self, pos: tuple[int, int]) -> int:
+        return self.origin_ns + pos[0] * self.period_ns + int(self.ops[pos[1]]) * 1_000_000
+
+    def _next(self, pos: tuple[int, int]) -> tuple[int, int]:
+        return (pos[0], pos[1] + 1) if pos[1] + 1 < self.n else (pos[0] + 1, 0)
+
+    def first_at_or_after(self, t_ns: int) -> tuple[int, int]:
+        rel = t_ns - self.origin_ns
+        if rel <= 0:
+            return (0, 0)
+        cycle, off = divmod(rel, self.period_ns)
+        i = bisect.bisect_left(self.ops, -(-off // 1_000_000))
+        return (cycle, i) if i < self.n else (cycle + 1, 0)
+
+    def place(self, ready_ns: int, length: int) -> int | None:
+        """When a packet of ``length`` bytes (IP) ready at ``ready_ns`` leaves; None: the queue is full."""
+        waiting = self.waiting
+        while waiting and waiting[0] <= ready_ns:
+            waiting.popleft()
+        if len(waiting) >= self.queue_pkts:
+            self.dropped += 1
+            return None
+        if self.cur is not None and self.credit >= length and self.time_of(self.cur) >= ready_ns:
+            self.credit -= length
+            t = self.time_of(self.cur)
+        else:
+            pos = self.first_at_or_after(ready_ns)
+            if self.cur is not None and pos <= self.cur:
+                pos = self._next(self.cur)
+            need = length - OPPORTUNITY_BYTES
+            self.used += 1
+            while need > 0:  # a packet larger than one opportunity takes several
+                pos = self._next(pos)
+                need -= OPPORTUNITY_BYTES
+                self.used += 1
+            self.cur, self.credit = pos, -need
+            t = self.time_of(pos)
+        waiting.append(t)
+        return t
+
+    def position(self, now_ns: int) -> dict[str, Any]:
+        rel = max(0, now_ns - self.origin_ns)
+        cycle, off = divmod(rel, self.period_ns)
+        return {"loop": int(cycle), "position_s": off / 1e9, "period_s": self.period_ns / 1e9,
+                "opportunities_used": self.used, "dropped_queue_full": self.dropped, "backlog": len(self.waiting),
+                "queue_pkts": self.queue_pkts}
+
+
+class CsvLink:
+    """A link whose rate, delay and loss follow a CSV trace's steps from ``origin_ns`` (monotonic) on; the last
+    step holds. Packets are serialised at the rate in force when they start (counting the Ethernet header, as
+    labkit's rates do), in order; at most ``queue_pkts`` wait (one more is dropped)."""
+
+    def __init__(self, trace: CsvTrace, origin_ns: int, queue_pkts: int):
+        self.rows = trace.rows
+        self.starts = [int(round(r.start_s * 1e9)) for r in trace.rows]
+        self.origin_ns = origin_ns
+        self.queue_pkts = queue_pkts
+        self.free_ns = origin_ns  # when the link has sent everything given to it
+        self.waiting: deque[int] = deque()
+        self.dropped = 0
+
+    def step_at(self, t_ns: int) -> int:
+        return max(0, bisect.bisect_right(self.starts, t_ns - self.origin_ns) - 1)
+
+    def delay_loss(self, t_ns: int) -> tuple[int, float]:
+        """The step's one-way delay (ns) and loss probability for a packet arriving at ``t_ns``."""
+        r = self.rows[self.step_at(t_ns)]
+        return int(round(r.delay_ms * 1e6)), r.loss_pct / 100.0
+
+    def place(self, ready_ns: int, length: int) -> int | None:
+        waiting = self.waiting
+        while waiting and waiting[0] <= ready_ns:
+            waiting.popleft()
+        if len(waiting) >= self.queue_pkts:
+            self.dropped += 1
+            return None
+        start = max(ready_ns, self.free_ns)
+        rate = self.rows[self.step_at(start)].rate_bps
+        t = start + int((length + ETH_HEADER_BYTES) * 8 * 1e9 / rate)
+        self.free_ns = t
+        waiting.append(t)
+        return t
+
+    def position(self, now_ns: int) -> dict[str, Any]:
+        rel = max(0, now_ns - self.origin_ns)
+        i = self.step_at(now_ns)
+        return {"loop": 0, "position_s": rel / 1e9, "step": i, "last_step": i == len(self.rows) - 1,
+                "dropped_queue_full": self.dropped, "backlog": len(self.waiting), "queue_pkts": self.queue_pkts}
+
+
+def link_for(trace: Trace, origin_ns: int, queue_pkts: int) -> MahimahiLink | CsvLink:
+    if isinstance(trace, MahimahiTrace):
+        return MahimahiLink(trace, origin_ns, queue_pkts)
+    return CsvLink(trace, origin_ns, queue_pkts)
+
+
+# -- the shipped traces, regenerated ----------------------------------------------------------------------------------
+def markov_segments(levels_bps: list[float], seconds: float, slot_s: float, seed: int,
+                    stay: float = 0.6) -> list[tuple[float, float]]:
+    """A Markov-modulated rate: ``seconds`` cut into slots of ``slot_s``; the rate is one of ``levels_bps``;
+    after each slot it stays with probability ``stay``, else moves one level up or down with equal odds
+    (at either end it stays instead of leaving the levels). Starts at the middle level. ``random.Random(seed)``
+    draws, one number a slot."""
+    rng = random.Random(seed)
+    level = len(levels_bps) // 2
+    out = []
+    for _ in range(round(seconds / slot_s)):
+        out.append((slot_s, levels_bps[level]))
+        u = rng.random()
+        if u >= stay:
+            step = -1 if u < stay + (1 - stay) / 2 else 1
+            level = min(len(levels_bps) - 1, max(0, level + step))
+    return out
+
+
+def _mahimahi_text(segments: Iterable[tuple[float, float]]) -> str:
+    return "".join(f"{ms}\n" for ms in mahimahi_lines(segments))
+
+
+def _csv_text(rows: Iterable[tuple[float, float, float, float]]) -> str:
+    return ",".join(CSV_HEADER) + "\n" + "".join(f"{t:g},{r:.0f},{d:g},{loss:g}\n" for t, r, d, loss in rows)
+
+
+def sat_handover_rows(seed: int = 1603) -> list[tuple[float, float, float, float]]:
+    """A LEO-like link: a new satellite every 15 s for 60 s, each with a rate drawn from 5, 10 and 20 Mbit/s
+    and a one-way delay drawn from 20 to 40 ms (whole ms); the last 0.5 s before each handover loses 5 % of
+    packets. ``random.Random(seed)``, two draws a satellite."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(4):
+        rate = rng.choice([5e6, 10e6, 20e6])
+        delay = float(rng.randint(20, 40))
+        rows.append((15.0 * i, rate, delay, 0.0))
+        rows.append((15.0 * i + 14.5, rate, delay, 5.0))
+    return rows
+
+
+CELL_UP_LEVELS = [100e3, 500e3, 1.5e6, 3e6, 5e6]
+CELL_DOWN_LEVELS = [500e3, 1e6, 2e6, 4e6, 8e6]
+
+
+def shipped_texts() -> dict[str, str]:
+    """Every shipped trace's file name and text, from its model (tests check the files are exactly these)."""
+    return {
+        "steps-1-5-2.trace": _mahimahi_text([(5, 1e6), (5, 5e6), (5, 2e6)]),
+        "cell-drive-up.trace": _mahimahi_text(markov_segments(CELL_UP_LEVELS, 30, 0.5, seed=1601)),
+        "cell-drive-down.trace": _mahimahi_text(markov_segments(CELL_DOWN_LEVELS, 30, 0.5, seed=1602)),
+        "sat-handover.csv": _csv_text(sat_handover_rows()),
+    }
+
+
+def write_shipped(directory: str | Path = SHIPPED_DIR) -> list[Path]:
+    """(Re)write the shipped traces into ``directory``."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, text in shipped_texts().items():
+        (d / name).write_text(text)
+        out.append(d / name)
     return out

@@ -29,7 +29,7 @@ def _fmt_dir(d) -> str:
 
     if not d.shaped:
         return "-"
-    parts = [format_rate(d.rate_bps) if d.rate_bps else "no limit"]
+    parts = [f"trace {d.trace.name}" if d.trace else format_rate(d.rate_bps) if d.rate_bps else "no limit"]
     if d.delay_ms or d.jitter_ms:
         j = ""
         if d.jitter_ms:
@@ -312,6 +312,17 @@ def shaper_run(config_path: str) -> None:
     except OSError as exc:
         raise LabkitError(f"the shaping engine failed: {exc}") from None
     sys.stdout.flush()
+
+
+@shaper.command("follow")
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The change loop's configuration (written by labkit shape).")
+def shaper_follow(config_path: str) -> None:
+    """Apply a recorded trace's steps in place at their times (netem engine) until SIGTERM."""
+    from labkit.tracefollow import run_from_file
+
+    if run_from_file(config_path) != 0:
+        raise LabkitError("the trace's change loop stopped: a change failed (see its status file)")
 
 
 __all__ = ["profiles", "shape", "shaper", "Path"]

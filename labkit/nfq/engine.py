@@ -23,7 +23,16 @@ netem's does at a change), corruption and duplication between two batches of the
 waiting keep their due times; none is dropped or released early. The report says which ``seq`` runs since
 when (``params``), or why a file was refused (the old parameters stay).
 
-Rates are not handled here: the kernel's HTB does that after the packet is released.
+Rates are not handled here: the kernel's HTB does that after the packet is released. Except on a direction that
+follows a recorded trace (a queue's ``trace``: labkit.traces): there the engine is the link. A packet's delay
+runs first (as before; with a CSV trace, the delay and loss of the step in force when it arrives), then it
+enters the trace's link (``MahimahiLink``: it leaves at the next delivery opportunity with room for it, each
+carrying up to one full-size packet; ``CsvLink``: serialised at the step's rate) and is released when it
+leaves it; a packet that finds ``queue_pkts`` packets waiting for the link is dropped (tail drop). The trace's
+time origin is when the engine bound its queues (``trace.origin`` in the report, this machine's clock), just
+before the link is applied; a Mahimahi trace repeats, a CSV trace's last step holds. The report gives per queue
+the trace it follows (name, format, sha256 of the file, which the engine checks) and where it is (pass,
+position, opportunities used, tail drops).
 """
 
 from __future__ import annotations
@@ -56,6 +65,8 @@ SPIN_IDLE_FACTOR = 10
 MAX_PICKUP_NS = 1_000_000_000
 PR_SET_TIMERSLACK = 29
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+#: bytes of an IPv4 header: a traced queue copies this much of each packet, for its total length
+IP_HEADER = 20
 
 
 def _realtime(priority: int) -> str:
@@ -130,6 +141,10 @@ class Queue:
     maxlen: int
     gemodel: GilbertElliott | None = None  # bursty loss (then ``loss`` is 0)
     copy_packet: bool = False  # copy whole packets even when this queue neither corrupts nor duplicates
+    trace: dict[str, Any] | None = None  # the trace this queue follows: name, format, sha256, queue_pkts
+    trace_data: Any = None  # ... parsed (labkit.traces)
+    link: Any = None  # ... as a link from the engine's origin on (MahimahiLink, CsvLink)
+    last_ready: int = 0  # traced queue: when the last packet entered the link (keeps them in order)
     pending: Any = None  # deque (in order) or heap (reorder)
     last_due: int = 0
     seq: int = 0
@@ -146,27 +161,45 @@ class Queue:
 
     @property
     def copy_mode(self) -> int:
-        return COPY_PACKET if (self.copy_packet or self.corrupt or self.duplicate) else COPY_META
+        # a traced queue needs each packet's length, which the kernel gives only in the copied IP header
+        full = self.copy_packet or self.corrupt or self.duplicate
+        return COPY_PACKET if (full or self.trace is not None) else COPY_META
 
-    def sample_delay_ns(self, rng: random.Random) -> int:
+    @property
+    def copy_range(self) -> int:
+        """Bytes of each packet the kernel copies: all of it, or a traced queue's IP header (its length)."""
+        return 0xFFFF if (self.copy_packet or self.corrupt or self.duplicate or self.trace is None) else IP_HEADER
+
+    @property
+    def copy_text(self) -> str:
+        if self.copy_mode == COPY_META:
+            return "meta"
+        return "packet" if self.copy_range == 0xFFFF else "header"
+
+    def sample_delay_ns(self, rng: random.Random, base_ns: int | None = None) -> int:
+        base = self.delay_ns if base_ns is None else base_ns
         if not self.jitter_ns:
-            return self.delay_ns
+            return base
         if self.distribution == "normal":
             x = rng.gauss(0.0, 1.0)
             x = max(-NORMAL_SPAN, min(NORMAL_SPAN, x))
-            d = self.delay_ns + int(x * self.jitter_ns)
+            d = base + int(x * self.jitter_ns)
         else:
-            d = self.delay_ns + int(rng.uniform(-self.jitter_ns, self.jitter_ns))
+            d = base + int(rng.uniform(-self.jitter_ns, self.jitter_ns))
         return d if d > 0 else 0
 
     def running(self) -> dict[str, Any]:
         """The parameters this queue is actually served with, in the engine's own units (ns, probability 0-1,
         packets): what ``labkit.shaping`` compares with the plan."""
-        return {"direction": self.direction, "delay_ns": self.delay_ns, "jitter_ns": self.jitter_ns,
-                "distribution": self.distribution, "reorder": self.reorder, "loss": self.loss,
-                "gemodel": self.gemodel_running(),
-                "corrupt": self.corrupt, "duplicate": self.duplicate, "maxlen": self.maxlen,
-                "copy_mode": "packet" if self.copy_mode == COPY_PACKET else "meta"}
+        out = {"direction": self.direction, "delay_ns": self.delay_ns, "jitter_ns": self.jitter_ns,
+               "distribution": self.distribution, "reorder": self.reorder, "loss": self.loss,
+               "gemodel": self.gemodel_running(),
+               "corrupt": self.corrupt, "duplicate": self.duplicate, "maxlen": self.maxlen,
+               "copy_mode": self.copy_text}
+        if self.trace is not None:  # the trace it follows (the rate, and with a CSV trace the delay and loss)
+            out["trace"] = {k: self.trace[k] for k in ("name", "format", "sha256", "queue_pkts")} | {
+                "loop": self.trace["format"] == "mahimahi"}
+        return out
 
     def gemodel_running(self) -> dict[str, float] | None:
         """netem's four Gilbert-Elliott parameters as probabilities (None: random loss)."""
@@ -182,11 +215,14 @@ class Queue:
         return bool(self.loss) and rng.random() < self.loss
 
     def stats(self) -> dict[str, Any]:
-        return {"queue": self.num, "direction": self.direction, "running": self.running(),
-                "seen": self.seen, "dropped_loss": self.lost,
-                "corrupted": self.corrupted, "duplicated": self.duplicated, "released": self.released,
-                "pending": len(self.pending), "max_pending": self.max_pending, "maxlen": self.maxlen,
-                "lateness": self.lateness.summary(), "pickup": self.pickup.summary(), "unstamped": self.unstamped}
+        out = {"queue": self.num, "direction": self.direction, "running": self.running(),
+               "seen": self.seen, "dropped_loss": self.lost,
+               "corrupted": self.corrupted, "duplicated": self.duplicated, "released": self.released,
+               "pending": len(self.pending), "max_pending": self.max_pending, "maxlen": self.maxlen,
+               "lateness": self.lateness.summary(), "pickup": self.pickup.summary(), "unstamped": self.unstamped}
+        if self.link is not None:  # where the trace is: pass, position, tail drops
+            out["trace"] = self.link.position(time.monotonic_ns())
+        return out
 
 
 class _Stop(Exception):
@@ -205,7 +241,7 @@ def _queue_from_config(num: Any, q: dict[str, Any]) -> Queue:
         return float(v)
 
     unknown = set(q) - {"direction", "delay_ms", "jitter_ms", "distribution", "reorder", "loss_pct", "corrupt_pct",
-                        "duplicate_pct", "maxlen", "gemodel", "copy_packet"}
+                        "duplicate_pct", "maxlen", "gemodel", "copy_packet", "trace"}
     if unknown:
         raise ValueError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
     try:
@@ -243,17 +279,48 @@ def _queue_from_config(num: Any, q: dict[str, Any]) -> Queue:
         if q.get("loss_pct", 0):
             raise ValueError(f"{where}: loss_pct and gemodel together (allowed: one loss model)")
         gemodel = GilbertElliott(GEParams.from_percent(pct))
+    trace, trace_data = _trace_from_config(where, q.get("trace"))
+    if trace is not None and reorder:
+        raise ValueError(f"{where}: reorder and a trace together (a traced link delivers in order)")
     return Queue(num=qnum, direction=direction,
                  delay_ns=int(round(number("delay_ms", 0, 0, 3_600_000) * 1e6)),
                  jitter_ns=int(round(number("jitter_ms", 0, 0, 3_600_000) * 1e6)),
                  distribution=distribution, reorder=reorder,
                  loss=number("loss_pct", 0, 0, 100) / 100.0, corrupt=number("corrupt_pct", 0, 0, 100) / 100.0,
                  duplicate=number("duplicate_pct", 0, 0, 100) / 100.0, maxlen=maxlen, gemodel=gemodel,
-                 copy_packet=copy_packet)
+                 copy_packet=copy_packet, trace=trace, trace_data=trace_data)
+
+
+def _trace_from_config(where: str, t: Any) -> tuple[dict[str, Any] | None, Any]:
+    """A queue's ``trace`` (file, format, sha256, name, queue_pkts): checked, and the file read and parsed; the
+    file must be the one the plan names (its sha256), so the engine never follows another trace."""
+    if t is None:
+        return None, None
+    if not isinstance(t, dict) or set(t) != {"file", "format", "sha256", "name", "queue_pkts"}:
+        raise ValueError(f"{where}.trace: {t!r} (allowed: {{file, format, sha256, name, queue_pkts}})")
+    if t["format"] not in ("mahimahi", "csv"):
+        raise ValueError(f"{where}.trace.format: {t['format']!r} (allowed: mahimahi, csv)")
+    qp = t["queue_pkts"]
+    if isinstance(qp, bool) or not isinstance(qp, int) or not 1 <= qp <= 1_000_000:
+        raise ValueError(f"{where}.trace.queue_pkts: {qp!r} (allowed: 1 to 1000000 packets)")
+    import hashlib
+
+    from labkit import traces
+    from labkit.errors import ConfigError
+
+    try:
+        with open(t["file"], "rb") as fh:
+            digest = hashlib.sha256(fh.read()).hexdigest()
+        if digest != t["sha256"]:
+            raise ValueError(f"{where}.trace: {t['file']} has sha256 {digest}, planned {t['sha256']}")
+        data = traces.load(t["file"], t["format"])
+    except (OSError, ConfigError) as exc:
+        raise ValueError(f"{where}.trace: {exc}") from None
+    return dict(t), data
 
 
 #: what a queue's new parameters must keep (the kernel's binding and the pending packets depend on them)
-FIXED = ("direction", "reorder", "maxlen", "copy_mode")
+FIXED = ("direction", "reorder", "maxlen", "copy_mode", "trace")
 #: what changes in place
 PARAMS = ("delay_ns", "jitter_ns", "distribution", "loss", "corrupt", "duplicate", "gemodel")
 
@@ -304,13 +371,24 @@ class Engine:
     def open(self) -> None:
         self.sock = NfqSocket(rcvbuf=int(self.config.get("rcvbuf", 32 << 20)))
         for q in self.queues.values():
-            self.sock.bind(q.num, copy_mode=q.copy_mode, maxlen=q.maxlen)
+            self.sock.bind(q.num, copy_mode=q.copy_mode, copy_range=q.copy_range, maxlen=q.maxlen)
+        self.start_traces()
         if any(q.duplicate for q in self.queues.values()):
             self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         # The kernel stamps received packets only while some socket asks for receive timestamps (ping does,
         # iperf3 and the simulators do not): this one asks for as long as the engine runs.
         self.stamper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.stamper.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+
+    def start_traces(self, origin_ns: int | None = None) -> None:
+        """The traces' time origin: now (the queues are bound; labkit inserts the rules right after)."""
+        from labkit import traces
+
+        self.trace_origin_ns = time.monotonic_ns() if origin_ns is None else origin_ns
+        self.trace_origin_wall = time.time() - (time.monotonic_ns() - self.trace_origin_ns) / 1e9
+        for q in self.queues.values():
+            if q.trace is not None:
+                q.link = traces.link_for(q.trace_data, self.trace_origin_ns, q.trace["queue_pkts"])
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT; write the final status. Exceptions propagate after the status is written."""
@@ -396,24 +474,36 @@ class Engine:
         else:
             q.unstamped += 1
             arrival = now
-        if (q.loss or q.gemodel is not None) and q.lost_now(rng):
+        base = None
+        if q.link is not None and q.trace is not None and q.trace["format"] == "csv":
+            base, step_loss = q.link.delay_loss(arrival)  # the CSV step in force when the packet arrives
+            lost = bool(step_loss) and rng.random() < step_loss
+        else:
+            lost = (q.loss or q.gemodel is not None) and q.lost_now(rng)
+        if lost:
             q.lost += 1
             with self._lock:
                 sock.verdict(p.queue, p.id, NF_DROP)
             return
         kind = ACCEPT
         payload = None
-        if q.corrupt and rng.random() < q.corrupt and p.payload:
+        if q.corrupt and rng.random() < q.corrupt and p.payload and q.copy_range == 0xFFFF:
             kind = CORRUPT
             data = bytearray(p.payload)
             i = rng.randrange(len(data))
             data[i] ^= 1 << rng.randrange(8)
             payload = bytes(data)
             q.corrupted += 1
-        self._schedule(q, arrival, p.id, kind, payload)
+        length = p.length
+        if q.link is not None and p.payload is not None and len(p.payload) >= 4:
+            length = int.from_bytes(p.payload[2:4], "big")  # IPv4 total length (COPY_META gives no length)
+        if not self._schedule(q, arrival, p.id, kind, payload, length, base):
+            with self._lock:  # the trace's link queue is full: tail drop
+                sock.verdict(p.queue, p.id, NF_DROP)
+            return
         if q.duplicate and p.payload and rng.random() < q.duplicate:
-            q.duplicated += 1
-            self._schedule(q, arrival, -1, DUPLICATE, p.payload)
+            if self._schedule(q, arrival, -1, DUPLICATE, p.payload, len(p.payload), base):
+                q.duplicated += 1
 
     # -- control: new parameters in place ----------------------------------------------------------------
     def _control_loop(self) -> None:
@@ -454,7 +544,7 @@ class Engine:
                 old = self.queues[num].running()
                 fresh = queue.running()
                 for key in FIXED:
-                    if old[key] != fresh[key]:
+                    if old.get(key) != fresh.get(key):
                         raise ValueError(f"queues.{num}.{key}: {fresh[key]!r} differs from the running {old[key]!r} "
                                          f"(it cannot change in place)")
             if any(q.duplicate for q in new.values()) and self.raw is None:
@@ -476,9 +566,20 @@ class Engine:
         self.status_now.set()
         return True
 
-    def _schedule(self, q: Queue, arrival: int, pid: int, kind: int, payload: bytes | None) -> None:
-        due = arrival + q.sample_delay_ns(self.rng)
+    def _schedule(self, q: Queue, arrival: int, pid: int, kind: int, payload: bytes | None, length: int = 0,
+                  base_ns: int | None = None) -> bool:
+        """Give a packet its release time and queue it; False when a trace's link queue is full (drop it)."""
+        due = arrival + q.sample_delay_ns(self.rng, base_ns)
         was_empty = not q.pending
+        if q.link is not None:
+            # after its delay the packet enters the trace's link (in order) and is released when it leaves it
+            if due < q.last_ready:
+                due = q.last_ready
+            q.last_ready = due
+            leaves = q.link.place(due, length)
+            if leaves is None:
+                return False
+            due = leaves
         if q.reorder:
             q.seq += 1
             with q.heap_lock:
@@ -493,6 +594,7 @@ class Engine:
             q.max_pending = n
         if was_empty:
             self.wake.set()
+        return True
 
     # -- releaser --------------------------------------------------------------------------------------------
     def _releaser(self) -> None:
@@ -589,11 +691,14 @@ class Engine:
                 s["kernel"] = {"queued": k["queue_total"], "dropped_queue_full": k["queue_dropped"],
                                "dropped_socket_full": k["user_dropped"], "id_sequence": k["id_sequence"]}
             queues.append(s)
-        return {"engine": "userspace", "pid": os.getpid(), "state": self.state, "error": self.error,
-                "profile": self.config.get("profile"), "seed": self.config.get("seed"), "sched": self.sched,
-                "arrival": self.arrival, "spin_us": self.spin_ns / 1000, "spins": self.spins,
-                "params": dict(self.params),
-                "started": self.started_wall, "updated": time.time(), "queues": queues}
+        out = {"engine": "userspace", "pid": os.getpid(), "state": self.state, "error": self.error,
+               "profile": self.config.get("profile"), "seed": self.config.get("seed"), "sched": self.sched,
+               "arrival": self.arrival, "spin_us": self.spin_ns / 1000, "spins": self.spins,
+               "params": dict(self.params),
+               "started": self.started_wall, "updated": time.time(), "queues": queues}
+        if any(q.trace is not None for q in self.queues.values()):
+            out["trace"] = {"origin": getattr(self, "trace_origin_wall", None)}  # the traces' time 0 (wall clock)
+        return out
 
     def write_status(self) -> None:
         if not self.status_file:

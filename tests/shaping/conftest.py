@@ -22,13 +22,14 @@ def _can_netns() -> str | None:
 
 @pytest.fixture
 def topo(tmp_path):
-    """EVSE -> gateway -> CPO in namespaces sh2-*, removed afterwards whatever happens."""
+    """EVSE -> gateway -> CPO in namespaces sh<pid>-*, removed afterwards whatever happens."""
     why = _can_netns()
     if why:
         pytest.skip(why)
     from shaping_topo import Topo, labkit_bin
 
-    t = Topo("sh2", tmp_path / "hosts", labkit_bin())
+    # unique to this run: other suites on this machine build namespaces too
+    t = Topo(f"sh{os.getpid() % 100000}", tmp_path / "hosts", labkit_bin())
     try:
         t.up()
         yield t

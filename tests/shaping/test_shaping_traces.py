@@ -1,6 +1,6 @@
 """Recorded traces: Mahimahi's format and labkit's CSV, read and refused line by line (labkit.traces).
 
-Only the parsers, their validation and the generator: no trace is applied to a link yet.
+Only the parsers, their validation and the generator; applying a trace to a link: test_shaping_trace_link.py.
 """
 
 from __future__ import annotations
