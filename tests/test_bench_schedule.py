@@ -25,7 +25,7 @@ SCHEDULE_FILE = """\
 schedules:
   t-short:
     description: a handover in 22 s, for the tests
-    phases: 4g 6 s -> 3g 6 s -> outage 4 s -> 4g 6 s
+    phases: 4g 6 s -> 3g 6 s -> outage 4 s -> 4g
 """
 
 
@@ -120,20 +120,20 @@ def test_bench_with_a_schedule_records_the_phases_as_applied_and_reports_them(ho
 
     assert run_cli("bench", "4g", "--lab", lab, "--schedule", "t-short", "--profiles", str(sched), "--evse", "2",
                    "--stations-per-host", "2", "--meter-interval", "0.5", "--ws-ping", "2", "--ping-count", "10",
-                   "--ping-interval", "0.05", "--iperf-seconds", "1", "--udp-seconds", "0", "--results",
-                   str(results)) == 0
+                   "--ping-interval", "0.05", "--iperf-seconds", "1", "--udp-seconds", "0", "--duration", "22",
+                   "--results", str(results)) == 0
     (run,) = results.iterdir()
     m = json.loads((run / "manifest.json").read_text())
     assert m["status"] == "complete" and m["format"] == "labkit-results/3"
-    assert m["schedule"]["text"] == "4g 6s -> 3g 6s -> outage 4s -> 4g 6s"
+    assert m["schedule"]["text"] == "4g 6s -> 3g 6s -> outage 4s -> 4g"
     assert m["schedule"]["origin"].startswith(str(sched)) and m["schedule"]["profiles_files"] == [str(sched)]
     assert (m["plan"]["schedule"], m["plan"]["scenario"], m["plan"]["session_duration_s"]) == ("t-short", "session",
                                                                                                22.0)
     cell = run / "cells" / "4g__n2x2__r1"
     meta = json.loads((cell / "cell.json").read_text())
     assert meta["status"] == "complete" and meta["phases"]["verify"]["status"] == "complete"
-    assert meta["schedule"] == {"name": "t-short", "text": "4g 6s -> 3g 6s -> outage 4s -> 4g 6s",
-                                "file": "schedule.json", "ended_by": "end", "holds": "4g", "phases": 4}
+    assert meta["schedule"] == {"name": "t-short", "text": "4g 6s -> 3g 6s -> outage 4s -> 4g",
+                                "file": "schedule.json", "ended_by": "last phase holds", "holds": "4g", "phases": 4}
     assert (cell / "ping.csv").exists() and (cell / "iperf" / "tcp-up.json").exists()  # PROFILE's baselines
 
     # the phases as applied on the gateway: in order, back to back, on time, read back as planned
@@ -143,7 +143,8 @@ def test_bench_with_a_schedule_records_the_phases_as_applied_and_reports_them(ho
         ("4g", "4g", False), ("3g", "3g", False), ("outage", "4g", True), ("4g", "4g", False)]
     starts = [p["applied_start"] for p in ph]
     assert starts == sorted(starts) and all(p["verified"] for p in ph)
-    assert [p["applied_end"] for p in ph[:-1]] == starts[1:] and ph[-1]["applied_end"] > starts[-1]
+    # the last phase has no duration: it held until the fleets were done (--duration 22 from their start)
+    assert [p["applied_end"] for p in ph[:-1]] == starts[1:] and ph[-1]["applied_end"] > starts[-1] + 5
     lat = [p["latency_ms"] for p in ph[1:]]
     assert all(0 <= x < 250 for x in lat), lat
     assert np.allclose(np.diff(starts), [6, 6, 4], atol=0.25), np.diff(starts)
@@ -174,7 +175,7 @@ def test_bench_with_a_schedule_records_the_phases_as_applied_and_reports_them(ho
     # the report: the phases, the table per phase, the figure
     assert run_cli("report", str(run)) == 0
     md = (run / "report" / "report.md").read_text()
-    assert "## The link's schedule: phases over time" in md and "`t-short` (4g 6s -> 3g 6s -> outage 4s -> 4g 6s)" in md
+    assert "## The link's schedule: phases over time" in md and "`t-short` (4g 6s -> 3g 6s -> outage 4s -> 4g)" in md
     assert "| 4g__n2x2__r1 | 3 | outage | 4g (cut) |" in md
     assert "figures/schedule_00_4g__n2x2__r1.png" in md
     assert (run / "report" / "figures" / "schedule_00_4g__n2x2__r1.png").stat().st_size > 20_000

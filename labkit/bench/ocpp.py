@@ -251,6 +251,19 @@ class OcppPhase:
         thread.join(120)
         if thread.is_alive() and self._sched.get("error") is None:
             self._sched["error"] = LabkitError("the schedule did not stop within 120 s")
+            return
+        res = self.schedule_result
+        if res.get("ended_by") == "last phase holds" and res.get("phases"):
+            # a last phase without a duration held until now, the end of the OCPP phase: its end, gateway's clock
+            from labkit import shaping
+            from labkit.bench.results import write_json
+
+            try:
+                res["phases"][-1]["applied_end"] = shaping.gateway_clock(self.remote, self.inventory)["applied_at"]
+                res["ended"] = time.time()
+                write_json(self.cell_dir / RF.SCHEDULE_FILE, res)
+            except LabkitError as exc:
+                res.setdefault("problems", []).append(f"the last phase's end was not recorded: {exc}")
 
     # -- the password -----------------------------------------------------------------------------------
     def _each(self, hosts: list[HostConn], fn: Callable[[HostConn], Any]) -> list[Any]:
