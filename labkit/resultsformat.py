@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-#: the format this labkit writes; the readers also read the older ones in ``READS``
-FORMAT = "labkit-results/2"
-READS = ("labkit-results/1", "labkit-results/2")
+#: the format this labkit writes; the readers also read the older ones in ``READS``. /2 added echo.csv and the
+#: columns marked ``added`` below; /3 added a cell's ``schedule.json`` (``SCHEDULE``, ``SCHEDULE_PHASE``) and the
+#: ``schedule`` keys of manifest.json, its plan and cell.json (``labkit bench --schedule``)
+FORMAT = "labkit-results/3"
+READS = ("labkit-results/1", "labkit-results/2", "labkit-results/3")
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,48 @@ MONITOR = Table(
 )
 
 TABLES: dict[str, Table] = {t.name: t for t in (PING, ECHO, CALLS, EVENTS, CSMS, MONITOR)}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One JSON record kind: its keys, the numeric ones, the ones an entry cannot do without, the ones new in
+    the current version. Readers ignore keys they do not know."""
+
+    name: str
+    keys: tuple[str, ...]
+    numeric: frozenset[str]
+    required: tuple[str, ...]
+    added: frozenset[str] = field(default_factory=frozenset)
+
+
+#: cells/<id>/schedule.json (new in /3): the schedule a cell's OCPP phase ran (``labkit bench --schedule``), as
+#: ``labkit.schedules.run`` records it, rewritten after every phase
+SCHEDULE_FILE = "schedule.json"
+SCHEDULE = Record(
+    "schedule",
+    # schedule: as written (name, description, repeat, origin, text, phases); frame: the phases' common layout;
+    # started/ended: this machine's clock; ended_by: "end", "stopped", "last phase holds" or "failed: <why>";
+    # holds: the profile the link kept
+    ("schedule", "engine", "seed", "frame", "gateway", "started", "ended", "ended_by", "holds", "phases"),
+    numeric=frozenset({"seed", "started", "ended"}),
+    required=("schedule", "phases"),
+    added=frozenset({"schedule", "engine", "seed", "frame", "gateway", "started", "ended", "ended_by", "holds",
+                     "phases"}),
+)
+#: one entry of schedule.json's ``phases``: one phase as it ran (``labkit.schedules.PhaseRecord``), in the order
+#: they ran. ``planned_*`` on this machine's clock, ``applied_*`` on the gateway's (epoch seconds);
+#: ``latency_ms`` = applied_start - planned_start (none for the first phase, applied whole before the clock
+#: started); ``profile`` is the profile the link held (under an outage: the one underneath)
+SCHEDULE_PHASE = Record(
+    "schedule_phase",
+    ("index", "cycle", "label", "profile", "outage", "planned_start", "planned_end", "sent", "returned",
+     "applied_start", "applied_end", "engine_at", "latency_ms", "verified", "problems"),
+    numeric=frozenset({"index", "cycle", "planned_start", "planned_end", "sent", "returned", "applied_start",
+                       "applied_end", "engine_at", "latency_ms"}),
+    required=("index", "label", "applied_start"),
+    added=frozenset({"index", "cycle", "label", "profile", "outage", "planned_start", "planned_end", "sent",
+                     "returned", "applied_start", "applied_end", "engine_at", "latency_ms", "verified", "problems"}),
+)
 
 #: the transaction messages of each OCPP version: what OCPP delivers at least once (queued while offline,
 #: retried after a lost answer); ``tx_key`` identifies one such message across its attempts

@@ -139,10 +139,12 @@ def _gateway_offset(remote: shaping.RemoteLike, inv: Inventory) -> dict[str, Any
 def run(remote: shaping.RemoteLike, inv: Inventory, schedule: Schedule, profiles: ProfileSet, *,
         engine: str = "auto", seed: int = 1, verify: bool = True, stop: threading.Event | None = None,
         on_phase: Callable[[PhaseRecord], None] | None = None, record: Path | None = None,
-        max_cycles: int | None = None) -> dict[str, Any]:
+        max_cycles: int | None = None, ready: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run ``schedule`` on the gateway until it ends (or ``stop`` is set, or ``max_cycles`` passes of a
     repeating one); return (and write to ``record``, after every phase) what ran. ``profiles`` is the set
-    the schedule was read from (``ProfileSet.schedule`` checked it). A failure clears the link."""
+    the schedule was read from (``ProfileSet.schedule`` checked it). A failure clears the link. ``ready``, when
+    given, is called once the first phase is applied whole and before the schedule's clock starts; it may
+    block (``labkit bench`` starts its stations meanwhile, so that the phases count from their start)."""
     stop = stop or threading.Event()
     gw = inv.gateway
     eng = shaping.choose_engine(remote, gw, engine)
@@ -170,6 +172,8 @@ def run(remote: shaping.RemoteLike, inv: Inventory, schedule: Schedule, profiles
         out["channels"] = chan is not None
         clock = out["gateway_clock"] = {"start": _gateway_offset(remote, inv)}
         skew = (clock["start"] or {}).get("offset_s") or 0.0
+        if ready is not None:
+            ready()
         cut = False
         seq = 0
         t0 = time.monotonic()

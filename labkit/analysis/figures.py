@@ -417,6 +417,88 @@ def fig_timeline(cell: dict, calls: pd.DataFrame, events: pd.DataFrame, monitor:
     return save(fig, out, name, fmt)
 
 
+#: connection events drawn on a schedule figure's lower panel: (event, label, marker, colour)
+SCHEDULE_EVENTS = [("connected", "connected (first)", "o", "#4c72b0"), ("disconnected", "disconnected", "v", "#c44e52"),
+                   ("reconnected", "reconnected", "^", "#2ca02c"), ("connect_failed", "connect failed", "x", "black")]
+OUTAGE_COLOR = "#ffcc80"
+
+
+def fig_schedule(cell: dict, phases: pd.DataFrame, calls: pd.DataFrame, events: pd.DataFrame, out: Path,
+                 name: str, fmt: str = "png") -> str | None:
+    """A schedule cell over time: every OCPP call's RTT when it was sent (median per second; failed calls at
+    the top) and the stations' connection events, with each phase as applied on the gateway shaded and
+    labelled (``phases``: labkit.analysis.phases.phase_table rows of this cell; x: seconds from the first
+    phase's start)."""
+    if phases.empty or (calls.empty and events.empty):
+        return None
+    t0 = float(phases["applied_start"].iloc[0])
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(10, 5.6), sharex=True, height_ratios=(2.3, 1))
+    fig.subplots_adjust(left=0.125, right=0.76, top=0.90, bottom=0.09, hspace=0.08)
+    links = list(dict.fromkeys(phases.loc[~phases["outage"].astype(bool), "link"].astype(str)))
+    palette = dict(zip(links, ["#dce6f2", "#e8f0dc", "#efe2f0", "#f3ecd9", "#dff0ef"] * 4, strict=False))
+    ok = calls[(calls["outcome"] == "ok") & calls["rtt_ms"].notna()] if len(calls) else calls
+    tmax = float(phases["end_s"].max()) if phases["end_s"].notna().any() else 0.0
+    if len(calls):
+        tmax = max(tmax, float(np.nanmax(calls["t_wall"])) - t0)
+    xmin = min(0.0, float(np.nanmin(calls["t_wall"])) - t0) if len(calls) else 0.0
+    for r in phases.itertuples(index=False):
+        end = r.end_s if r.end_s == r.end_s else tmax
+        color = OUTAGE_COLOR if r.outage else palette.get(str(r.link), "#eeeeee")
+        for a in (ax, ax2):
+            a.axvspan(r.start_s, end, color=color, alpha=0.9 if not r.outage else 0.6, lw=0, zorder=0,
+                      hatch="//" if r.outage else None)
+            a.axvline(r.start_s, color="#777777", lw=0.6, ls=":", zorder=1)
+        label = "outage" if r.outage else str(r.label)
+        if r.cycle:
+            label += f" ({int(r.cycle) + 1})"
+        ax.text((r.start_s + end) / 2, 1.01, label, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                fontsize=8, clip_on=False)
+    if len(ok):
+        t = ok["t_wall"].to_numpy(dtype=float) - t0
+        y = ok["rtt_ms"].to_numpy(dtype=float)
+        ax.scatter(t, y, s=4, alpha=0.45, color="#4c72b0", lw=0, label="OCPP call (ok)", rasterized=True, zorder=2)
+        bins = np.floor(t)
+        med = pd.Series(y).groupby(bins).median()
+        med = med.reindex(np.arange(med.index.min(), med.index.max() + 1))
+        ax.plot(med.index + 0.5, med.to_numpy(), color="#c44e52", lw=1.4, label="median per second", zorder=3)
+        lo, hi = np.percentile(y, [1, 99])
+        if hi > 4 * max(lo, 1e-3):
+            _log_ms(ax)
+            ax.set_ylabel("OCPP RTT (ms, log scale)")
+        else:
+            ax.set_ylabel("OCPP RTT (ms)")
+    bad = calls[calls["outcome"] != "ok"] if len(calls) else calls
+    for oc, mk in (("timeout", "x"), ("connection_lost", "v"), ("call_error", "+"), ("send_failed", "1")):
+        b = bad[bad["outcome"] == oc] if len(bad) else bad
+        if len(b):
+            ax.scatter(b["t_wall"] - t0, np.full(len(b), 0.97), marker=mk, s=22, color="black",
+                       transform=ax.get_xaxis_transform(), label=oc.replace("_", " ") + " (at the top)", zorder=4)
+    ax.set_title(f"{cell['cell']}: schedule {cell.get('schedule') or ''}, N = {cell['stations']}", pad=16)
+    if len(events):
+        for k, (ev, label, mk, color) in enumerate(SCHEDULE_EVENTS):
+            e = events[events["event"] == ev]
+            if ev == "connected":
+                e = e[e["connection"].fillna(1) <= 1] if "connection" in e else e
+            if len(e):
+                ax2.scatter(e["t_wall"] - t0, np.full(len(e), k), marker=mk, s=18, color=color, label=label, zorder=3)
+        ax2.set_yticks(range(len(SCHEDULE_EVENTS)), [x[1] for x in SCHEDULE_EVENTS], fontsize=7.5)
+        ax2.set_ylim(-0.6, len(SCHEDULE_EVENTS) - 0.4)
+        ax2.grid(False, axis="y")
+    else:
+        ax2.text(0.5, 0.5, "no connection events recorded", ha="center", va="center", transform=ax2.transAxes)
+        ax2.set_yticks([])
+    ax2.set_xlim(xmin - 0.5, tmax + 0.5)
+    ax2.set_xlabel("time since the schedule started (s; phases as applied on the gateway)")
+    handles, labels = ax.get_legend_handles_labels()
+    from matplotlib.patches import Patch
+
+    handles += [Patch(facecolor=palette[p], label=f"link {p}") for p in links]
+    handles.append(Patch(facecolor=OUTAGE_COLOR, hatch="//", label="outage (link cut)"))
+    fig.legend(handles, [h.get_label() for h in handles], loc="upper left", bbox_to_anchor=(0.775, 0.90),
+               frameon=False, fontsize=7.5, markerscale=2)
+    return save(fig, out, name, fmt)
+
+
 # -- connection set-up -----------------------------------------------------------------------------------
 #: the stacked phases of a connection's set-up: (column prefix, legend label, colour)
 SETUP_PARTS = [("tcp", "TCP connect", "#4c72b0"), ("tls", "TLS handshake", "#c44e52"),

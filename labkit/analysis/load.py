@@ -17,6 +17,11 @@ that records none, as in runs made before security profiles could be swept) with
 a cell without a variant: 1 when the plan used HTTP Basic auth, else 0), ``tls_version`` and
 ``tls_resumption``. ``Run.with_cells`` joins ``security`` onto per-cell rows, and ``Run.security_split``
 says whether the run has more than one variant, which the tables then keep apart.
+
+A cell whose OCPP phase ran a schedule (``labkit bench --schedule``; format /3) has its name in the
+``schedule`` column of ``cells`` and one row per phase, in the order they ran, in ``Run.schedule``
+(cells/<id>/schedule.json, read with the keys resultsformat.SCHEDULE_PHASE defines; ``seq`` numbers them from
+1); ``Run.schedule_meta`` holds the rest of each cell's schedule.json (the schedule as written, how it ended).
 """
 
 from __future__ import annotations
@@ -52,7 +57,9 @@ CATEGORIES = {"src", "dst", "direction", "host", "role", "process", "station_id"
 CELL_COLUMNS = ["cell", "dir", "profile", "evse_hosts", "stations_per_host", "stations", "repeat", "status",
                 "added_rtt_ms", "min_added_rtt_ms", "up_rate_bps", "down_rate_bps", "up_loss_pct", "down_loss_pct",
                 "ocpp_t0", "ocpp_t1", "outage_t0", "outage_t1", "engine", "security", "security_profile",
-                "tls_version", "tls_resumption"]
+                "tls_version", "tls_resumption", "schedule"]
+#: Run.schedule: one row per phase of a cell's schedule as it ran (resultsformat.SCHEDULE_PHASE), ``seq`` from 1
+SCHEDULE_COLUMNS = ["cell", "seq", *[k for k in RF.SCHEDULE_PHASE.keys if k != "problems"], "problems"]
 
 
 @dataclass
@@ -89,6 +96,10 @@ class Run:
     columns: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
     #: results derived from the frames once (the transaction accounting), by the modules computing them
     cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: the phases of each cell's schedule as they ran (SCHEDULE_COLUMNS; empty when no cell ran one)
+    schedule: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SCHEDULE_COLUMNS))
+    #: cell -> its schedule.json without the phases (the schedule as written, engine, ended_by, holds)
+    schedule_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def format(self) -> str:
@@ -417,6 +428,8 @@ def load_run(path: str | Path) -> Run:
     order = list(listed) + [c for c in found if c not in listed]
 
     rows, meta = [], {}
+    sched_rows: list[dict] = []
+    sched_meta: dict[str, dict] = {}
     frames: dict[str, list[_CsvPart]] = {k: [] for k in KINDS}
     iperf_rows: list[dict] = []
     iv_rows: list[tuple] = []
@@ -436,6 +449,7 @@ def load_run(path: str | Path) -> Run:
         meta[cid] = cj
         _load_cell_files(cid, cdir, run_dir, cj, frames, iperf_rows, iv_rows, problems,
                          echo_expected=_newer_than_1(manifest.get("format")))
+        _load_schedule(cid, cdir, run_dir, cj, sched_rows, sched_meta, problems)
 
     cells = pd.DataFrame(rows, columns=CELL_COLUMNS)
     if len(cells):
@@ -457,7 +471,8 @@ def load_run(path: str | Path) -> Run:
               events=parse_csvs("events", frames["events"], problems),
               csms=parse_csvs("csms", frames["csms"], problems),
               monitor=parse_csvs("monitor", frames["monitor"], problems),
-              problems=problems, columns=columns)
+              problems=problems, columns=columns,
+              schedule=pd.DataFrame(sched_rows, columns=SCHEDULE_COLUMNS), schedule_meta=sched_meta)
     run.ping["lost"] = run.ping["lost"].fillna(0).astype(bool)
     run.echo["lost"] = run.echo["lost"].fillna(0).astype(bool)
     from labkit.analysis.transactions import tx_findings  # the accounting needs the loaded frames
@@ -548,7 +563,54 @@ def _cell_row(cid: str, rel: str, entry: dict, cj: dict, problems: list[Problem]
         "ocpp_t1": _epoch(ocpp.get("ended")), "outage_t0": _num(outage.get("t_wall_start")),
         "outage_t1": _num(outage.get("t_wall_end")), "engine": applied.get("engine") or cj.get("engine"),
         **_security(m.group("security") if m else None, entry, cj, auth),
+        "schedule": str((cj.get("schedule") or {}).get("name") or entry.get("schedule") or "")
+        if isinstance(cj.get("schedule") or {}, dict) else "",
     }
+
+
+def _load_schedule(cid: str, cdir: Path, run_dir: Path, cj: dict, rows: list[dict], metas: dict[str, dict],
+                   problems: list[Problem]) -> None:
+    """The phases of the cell's schedule.json (resultsformat.SCHEDULE_PHASE) as rows; an entry without a
+    required key, or with a non-number where a number belongs, is skipped and counted."""
+    rec = RF.SCHEDULE_PHASE
+    path = cdir / RF.SCHEDULE_FILE
+    rel = _rel(run_dir, path)
+    if not path.exists():
+        if isinstance(cj.get("schedule"), dict):
+            problems.append(Problem(rel, "missing: cell.json says the OCPP phase ran a schedule, but its phases were "
+                                         "not recorded (no per-phase tables for this cell)"))
+        return
+    data = read_json(path, run_dir, problems)
+    if data is None:
+        return
+    phases = data.get("phases") if isinstance(data, dict) else None
+    if not isinstance(phases, list):
+        problems.append(Problem(rel, "no 'phases' list: not a schedule record; ignored", "corrupt"))
+        return
+    metas[cid] = {k: v for k, v in data.items() if k != "phases"}
+    bad = 0
+    for k, ph in enumerate(phases):
+        if not isinstance(ph, dict):
+            bad += 1
+            continue
+        row: dict[str, Any] = {"cell": cid, "seq": k + 1}
+        for key in rec.keys:
+            v = ph.get(key)
+            if key in rec.numeric:
+                v = _num(v)
+            elif key == "problems":
+                v = "; ".join(map(str, v)) if isinstance(v, list) else str(v or "")
+            row[key] = v
+        if any(row[r] is None or row[r] == "" or (r in rec.numeric and np.isnan(row[r])) for r in rec.required):
+            bad += 1
+            continue
+        rows.append(row)
+    if bad:
+        problems.append(Problem(rel, f"{bad} phase(s) without a usable {', '.join(rec.required)} skipped",
+                                "corrupt"))
+    ended = str(data.get("ended_by") or "")
+    if ended.startswith(("failed", "interrupted")):
+        problems.append(Problem(rel, f"the schedule did not run to its end: {ended}", "incomplete"))
 
 
 def _load_cell_files(cid: str, cdir: Path, run_dir: Path, cj: dict, frames: dict, iperf_rows: list,

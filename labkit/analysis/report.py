@@ -9,9 +9,11 @@ call outcomes, the transaction accounting (sent, acknowledged, handled, duplicat
 own cost (OCPP RTT minus the network RTT per action: the echo probe's where measured, else ping's), scaling
 with the number of chargers, RTT and CPU over time, outages, and, when the fleets recorded them, the
 connections' set-up (TCP, TLS, WebSocket upgrade, first BootNotification; reconnections after an outage)
-per OCPP security variant. A run that swept several security variants has them apart in every OCPP table
-and figure ("4g · sp3-tls13"); the network sections stay per link profile. docs/reading-results.md explains
-how to read each part.
+per OCPP security variant, and, when the link ran a schedule (``labkit bench --schedule``), its phases as
+applied on the gateway, a figure of RTTs and connection events over time with the phases shaded, and the
+transaction table per phase (labkit.analysis.phases). A run that swept several security variants has them
+apart in every OCPP table and figure ("4g · sp3-tls13"); the network sections stay per link profile.
+docs/reading-results.md explains how to read each part.
 """
 
 from __future__ import annotations
@@ -420,6 +422,69 @@ def transactions_section(doc: Document, run: Run, tx: pd.DataFrame) -> None:
                                            else " (every station in tables/transactions_stations.csv)"))
 
 
+def schedule_section(doc: Document, run: Run, jobs: FigureJobs) -> None:
+    """The link's schedule: each phase as applied, the transactions and calls per phase, and a figure per cell."""
+    from labkit.analysis import figures as F
+    from labkit.analysis import phases as PH
+
+    cells = PH.schedule_cells(run)
+    if not cells:
+        return
+    pt = PH.phase_table(run)
+    doc.h("The link's schedule: phases over time")
+    texts: dict[str, str] = {}
+    for c in cells:
+        sch = (run.schedule_meta.get(c) or {}).get("schedule")
+        sch = sch if isinstance(sch, dict) else {}
+        texts.setdefault(str(sch.get("name") or "?"), str(sch.get("text") or "?"))
+    written = "; ".join(f"`{n}` ({t})" for n, t in texts.items())
+    doc.p(f"The OCPP phase ran the schedule {written}. Each phase is shown as it was applied on the gateway "
+          "(its clock, from cells/<id>/schedule.json), not as planned: phase times below count from the first "
+          "phase's start; *latency* is how late a switch held against its plan. Every OCPP call, transaction "
+          "message and connection event is counted in the phase in which it happened (a transaction message "
+          "in the phase in which the station first tried to send it, however late it was answered: a message "
+          "queued during an outage counts there). *(before)* and *(after)*: what fell outside the schedule.")
+
+    def s1(v) -> str:
+        return fmt_num(v, 1)
+
+    disp = pd.DataFrame({
+        "cell": pt["cell"], "phase": pt["seq"], **({"pass": pt["cycle"] + 1} if (pt["cycle"] > 0).any() else {}),
+        "as written": pt["label"], "link holds": pt["link"].where(~pt["outage"].astype(bool), pt["link"] + " (cut)"),
+        "planned start (s)": pt["planned_start_s"].map(s1), "applied start (s)": pt["start_s"].map(s1),
+        "latency (ms)": pt["latency_ms"].map(s1), "lasted (s)": pt["duration_s"].map(s1),
+        "read back": pt["verified"].map(lambda v: "as planned" if v is True else ("—" if v is None else "WRONG"))})
+    doc.table(disp, "schedule_phases", caption="The schedule's phases as applied on the gateway", raw=pt)
+    ptx = PH.phase_tx_table(run)
+
+    def num(v, flag: bool = False) -> str:
+        if v is pd.NA or v is None or (isinstance(v, float) and v != v):
+            return "—"
+        return f"**{int(v)}**" if flag and int(v) else str(int(v))
+
+    disagree = ptx[["acked_unrecorded", "handled_unsent"]].sum(axis=1, min_count=1)
+    doc.table(pd.DataFrame({
+        "cell": ptx["cell"], "phase": ptx["seq"].map(lambda v: "" if v <= 0 else str(v)),
+        "as written": ptx["label"], "sent": ptx["sent"].map(num), "acknowledged": ptx["acknowledged"].map(num),
+        "handled by the CSMS": ptx["handled"].map(num), "duplicates": ptx["duplicates"].map(lambda v: num(v, True)),
+        "lost": ptx["lost"].map(lambda v: num(v, True)), "records disagree": disagree.map(lambda v: num(v, True)),
+        "calls answered / failed": [f"{a} / {b}" for a, b in zip(ptx["calls_ok"], ptx["calls_failed"], strict=True)],
+        "RTT median / p95 (ms)": [f"{fmt_num(a)} / {fmt_num(b)}" for a, b in
+                                  zip(ptx["rtt_median_ms"], ptx["rtt_p95_ms"], strict=True)],
+        "disconnected": ptx["disconnected"], "reconnected": ptx["reconnected"],
+        "connect failed": ptx["connect_failed"]}), "schedule_transactions",
+        caption="Per phase: transaction messages issued in it (sent, acknowledged, handled by the CSMS, "
+                "duplicates, lost), OCPP calls sent in it, connection events in it", raw=ptx)
+    for k, cid in enumerate(cells[:MAX_TIMELINES]):
+        cell = run.cells[run.cells["cell"] == cid].iloc[0].to_dict()
+        calls = run.calls[run.calls["cell"] == cid] if len(run.calls) else run.calls
+        ev = run.events[run.events["cell"] == cid] if len(run.events) else run.events
+        jobs.add(doc, F.fig_schedule, (cell, pt[pt["cell"] == cid], calls, ev),
+                 f"{cid}: OCPP RTT of every call when it was sent (median per second), failed calls and the "
+                 "stations' connection events, with the schedule's phases as applied on the gateway shaded.",
+                 name=f"schedule_{k:02d}_{_safe(cid)}")
+
+
 def scaling_section(doc: Document, run: Run, jobs: FigureJobs) -> None:
     from labkit.analysis import figures as F
 
@@ -601,6 +666,7 @@ def build(run: Run, out: Path, *, fmt: str = "png", seed: int = 0, figures: bool
     iperf_section(doc, run, jobs)
     ocpp_section(doc, run, jobs, seed)
     transactions_section(doc, run, tx)
+    schedule_section(doc, run, jobs)
     overhead_section(doc, run, jobs)
     scaling_section(doc, run, jobs)
     timeline_section(doc, run, jobs)

@@ -241,3 +241,81 @@ def tx_findings(run: Run, tbl: pd.DataFrame | None = None) -> list[Problem]:
             if n(getattr(r, count)):
                 out.append(Problem(where, text.format(n=n(getattr(r, count))), "suspect"))
     return out
+
+
+def tx_keys(run: Run) -> pd.DataFrame:
+    """One row per transaction message (cell, station, ``tx_key``) of the cells with transaction keys, with the
+    same counts as ``tx_table`` as 0/1 flags (``duplicates``: the extra deliveries of that message), and
+    ``t_issued``: when the station first issued it (the earliest attempt's ``t_wall``, less ``queued_ms`` when
+    it waited in the offline queue; for a message only the CSMS recorded, when the CSMS received it). Summed
+    over a cell's rows, the flags are that cell's ``tx_table`` counts (``untagged`` aside: rows without a key
+    are not messages; ``tx_untagged`` lists them). Computed once per loaded run."""
+    if "tx_keys" not in run.cache:
+        run.cache["tx_keys"] = _tx_keys(run)
+    return run.cache["tx_keys"].copy()
+
+
+def _ok_cells(run: Run) -> tuple[list[str], list[str]]:
+    cells = [c for c in (run.cells["cell"].astype(str) if len(run.cells) else [])
+             if any((k, c) in run.columns for k in ("calls", "csms"))]
+    fleet_ok = [c for c in cells if run.has_column("calls", c, "tx_key")]
+    return fleet_ok, [c for c in fleet_ok if run.has_column("csms", c, "tx_key")]
+
+
+KEY_COLUMNS = ["cell", "station_id", "tx_key", "t_issued", *[c for c in COUNTS if c != "untagged"]]
+
+
+def _tx_keys(run: Run) -> pd.DataFrame:
+    fleet_ok, csms_ok = _ok_cells(run)
+    idx = ["cell", "station_id", "tx_key"]
+    calls, csms = run.calls, run.csms
+    f = calls[calls["cell"].isin(fleet_ok) & (calls["tx_key"].astype(str) != "")] if len(calls) else calls
+    c = csms[csms["cell"].isin(csms_ok) & (csms["tx_key"].astype(str) != "")] if len(csms) else csms
+    if f.empty and c.empty:
+        return pd.DataFrame({k: pd.Series(dtype="object" if k in idx else "float64") for k in KEY_COLUMNS})
+    f = pd.DataFrame({k: f[k].astype(str) for k in idx} | {
+        "sent": (f["outcome"].astype(str) != "send_failed").to_numpy(),
+        "acknowledged": (f["outcome"].astype(str) == "ok").to_numpy(),
+        "err_f": (f["outcome"].astype(str) == "call_error").to_numpy(),
+        "first": (f["attempt"] == 1).to_numpy().astype(int),
+        "t_f": (f["t_wall"] - f["queued_ms"].fillna(0) / 1000.0).to_numpy()})
+    fk = f.groupby(idx, sort=False).agg(sent=("sent", "any"), acknowledged=("acknowledged", "any"),
+                                        err_f=("err_f", "any"), firsts=("first", "sum"), t_f=("t_f", "min"))
+    fk["in_fleet"] = True
+    c = pd.DataFrame({k: c[k].astype(str) for k in idx} | {
+        "ok": (c["outcome"].astype(str) == "ok").to_numpy().astype(int),
+        "err_c": (c["outcome"].astype(str) == "call_error").to_numpy(), "t_c": c["t_wall"].to_numpy()})
+    ck = c.groupby(idx, sort=False).agg(ok_rows=("ok", "sum"), err_c=("err_c", "any"), t_c=("t_c", "min"))
+    k = fk.join(ck, how="outer").reset_index()
+    in_fleet = k["in_fleet"].fillna(False).astype(bool).to_numpy()
+    sent = k["sent"].fillna(False).astype(bool).to_numpy()
+    acked = k["acknowledged"].fillna(False).astype(bool).to_numpy()
+    ok_rows = k["ok_rows"].fillna(0).to_numpy().astype(int)
+    handled = ok_rows > 0
+    refused = k["err_f"].fillna(False).astype(bool).to_numpy() | k["err_c"].fillna(False).astype(bool).to_numpy()
+    out = pd.DataFrame({"cell": k["cell"], "station_id": k["station_id"], "tx_key": k["tx_key"],
+                        "t_issued": k["t_f"].fillna(k["t_c"])})
+    flags = {
+        "tx_messages": in_fleet, "sent": sent, "acknowledged": acked, "handled": handled,
+        "lost": sent & ~handled & ~acked & ~refused, "rejected": sent & refused & ~handled & ~acked,
+        "acked_unrecorded": acked & ~handled, "handled_unsent": handled & ~sent,
+        "never_sent": in_fleet & ~sent, "shared_keys": k["firsts"].fillna(0).to_numpy() > 1}
+    for name in COUNTS:
+        if name == "duplicates":
+            out[name] = np.maximum(ok_rows - 1, 0)
+        elif name in flags:
+            out[name] = flags[name].astype(int)
+    return out[KEY_COLUMNS]
+
+
+def tx_untagged(run: Run) -> pd.DataFrame:
+    """The rows of transaction actions without a ``tx_key`` (``cell``, ``t_wall``) in the cells that have the
+    column (the fleet's and, where it has the column, the CSMS's): ``tx_table``'s ``untagged``."""
+    fleet_ok, csms_ok = _ok_cells(run)
+    parts = []
+    for frame, ok in ((run.calls, fleet_ok), (run.csms, csms_ok)):
+        if len(frame):
+            sub = frame[frame["cell"].isin(ok) & (frame["tx_key"].astype(str) == "")]
+            sub = sub[_is_tx_action(sub)] if len(sub) else sub
+            parts.append(pd.DataFrame({"cell": sub["cell"].astype(str), "t_wall": sub["t_wall"]}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["cell", "t_wall"])

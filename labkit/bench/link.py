@@ -76,3 +76,51 @@ def engine_processes(inventory: Inventory) -> dict[str, str]:
     from labkit import shaping
 
     return shaping.engine_pidfiles(inventory)
+
+
+def use_profiles_files(files: list[str]) -> None:
+    """Read these profiles files (``--profiles``: profiles and schedules) after the shipped profiles.yaml, as
+    every labkit command reads ``$LABKIT_PROFILES``: they are appended to it for this process."""
+    import os
+
+    from labkit.profiles import PROFILES_ENV
+
+    have = [p for p in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if p]
+    extra = [f for f in files if f not in have]
+    if extra:
+        os.environ[PROFILES_ENV] = os.pathsep.join(have + extra)
+
+
+def profile_set():
+    """The profiles and schedules every bench command reads (shipped + ``$LABKIT_PROFILES``)."""
+    from labkit import profiles
+
+    return profiles.default_set()
+
+
+def schedule(name: str):
+    """A schedule by name, checked against the profiles (ConfigError with file, line and field)."""
+    return profile_set().schedule(name)
+
+
+def reverify_schedule(remote: Remote, inventory: Inventory, result: dict[str, Any], sched) -> dict[str, Any]:
+    """After a schedule (``labkit.schedules.run``'s ``result``): check that the gateway holds the phase the
+    schedule left (``holds``) in the schedule's frame, value by value, changing nothing; raises ShapingError
+    naming every difference."""
+    import time
+
+    from labkit import schedules, shaping
+
+    ps = profile_set()
+    holds = result.get("holds")
+    if not holds:
+        raise shaping.ShapingError(f"schedule {sched.name!r}: no phase holds the link ({result.get('ended_by')})")
+    _frame, by_name = schedules.plans(sched, ps, inventory, result["engine"], result.get("seed", 1))
+    state = shaping.read_back(remote, inventory)
+    problems = shaping.verify(by_name[holds], ps.get(holds), state)
+    state.update({"profile": holds, "schedule": sched.name, "engine": result["engine"], "problems": problems,
+                  "verified": not problems, "reverified_at": time.time()})
+    if problems:
+        raise shaping.ShapingError(f"schedule {sched.name!r} on {inventory.gateway.name}: the link no longer holds "
+                                   f"its last phase {holds!r} as planned: {'; '.join(problems)}")
+    return state

@@ -1,21 +1,30 @@
-"""The OCPP phase of a cell: the CSMS on the CPO, one fleet per EVSE host, monitors, an optional outage.
+"""The OCPP phase of a cell: the CSMS on the CPO, one fleet per EVSE host, monitors, an optional outage or
+schedule.
 
 Everything is started over SSH as background processes (``labkit csms``, ``labkit fleet``,
 ``labkit monitor``), followed through the status files they rewrite every second, stopped with SIGTERM
 (they flush on the way out) and collected into the cell directory. An outage cuts the data path on the
 gateway (an iptables DROP rule in FORWARD: 100% loss both ways, under either engine) for a while.
+
+A schedule (``labkit bench --schedule``) runs in a thread of its own with its own SSH connection
+(``labkit.schedules.run``): its first phase is applied whole before the CSMS starts, its clock starts when
+the fleets have been started (as an outage's does), each next phase is switched in place at its time, and
+it is stopped when the fleets are done (the phase that holds then ends; an outage is lifted). What it ran is
+written to the cell's ``schedule.json`` after every phase (``labkit.resultsformat.SCHEDULE``).
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labkit import resultsformat as RF
 from labkit.bench.labcerts import LabTLS
 from labkit.bench.plan import Cell, Plan
 from labkit.errors import LabkitError, RemoteError
@@ -51,6 +60,14 @@ class OcppPhase:
     #: the lab's certificates (security profiles 2 and 3): pushed per host into a private directory
     tls: LabTLS | None = field(default=None, repr=False)
     _tls_dirs: dict[str, str] = field(default_factory=dict, repr=False)
+    #: the schedule the link runs during the phase (labkit.profiles.Schedule), the engine the cell's profile was
+    #: applied with, and how to open the schedule's own SSH connection (a Remote factory)
+    schedule: Any = None
+    schedule_engine: str | None = None
+    schedule_remote: Callable[[], Remote] | None = field(default=None, repr=False)
+    #: what labkit.schedules.run returned (also in the cell's schedule.json); {} until it ended
+    schedule_result: dict[str, Any] = field(default_factory=dict)
+    _sched: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def uses_password(self) -> bool:
@@ -108,6 +125,8 @@ class OcppPhase:
             args += ["--meter-values", str(p.meter_values), "--meter-interval", f"{p.meter_interval_s:g}"]
         else:
             args += ["--duration", f"{p.session_duration_s:g}", "--meter-interval", f"{p.meter_interval_s:g}"]
+            if p.think_time_s is not None:
+                args += ["--think-time", f"{p.think_time_s:g}"]
         return shlex.join(args)
 
     # -- run ----------------------------------------------------------------------------------------
@@ -130,6 +149,9 @@ class OcppPhase:
             if sec is not None and sec.tls:
                 self.progress("ocpp: certificates to the hosts", 0, None)
                 self._push_tls(cpo)
+            if self.schedule is not None:
+                self.progress(f"ocpp: schedule {self.schedule.name}: first phase", 0, None)
+                self._schedule_start()
             self.progress("ocpp: starting the CSMS", 0, None)
             r.start(cpo, "csms", self.csms_command(cpo), sudo=True, nofile=1048576)
             t_csms = time.monotonic()
@@ -144,9 +166,12 @@ class OcppPhase:
                 self._each(self.evses, lambda h: self._wait_status(h, "fleet-status.json", lambda s: True, "fleet",
                                                                   CSMS_READY_TIMEOUT_S))
                 self._forget_secret()
+            if self.schedule is not None:
+                self._sched["begin"].set()  # the schedule's clock starts with the stations
             summary["fleets"] = self._follow()
         finally:
             self._forget_secret()
+            self._schedule_stop()
             self._restore_link()
             self._stop_all(hosts)
             self._forget_tls()  # after the fleets stopped: a station loads its key at its first connection
@@ -155,7 +180,90 @@ class OcppPhase:
             summary.update(self._final_statuses())
         if self.outage_log:
             summary["outage"] = self.outage_log
+        if self.schedule is not None:
+            res = self.schedule_result
+            summary["schedule"] = {"name": self.schedule.name, "file": RF.SCHEDULE_FILE,
+                                   "ended_by": res.get("ended_by"), "holds": res.get("holds"),
+                                   "phases": len(res.get("phases") or [])}
+            error = self._sched.get("error")
+            if error is not None:
+                raise PhaseError(f"schedule {self.schedule.name!r}: {error}")
         return summary
+
+    # -- schedule -----------------------------------------------------------------------------------
+    def _schedule_start(self) -> None:
+        """Start the schedule's thread; return once its first phase is applied whole (raise if it was not)."""
+        from labkit import schedules
+        from labkit.bench import link
+
+        if self.schedule_remote is None:
+            raise PhaseError("a schedule needs its own connection to the gateway (schedule_remote)")
+        st: dict[str, Any] = {"stop": threading.Event(), "begin": threading.Event(), "applied": threading.Event(),
+                              "error": None, "phase": None}
+        self._sched = st
+        ps = link.profile_set()
+        n = len(self.schedule.phases)
+
+        def ready() -> None:
+            st["applied"].set()
+            while not st["begin"].wait(0.2):
+                if st["stop"].is_set():
+                    return
+
+        def on_phase(rec: Any) -> None:
+            st["phase"] = f"phase {rec.index + 1}/{n} {rec.label}" + (f" (pass {rec.cycle + 1})"
+                                                                       if self.schedule.repeat else "")
+
+        def body() -> None:
+            remote = None
+            try:
+                remote = self.schedule_remote()
+                self.schedule_result = schedules.run(
+                    remote, self.inventory, self.schedule, ps, engine=self.schedule_engine or "auto", seed=1,
+                    stop=st["stop"], on_phase=on_phase, record=self.cell_dir / RF.SCHEDULE_FILE,
+                    max_cycles=self.plan.schedule_cycles, ready=ready)
+            except BaseException as exc:  # noqa: BLE001 - reported by the phase (the link was cleared)
+                st["error"] = exc
+            finally:
+                if remote is not None:
+                    remote.close()
+                st["applied"].set()
+
+        thread = threading.Thread(target=body, name="labkit-schedule", daemon=True)
+        st["thread"] = thread
+        thread.start()
+        if not st["applied"].wait(180):
+            raise PhaseError(f"schedule {self.schedule.name!r}: its first phase was not applied within 180 s")
+        if st["error"] is not None:
+            raise PhaseError(f"schedule {self.schedule.name!r}: {st['error']}")
+
+    def _schedule_check(self) -> None:
+        error = self._sched.get("error")
+        if error is not None:
+            raise PhaseError(f"schedule {self.schedule.name!r} stopped: {error}")
+
+    def _schedule_stop(self) -> None:
+        """End the schedule (the phase that holds ends now; an outage is lifted) and wait for its thread."""
+        thread = self._sched.get("thread")
+        if thread is None:
+            return
+        self._sched["stop"].set()
+        thread.join(120)
+        if thread.is_alive() and self._sched.get("error") is None:
+            self._sched["error"] = LabkitError("the schedule did not stop within 120 s")
+            return
+        res = self.schedule_result
+        if res.get("ended_by") == "last phase holds" and res.get("phases"):
+            # a last phase without a duration held until now, the end of the OCPP phase: its end, gateway's clock
+            from labkit import shaping
+            from labkit.bench.results import write_json
+
+            try:
+                res["phases"][-1]["applied_end"] = shaping.gateway_clock(self.remote, self.inventory)["applied_at"]
+                res["ended"] = time.time()
+                write_json(self.cell_dir / RF.SCHEDULE_FILE, res)
+            except LabkitError as exc:
+                res.setdefault("problems", []).append(f"the last phase's end was not recorded: {exc}")
 
     # -- the password -----------------------------------------------------------------------------------
     def _each(self, hosts: list[HostConn], fn: Callable[[HostConn], Any]) -> list[Any]:
@@ -263,6 +371,8 @@ class OcppPhase:
                 elapsed = time.monotonic() - t0
                 if p.outage:
                     self._outage_step(elapsed)
+                if self.schedule is not None:
+                    self._schedule_check()
                 latest = pool.map(lambda h: self._status(h, "fleet-status.json"), self.evses)
                 for h, st in zip(self.evses, latest, strict=True):
                     if st:
@@ -271,7 +381,8 @@ class OcppPhase:
                 connected = sum(s.get("stations_connected", 0) for s in statuses.values())
                 calls = sum(s.get("calls_done", 0) for s in statuses.values())
                 expected = sum((s.get("calls_expected") or 0) for s in statuses.values()) or None
-                self.progress(f"ocpp: {connected}/{self.cell.stations} stations connected, {len(done)}/"
+                phase = f"{self._sched['phase']}, " if self._sched.get("phase") else ""
+                self.progress(f"ocpp: {phase}{connected}/{self.cell.stations} stations connected, {len(done)}/"
                               f"{len(self.evses)} fleets done", calls, expected)
                 if len(done) == len(self.evses):
                     break

@@ -70,6 +70,35 @@ class Outage:
         return cls(duration, at)
 
 
+#: a schedule whose last phase has no duration holds it until the OCPP phase ends: by default that is this long
+#: after the phases before it (enough to watch the stations settle after an outage)
+SCHEDULE_HOLD_S = 30.0
+
+
+def schedule_span_s(schedule: Any, cycles: int | None = None) -> float:
+    """The OCPP phase's default length for a schedule (``labkit.profiles.Schedule``): its phases' durations
+    (times ``cycles`` passes of a repeating one, one pass without), plus ``SCHEDULE_HOLD_S`` when its last
+    phase has no duration."""
+    finite = sum(p.duration_s for p in schedule.phases if p.duration_s is not None)
+    if schedule.repeat:
+        return finite * (cycles or 1)
+    return finite + (SCHEDULE_HOLD_S if schedule.phases[-1].duration_s is None else 0.0)
+
+
+def with_schedule(plan: Plan, schedule: Any, *, scenario_given: bool, duration_given: bool,
+                  think_time_given: bool) -> None:
+    """What ``--schedule`` changes in a plan unless the options say otherwise: the ``session`` scenario (stations
+    charge for a given time, so the phase lasts as long as the schedule), ``--duration`` the schedule's span
+    (``schedule_span_s``), and stations that plug in at once (``think_time_s`` 0)."""
+    plan.schedule = schedule.name
+    if not scenario_given:
+        plan.scenario = "session"
+    if plan.scenario == "session" and not duration_given:
+        plan.session_duration_s = schedule_span_s(schedule, plan.schedule_cycles)
+    if plan.scenario == "session" and not think_time_given:
+        plan.think_time_s = 0.0
+
+
 @dataclass
 class Cell:
     profile: str
@@ -127,6 +156,14 @@ class Plan:
     #: with profiles 2 and 3: the TLS versions the stations ask for, and TLS session resumption on reconnect
     tls_versions: list[str] = field(default_factory=lambda: ["1.3"])
     tls_resumption: list[bool] = field(default_factory=lambda: [True])
+    #: ``--schedule NAME``: every cell's OCPP phase runs this schedule (labkit.schedules) from its start; None: the
+    #: cell's profile holds throughout. ``schedule_cycles``: passes of a repeating one (None: until the phase ends)
+    schedule: str | None = None
+    schedule_cycles: int | None = None
+    #: extra profiles files (``--profiles``), read after the shipped profiles.yaml (profiles and schedules)
+    profiles_files: list[str] = field(default_factory=list)
+    #: session scenario: the stations' mean idle time before a charging session (None: the simulator's 60 s)
+    think_time_s: float | None = None
 
     def securities(self) -> list[Security | None]:
         """The security variants every (link profile, fleet size) runs in, in the order given."""
@@ -239,6 +276,17 @@ def validate(plan: Plan, *, lab_evse: int, known_profiles: list[str]) -> None:
          plan.session_duration_s),
         (plan.scenario != "session" or plan.meter_interval_s > 0, "--meter-interval",
          "more than 0 s with the session scenario", plan.meter_interval_s),
+        (plan.schedule is None or plan.outage is None, "--schedule", "used without --outage (a schedule has outage "
+         "phases of its own, e.g. 'outage 20 s')", f"--outage {plan.outage.duration_s:g}s@{plan.outage.at_s:g}s"
+         if plan.outage else None),
+        (plan.schedule is None or plan.ocpp_phase, "--schedule", "used with the OCPP phase (not with --no-ocpp)",
+         plan.schedule),
+        (plan.schedule is None or plan.name != "thesis", "--schedule", "used without --plan thesis (name the "
+         "profiles whose baselines to take, e.g. labkit bench 4g --schedule handover)", plan.schedule),
+        (plan.schedule_cycles is None or (plan.schedule is not None and plan.schedule_cycles >= 1), "--cycles",
+         "1 or more, with --schedule", plan.schedule_cycles),
+        (plan.think_time_s is None or 0 <= plan.think_time_s <= 86400, "--think-time", "0-86400 s",
+         plan.think_time_s),
         (plan.outage is None or 0 <= plan.outage.at_s <= 7 * 86400, "--outage", "AT 0-604800 s",
          plan.outage.at_s if plan.outage else None),
         (plan.outage is None or 0 < plan.outage.duration_s <= 86400, "--outage", "DURATION more than 0 and at most "

@@ -72,6 +72,8 @@ class Bench:
         self.expected = {p: link.expected(p) for p in plan.profiles}
         self.secret = secret  # the OCPP Basic auth password: handed to the OCPP phase only, never recorded
         self.tls = None  # the lab's certificates (labcerts.LabTLS) when a cell runs security profile 2 or 3
+        #: the schedule every cell's OCPP phase runs (labkit.profiles.Schedule), or None
+        self.schedule = link.schedule(plan.schedule) if plan.schedule else None
 
     # -- the run ------------------------------------------------------------------------------------
     def run(self) -> RunDir:
@@ -164,6 +166,12 @@ class Bench:
         }
         if self.tls is not None:
             manifest["tls"] = self.tls.describe()
+        if self.schedule is not None:
+            # provenance: the schedule as written (its phases, the file and line it came from)
+            manifest["schedule"] = {**self.schedule.to_dict(), "cycles": self.plan.schedule_cycles,
+                                    "profiles_files": list(self.plan.profiles_files)}
+            for c in manifest["cells"]:
+                c["schedule"] = self.schedule.name
         run.write_manifest(manifest)
         return run
 
@@ -209,6 +217,10 @@ class Bench:
         }
         if cell.security is not None:
             meta["security"] = cell.security.to_dict()
+        if self.schedule is not None:
+            from labkit.resultsformat import SCHEDULE_FILE
+
+            meta["schedule"] = {"name": self.schedule.name, "text": self.schedule.text, "file": SCHEDULE_FILE}
         self._set_cell_status(run, cell, "running")
         status = "incomplete"
         if plan.pcap:
@@ -252,7 +264,9 @@ class Bench:
                     meta["tcp_test_s"] = {"seconds": tcp_seconds, "omit": tcp_omit}
             if plan.ocpp_phase:
                 phase = OcppPhase(r, inv, plan, cell, cell_dir, run.run_id, self.progress,
-                                  gateway_procs=link.engine_processes(inv), secret=self.secret, tls=self.tls)
+                                  gateway_procs=link.engine_processes(inv), secret=self.secret, tls=self.tls,
+                                  schedule=self.schedule, schedule_engine=meta["engine"],
+                                  schedule_remote=self.handle.remote)
                 phase_progress = self.progress
 
                 def prog(msg, done=0, total=None):
@@ -262,10 +276,18 @@ class Bench:
                 meta["ocpp"] = self._phase(meta, "ocpp", phase.run, cell_dir)
                 if phase.outage_log:
                     meta["outage"] = phase.outage_log
+                if self.schedule is not None:
+                    res = phase.schedule_result
+                    meta["schedule"].update(ended_by=res.get("ended_by"), holds=res.get("holds"),
+                                            phases=len(res.get("phases") or []))
             # the link must still be what was applied after the measurements (a changed qdisc, an engine that
-            # died): the cell fails otherwise
-            self._phase(meta, "verify", lambda: link.reverify(r, inv, cell.profile, engine=meta["engine"]),
-                        cell_dir)
+            # died): the cell fails otherwise. After a schedule: the phase it left, in the schedule's frame
+            if self.schedule is not None and plan.ocpp_phase:
+                self._phase(meta, "verify", lambda: link.reverify_schedule(r, inv, phase.schedule_result,
+                                                                           self.schedule), cell_dir)
+            else:
+                self._phase(meta, "verify", lambda: link.reverify(r, inv, cell.profile, engine=meta["engine"]),
+                            cell_dir)
             try:
                 meta["link_end"] = link.end_state(r, inv)
             except LabkitError as exc:
@@ -336,6 +358,9 @@ def run_bench(lab_name: str, plan: Plan, *, results_root: Path, argv: list[str] 
             from labkit.errors import ConfigError
 
             raise ConfigError(f"--resume: {resume} was run on lab {stored['lab']['spec']['name']!r}, not {lab_name!r}")
+    link.use_profiles_files(plan.profiles_files)
+    if plan.schedule:
+        link.schedule(plan.schedule)  # known, and its profiles too (file, line and field), before anything changes
     validate(plan, lab_evse=len(handle.inventory.evses), known_profiles=link.known_profiles())
     if resume is not None and plan.auth == "basic" and not secret:
         from labkit.errors import ConfigError

@@ -39,6 +39,17 @@ from labkit.errors import ConfigError
               "shorter detects an outage sooner.")
 @click.option("--pcap", is_flag=True, help="Capture on the gateway's data interfaces (cells/<id>/pcap/).")
 @click.option("--outage", help="Cut the link mid-run: DURATION@AT, e.g. 30s@60s (from the OCPP phase start).")
+@click.option("--schedule", "schedule_name", metavar="NAME",
+              help="During each OCPP phase, run the schedule NAME (profiles.yaml 'schedules:', or a file given with "
+              "--profiles): its first phase applied when the phase starts, each next one switched in place at its "
+              "time; PROFILE still gives the baselines. Implies --scenario session, --duration the schedule's length "
+              "(+30 s when its last phase has no duration) and --think-time 0 unless given. Not with --outage.")
+@click.option("--cycles", type=int, help="With --schedule: passes of a repeating schedule [default: until the "
+              "OCPP phase ends; --duration defaults to one pass x cycles].")
+@click.option("--profiles", "profiles_files", multiple=True, type=click.Path(dir_okay=False, exists=True),
+              help="Extra profiles file(s) (profiles and schedules), read after the shipped profiles.yaml.")
+@click.option("--think-time", type=float, help="session scenario: mean idle time of a station before it plugs in, "
+              "s [default: the simulator's 60; 0 with --schedule].")
 @click.option("--results", "results_root", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Where run directories are written.")
 @click.option("--name", "label", default="", help="A label appended to the run directory's name.")
@@ -58,9 +69,10 @@ from labkit.errors import ConfigError
 @click.pass_context
 def bench(ctx, profiles, lab_name, plan_name, family, evse_counts, stations_per_host, repeats, scenario, ocpp, seed,
           ping_count, ping_interval, iperf_seconds, udp_seconds, meter_values, meter_interval, heartbeat, duration,
-          baselines, no_ocpp, ws_ping, pcap, outage, results_root, label, resume, password_file, security_profiles,
-          tls_versions, tls_resumption):
+          baselines, no_ocpp, ws_ping, pcap, outage, schedule_name, cycles, profiles_files, think_time, results_root,
+          label, resume, password_file, security_profiles, tls_versions, tls_resumption):
     """Baselines and OCPP timings for each PROFILE (e.g. labkit bench vsat gprs)."""
+    from labkit.bench import link
     from labkit.bench.plan import (
         THESIS_EVSE,
         Outage,
@@ -70,6 +82,7 @@ def bench(ctx, profiles, lab_name, plan_name, family, evse_counts, stations_per_
         parse_security_profiles,
         parse_tls_versions,
         thesis_plan,
+        with_schedule,
     )
     from labkit.bench.runner import run_bench
     from labkit.progress import Reporter
@@ -77,8 +90,14 @@ def bench(ctx, profiles, lab_name, plan_name, family, evse_counts, stations_per_
 
     secret = read_password(password_file)
 
-    if resume and (profiles or plan_name):
-        raise ConfigError("--resume: takes the plan from the run directory; give no profiles or --plan")
+    if resume and (profiles or plan_name or schedule_name or profiles_files):
+        raise ConfigError("--resume: takes the plan from the run directory; give no profiles, --plan, --schedule or "
+                          "--profiles")
+    if plan_name and schedule_name:
+        raise ConfigError("--schedule: used without --plan thesis (name the profiles whose baselines to take, e.g. "
+                          "labkit bench 4g --schedule handover)")
+    if cycles is not None and not schedule_name:
+        raise ConfigError("--cycles: goes with --schedule")
     if plan_name == "thesis":
         if profiles:
             raise ConfigError("--plan thesis: names its own profiles; give none (or use --family)")
@@ -91,10 +110,21 @@ def bench(ctx, profiles, lab_name, plan_name, family, evse_counts, stations_per_
                  "seed": seed, "ping_count": ping_count, "ping_interval_s": ping_interval,
                  "iperf_seconds": iperf_seconds, "udp_seconds": udp_seconds, "meter_values": meter_values,
                  "meter_interval_s": meter_interval, "heartbeat_s": heartbeat, "session_duration_s": duration,
-                 "baselines": baselines, "ws_ping_interval_s": ws_ping}
+                 "baselines": baselines, "ws_ping_interval_s": ws_ping, "think_time_s": think_time}
     for key, value in overrides.items():
         if value is not None:
             setattr(plan, key, value)
+    if profiles_files:
+        plan.profiles_files = [str(Path(f).resolve()) for f in profiles_files]
+        link.use_profiles_files(plan.profiles_files)
+    if schedule_name:
+        sch = link.schedule(schedule_name)  # unknown name or profile: file, line and field, exit 2
+        if cycles is not None and (cycles < 1 or not sch.repeat):
+            raise ConfigError(f"--cycles: must be 1 or more, with a repeating schedule (got {cycles}; schedule "
+                              f"{sch.name!r} {'repeats' if sch.repeat else 'runs once'})")
+        plan.schedule_cycles = cycles
+        with_schedule(plan, sch, scenario_given=scenario is not None, duration_given=duration is not None,
+                      think_time_given=think_time is not None)
     plan.ocpp_phase = not no_ocpp
     plan.pcap = pcap
     if outage:

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from labkit import resultsformat as RF
 from labkit.analysis.load import load_run, parse_iperf
 from labkit.errors import ConfigError
 
@@ -235,7 +236,7 @@ def test_partial_attempts_kept_by_resume_are_not_counted(copy_run):
 
 def test_format_2_columns_and_the_echo_probe(synth_run):
     r = synth_run
-    assert r.format == "labkit-results/2"
+    assert r.format == RF.FORMAT == "labkit-results/3"  # /3 only added schedule.json: /2's columns are all here
     firsts = {c for c in r.cells["cell"] if "__n1x1__" in c}
     assert set(r.echo["cell"].unique()) == firsts and r.echo["lost"].dtype == bool
     assert r.echo["rtt_ms"].dropna().between(0.01, 2000).all()
@@ -253,7 +254,8 @@ def test_a_format_this_labkit_does_not_read_is_a_note(copy_run):
     m["format"] = "labkit-results/9"
     (d / "manifest.json").write_text(json.dumps(m))
     text = _problems(load_run(d))
-    assert "manifest.json: format 'labkit-results/9', this labkit reads 'labkit-results/1', 'labkit-results/2'" in text
+    assert ("manifest.json: format 'labkit-results/9', this labkit reads 'labkit-results/1', 'labkit-results/2', "
+            "'labkit-results/3'" in text)
 
 
 def test_the_reader_takes_its_columns_from_resultsformat():
