@@ -369,7 +369,7 @@ def switch(remote: RemoteLike, inv: Inventory, old: tc.Plan, new: tc.Plan, *, se
 
     With ``chan`` (labkit.gwchannel) a switch of tc changes alone goes over the open tc channel: then
     ``applied_local`` (this machine's clock once tc answered) stands for the gateway's clock, which it does not
-    read."""
+    read; a switch that signals the engine goes over the open shell."""
     gw = inv.gateway
     cmds = tc.switch_commands(old, new)
     hup = new.engine_config is not None and old.engine_config != new.engine_config
@@ -388,16 +388,23 @@ def switch(remote: RemoteLike, inv: Inventory, old: tc.Plan, new: tc.Plan, *, se
                 "channel": r["channel"], "applied_local": r["returned"], "applied_at": None}
     sent = time.time()
     try:
-        r = _run(remote, gw, " && ".join(cmds + [GW_CLOCK]), timeout=30)
-    except RemoteError as exc:
+        if chan is not None:  # over the open shell: no new SSH command, no sudo
+            r = chan.shell(" && ".join(cmds + [GW_CLOCK]))
+            if r["exited"] != 0:
+                tail = r["stdout"].strip().splitlines()
+                raise RemoteError(f"exit {r['exited']}: {tail[-1] if tail else 'no output'}")
+            stdout = r["stdout"]
+        else:
+            stdout = _run(remote, gw, " && ".join(cmds + [GW_CLOCK]), timeout=30).stdout
+    except (RemoteError, gwchannel.ChannelError, OSError) as exc:
         raise ShapingError(f"switching {old.profile!r} -> {new.profile!r} on {gw.name} failed: {exc}") from None
     out: dict[str, Any] = {"from": old.profile, "to": new.profile, "commands": cmds, "sent": sent,
-                           "returned": time.time(), "gateway_time": _gw_time(r.stdout), "engine_at": None,
+                           "returned": time.time(), "gateway_time": _gw_time(stdout), "engine_at": None,
                            "seq": seq if hup else None}
     if hup:
         deadline = time.monotonic() + SWITCH_CONFIRM_TIMEOUT
         while True:
-            params = (_engine_status(remote, gw) or {}).get("params") or {}
+            params = (_engine_status(remote, gw, chan) or {}).get("params") or {}
             if params.get("seq") == seq:
                 out["engine_at"] = params.get("at")
                 break
@@ -527,13 +534,19 @@ def _log_tail(remote: RemoteLike, gw: HostConn, name: str = ENGINE_PROC) -> str:
     return f": {lines[-1].strip()}" if lines else f" (no log in {path})"
 
 
-def _engine_status(remote: RemoteLike, gw: HostConn) -> dict | None:
+def _engine_status(remote: RemoteLike, gw: HostConn, chan: gwchannel.GatewayChannels | None = None) -> dict | None:
     _, status_path = _paths(gw)
-    r = _run(remote, gw, f"cat {shlex.quote(status_path)} 2>/dev/null", check=False)
-    if r.exited != 0 or not r.stdout.strip():
+    cmd = f"cat {shlex.quote(status_path)} 2>/dev/null"
+    if chan is not None:
+        got = chan.shell(cmd)
+        exited, stdout = got["exited"], got["stdout"]
+    else:
+        r = _run(remote, gw, cmd, check=False)
+        exited, stdout = r.exited, r.stdout
+    if exited != 0 or not stdout.strip():
         return None
     try:
-        return json.loads(r.stdout)
+        return json.loads(stdout)
     except json.JSONDecodeError:
         return None
 
