@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -72,20 +71,6 @@ def gateway_state(lab: str) -> str:
                           capture_output=True, text=True).stdout
 
 
-def hosts_run_this_checkout(home: Path, lab: str, tmp_path: Path) -> None:
-    """The lab's hosts run ``labkit`` from the virtualenv's entry point, i.e. whatever checkout the virtualenv
-    installed; point them at the code under test (this repository), as the controller runs it, so that the
-    gateway's engine, the CSMS and the fleets are this code too."""
-    wrapper = tmp_path / "labkit-under-test"
-    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} -m labkit \"$@\"\n")
-    wrapper.chmod(0o755)
-    inv = home / "labs" / lab / "inventory.json"
-    data = json.loads(inv.read_text())
-    for h in data["hosts"]:
-        h["labkit"] = str(wrapper)
-    inv.write_text(json.dumps(data, indent=1))
-
-
 @needs_root
 @pytest.mark.slow
 def test_bench_with_a_schedule_records_the_phases_as_applied_and_reports_them(home, lab, tmp_path, monkeypatch,
@@ -97,7 +82,6 @@ def test_bench_with_a_schedule_records_the_phases_as_applied_and_reports_them(ho
     t_start = time.monotonic()
     monkeypatch.chdir(tmp_path)
     assert run_cli("up", "--name", lab, "--backend", "netns", "--evse", "2") == 0
-    hosts_run_this_checkout(home, lab, tmp_path)
     sched = tmp_path / "short.yaml"
     sched.write_text(SCHEDULE_FILE)
     results = tmp_path / "results"
