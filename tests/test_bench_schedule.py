@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +17,6 @@ from labkit.bench.plan import SCHEDULE_HOLD_S, Outage, Plan, schedule_span_s, va
 from labkit.errors import ConfigError
 from tests.conftest import needs_root, run_cli
 
-REPO = Path(__file__).resolve().parents[1]
 KNOWN = ["4g", "3g", "gprs"]
 SCHEDULE_FILE = """\
 schedules:
