@@ -142,8 +142,10 @@ def stop_engine(remote: RemoteLike, gw: HostConn) -> None:
 
 
 def engine_pidfiles(inv: Inventory) -> dict[str, str]:
-    """The pid file of the userspace engine on the gateway (``remote.start`` writes ``workdir/<name>.pid``)."""
-    return {"engine": f"{inv.gateway.workdir.rstrip('/')}/{ENGINE_PROC}.pid"}
+    """The pid files of the userspace engine and of a trace's change loop on the gateway (``remote.start`` writes
+    ``workdir/<name>.pid``): what a killed bench's guard stops."""
+    wd = inv.gateway.workdir.rstrip("/")
+    return {"engine": f"{wd}/{ENGINE_PROC}.pid", "tracer": f"{wd}/{TRACER_PROC}.pid"}
 
 
 def _shaping_file(labdir: Any) -> Path:
