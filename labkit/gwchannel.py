@@ -120,7 +120,8 @@ class GatewayChannels:
         """Run one shell command; its output, exit status and the gateway's clock when it ended."""
         with self.sh.lock:
             sent = time.time()
-            done = f'echo "{self.marker} $? $(date +%s.%N)"'
+            # the marker on a line of its own, even after output without a final newline (a JSON file)
+            done = f'rc=$?; printf "\\n%s %s %s\\n" {self.marker} "$rc" "$(date +%s.%N)"'
             self.sh.chan.sendall(f"{{ {command}\n}} </dev/null 2>&1; {done}\n".encode())
             out = []
             while True:
@@ -130,6 +131,8 @@ class GatewayChannels:
                     break
                 out.append(line)
             returned = time.time()
+        if out and out[-1] == "":
+            out.pop()  # the newline put before the marker
         return {"sent": sent, "returned": returned, "exited": int(status), "gateway_time": float(clock),
                 "stdout": "\n".join(out), "channel": "shell"}
 

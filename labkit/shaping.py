@@ -402,7 +402,7 @@ def switch(remote: RemoteLike, inv: Inventory, old: tc.Plan, new: tc.Plan, *, se
         raise ShapingError(f"switching {old.profile!r} -> {new.profile!r} on {gw.name} failed: {exc}") from None
     out: dict[str, Any] = {"from": old.profile, "to": new.profile, "commands": cmds, "sent": sent,
                            "returned": time.time(), "gateway_time": _gw_time(stdout), "engine_at": None,
-                           "seq": seq if hup else None}
+                           "seq": seq if hup else None, "channel": "shell" if chan is not None else "command"}
     if hup:
         deadline = time.monotonic() + SWITCH_CONFIRM_TIMEOUT
         while True:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import clocks, lifecycle, pathcheck
+from labkit import clocks, gwchannel, lifecycle, pathcheck
 from labkit.labdir import LabDir
 from labkit.model import load_spec
 from tests.conftest import links, namespaces, needs_root, run_cli
@@ -90,6 +90,19 @@ def test_up_status_ssh_down(home, lab, capfd):
         offsets = clocks.measure_all(remote, ["gw", "evse1"])
         for off in offsets.values():
             assert abs(off.offset_s) <= off.uncertainty_s + 1e-6 and off.uncertainty_s < 0.02, off
+        # the gateway's open channels (labkit.gwchannel): a shell that answers output, status and clock, also
+        # after output with no final newline; a tc batch that runs changes in order and reports a refused one
+        with gwchannel.GatewayChannels(remote, inv.gateway) as chan:
+            got = chan.shell("printf 'a\\nb'; exit_soon() { return 3; }; exit_soon")
+            assert (got["stdout"], got["exited"]) == ("a\nb", 3) and got["sent"] <= got["returned"]
+            assert chan.shell("hostname")["stdout"] == "gw"
+            chan.tc_batch(["tc qdisc add dev lo root handle 1: htb default 10",
+                           "tc class add dev lo parent 1: classid 1:10 htb rate 1000000bit"])
+            assert "rate 1Mbit" in chan.shell("tc class show dev lo")["stdout"]
+            with pytest.raises(gwchannel.ChannelError, match="tc refused a change"):
+                chan.tc_batch(["tc class change dev lo parent 1: classid 1:99 htb rate 2000000bit"])
+            chan.tc_batch(["tc qdisc del dev lo root"])  # the channel still works after a refusal
+            assert "htb" not in chan.shell("tc qdisc show dev lo")["stdout"]
 
     # the lab's own key: the machine's own SSH identity plays no part, and a wrong host key is refused
     key = Path(inv.cpo.key_file)
