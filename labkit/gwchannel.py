@@ -9,8 +9,10 @@ are opened before the first switch instead, over the lab's existing SSH connecti
   they arrive; a ``qdisc show dev lo`` after them prints one line, which comes back once every change before
   it is done (tc reads its input in order). An error goes to stderr before that line, so it has arrived by
   then. A change then costs the channel's round trip (about 2 ms to that VM) and the netlink calls.
-- a shell (``sh -s``): each command is followed by a marker line with its exit status and the gateway's
-  clock, for what is not tc (the outage's iptables rule, the gateway's clock).
+- a shell (``sh -s``): each command's error output goes to a private file (``mktemp``, removed when the shell
+  ends) and is sent after its output, each part closed by a marker line, the last with the exit status and the
+  gateway's clock: for what is not tc (the outage's iptables rule, the engine's SIGHUP and report, the
+  gateway's clock, and the read-back after each switch through ``ViaShell``).
 
 Where commands do not go over SSH (a remote that runs them on this machine) or the channels cannot open,
 ``open_channels`` returns None and labkit.shaping sends each change as a command, as before. iproute2's batch
@@ -91,6 +93,9 @@ class GatewayChannels:
         try:
             self.sh = _Chan(remote, host, "exec sh -s", timeout)
             self.marker = "__labkit_done_" + secrets.token_hex(6)
+            # the shell's error-output file: private (mktemp), removed when the shell ends
+            self.sh.chan.sendall(b"lkerr=$(mktemp) || exit 1; trap 'rm -f \"$lkerr\"' EXIT; "
+                                 b"trap 'exit 1' HUP INT TERM\n")
             # both answer once before they count: the shell and tc have started
             self.shell("true")
             self.tc_batch([])
@@ -117,24 +122,34 @@ class GatewayChannels:
         return {"sent": sent, "returned": returned, "channel": "tc-batch"}
 
     def shell(self, command: str) -> dict[str, Any]:
-        """Run one shell command; its output, exit status and the gateway's clock when it ended."""
+        """Run one shell command; its output and error output, exit status and the gateway's clock when it
+        ended. The error output goes to a file of the shell's own and is sent after the output, so the two
+        cannot interleave and neither can hide the end marker."""
         with self.sh.lock:
             sent = time.time()
-            # the marker on a line of its own, even after output without a final newline (a JSON file)
-            done = f'rc=$?; printf "\\n%s %s %s\\n" {self.marker} "$rc" "$(date +%s.%N)"'
-            self.sh.chan.sendall(f"{{ {command}\n}} </dev/null 2>&1; {done}\n".encode())
-            out = []
+            # each marker on a line of its own, even after output without a final newline (a JSON file)
+            tail = (f'rc=$?; printf "\\n%s\\n" {self.marker}-err; '
+                    f'while IFS= read -r l || [ -n "$l" ]; do printf "%s\\n" "$l"; done < "$lkerr"; '
+                    f'printf "\\n%s %s %s\\n" {self.marker} "$rc" "$(date +%s.%N)"')
+            self.sh.chan.sendall(f'{{ {command}\n}} </dev/null 2>"$lkerr"; {tail}\n'.encode())
+            out: list[str] = []
+            err: list[str] = []
+            into = out
             while True:
                 line = self.sh.readline().decode(errors="replace")
+                if line == f"{self.marker}-err":
+                    into = err
+                    continue
                 if line.startswith(self.marker + " "):
                     _, status, clock = line.split()
                     break
-                out.append(line)
+                into.append(line)
             returned = time.time()
-        if out and out[-1] == "":
-            out.pop()  # the newline put before the marker
+        for lines in (out, err):
+            if lines and lines[-1] == "":
+                lines.pop()  # the newline put before a marker
         return {"sent": sent, "returned": returned, "exited": int(status), "gateway_time": float(clock),
-                "stdout": "\n".join(out), "channel": "shell"}
+                "stdout": "\n".join(out), "stderr": "\n".join(err), "channel": "shell"}
 
     def close(self) -> None:
         for name in ("tc", "sh"):
@@ -147,6 +162,38 @@ class GatewayChannels:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ViaShell:
+    """A remote whose commands on the gateway go over its open shell (the rest as ``remote`` sends them):
+    what reads the link back after each switch of a schedule, a dozen commands, each without its own SSH
+    command and ``sudo``."""
+
+    def __init__(self, remote: Any, chan: GatewayChannels):
+        self.remote = remote
+        self.chan = chan
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.remote, name)
+
+    def run(self, host: Any, command: str, *, sudo: bool = False, check: bool = True,
+            timeout: float | None = None) -> Any:
+        from labkit.remote import RunResult
+
+        h = self.remote.host(host)
+        if h.name != self.chan.host.name:
+            return self.remote.run(h, command, sudo=sudo, check=check, timeout=timeout)
+        try:
+            got = self.chan.shell(command)
+        except (OSError, ChannelError) as exc:
+            raise RemoteError(f"{h.name}: {command!r} over the open shell failed: {exc}") from None
+        res = RunResult(h.name, command, got["stdout"] + ("\n" if got["stdout"] else ""), got["stderr"],
+                        got["exited"], got["returned"] - got["sent"])
+        if check and not res.ok:
+            detail = (res.stderr.strip() or res.stdout.strip()).splitlines()
+            raise RemoteError(f"{h.name}: {command!r} failed (exit {res.exited}): "
+                              f"{detail[-1] if detail else 'no output'}")
+        return res
 
 
 def open_channels(remote: Any, host: HostConn) -> GatewayChannels | None:

@@ -247,7 +247,8 @@ def run(remote: shaping.RemoteLike, inv: Inventory, schedule: Schedule, profiles
                 if prev is not None:
                     prev.applied_end = rec.applied_start
             if verify and prev is not None:
-                got = shaping.read_back(remote, inv, engine_pid=pid)
+                got = shaping.read_back(remote if chan is None else gwchannel.ViaShell(remote, chan), inv,
+                                        engine_pid=pid)
                 rec.problems = shaping.verify(current, below, got)
                 rec.verified = not rec.problems
                 if rec.problems:

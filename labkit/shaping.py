@@ -393,7 +393,7 @@ def switch(remote: RemoteLike, inv: Inventory, old: tc.Plan, new: tc.Plan, *, se
         if chan is not None:  # over the open shell: no new SSH command, no sudo
             r = chan.shell(" && ".join(cmds + [GW_CLOCK]))
             if r["exited"] != 0:
-                tail = r["stdout"].strip().splitlines()
+                tail = (r["stderr"].strip() or r["stdout"].strip()).splitlines()
                 raise RemoteError(f"exit {r['exited']}: {tail[-1] if tail else 'no output'}")
             stdout = r["stdout"]
         else:
@@ -442,8 +442,8 @@ def outage(remote: RemoteLike, inv: Inventory, on: bool,
         if chan is not None:
             r = chan.shell(cmd)
             if r["exited"] != 0:
-                raise RemoteError(r["stdout"].strip().splitlines()[-1] if r["stdout"].strip() else
-                                  f"exit {r['exited']}")
+                detail = (r["stderr"].strip() or r["stdout"].strip()).splitlines()
+                raise RemoteError(f"exit {r['exited']}: {detail[-1] if detail else 'no output'}")
             stdout = r["stdout"]
         else:
             stdout = _run(remote, gw, cmd).stdout

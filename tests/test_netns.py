@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from labkit import clocks, gwchannel, lifecycle, pathcheck
+from labkit.errors import RemoteError
 from labkit.labdir import LabDir
 from labkit.model import load_spec
 from tests.conftest import links, namespaces, needs_root, run_cli
@@ -95,6 +96,10 @@ def test_up_status_ssh_down(home, lab, capfd):
         with gwchannel.GatewayChannels(remote, inv.gateway) as chan:
             got = chan.shell("printf 'a\\nb'; exit_soon() { return 3; }; exit_soon")
             assert (got["stdout"], got["exited"]) == ("a\nb", 3) and got["sent"] <= got["returned"]
+            got = chan.shell("echo out; echo err >&2; printf 'no newline' >&2")
+            assert (got["stdout"], got["stderr"], got["exited"]) == ("out", "err\nno newline", 0)
+            errfile = Path(chan.shell('echo "$lkerr"')["stdout"])
+            assert errfile.is_file() and oct(errfile.stat().st_mode & 0o777) == "0o600"
             assert chan.shell("hostname")["stdout"] == "gw"
             chan.tc_batch(["tc qdisc add dev lo root handle 1: htb default 10",
                            "tc class add dev lo parent 1: classid 1:10 htb rate 1000000bit"])
@@ -103,6 +108,13 @@ def test_up_status_ssh_down(home, lab, capfd):
                 chan.tc_batch(["tc class change dev lo parent 1: classid 1:99 htb rate 2000000bit"])
             chan.tc_batch(["tc qdisc del dev lo root"])  # the channel still works after a refusal
             assert "htb" not in chan.shell("tc qdisc show dev lo")["stdout"]
+            assert gwchannel.ViaShell(remote, chan).run("gw", "cat /proc/sys/net/ipv4/ip_forward").stdout == "1\n"
+            with pytest.raises(RemoteError, match="exit 1"):
+                gwchannel.ViaShell(remote, chan).run("gw", "false")
+        deadline = time.monotonic() + 10  # the shell sees the end of its input and removes its file
+        while errfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not errfile.exists()
 
     # the lab's own key: the machine's own SSH identity plays no part, and a wrong host key is refused
     key = Path(inv.cpo.key_file)
