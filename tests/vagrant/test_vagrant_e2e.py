@@ -248,23 +248,23 @@ def _in_thread(fn, *args, **kwargs):
     return t, box
 
 
-def _start_ready(remote, host, name: str, command: str, timeout: float = 60.0) -> None:
+def _start_ready(remote, host, name: str, command: str, timeout: float = 60.0, sudo: bool = False) -> None:
     """Start a program in the background on a host and wait until it prints "ready" (a Python start on an
     emulated VM takes seconds: nothing may be sent to it before)."""
-    remote.start(host, name, command)
+    remote.start(host, name, command, sudo=sudo)
     deadline = time.monotonic() + timeout
-    while "ready" not in remote.read_log(host, name, lines=3):
+    while "ready" not in remote.read_log(host, name, lines=3, sudo=sudo):
         assert time.monotonic() < deadline, f"{name} on {host.name} never got ready: {remote.read_log(host, name)}"
         time.sleep(0.2)
 
 
-def _output(remote, host, name: str, timeout: float = 90.0) -> str:
+def _output(remote, host, name: str, timeout: float = 90.0, sudo: bool = False) -> str:
     """The last line a background program printed, once it has ended."""
     deadline = time.monotonic() + timeout
-    while remote.alive(host, name):
+    while remote.alive(host, name, sudo=sudo):
         assert time.monotonic() < deadline, f"{name} on {host.name} did not end"
         time.sleep(0.2)
-    return remote.read_log(host, name, lines=1).strip()
+    return remote.read_log(host, name, lines=1, sudo=sudo).strip()
 
 
 def _schedule_on_netem(lab: str, tmp_path: Path) -> dict:
@@ -350,9 +350,10 @@ def _gemodel_on_netem(lab: str) -> dict:
         state = shaping.apply(remote, inv, profile, engine="netem")
         assert state["verified"], state
         try:
-            _start_ready(remote, cpo, "lk-udp-recv", f"{q(cpo.python)} -c {q(UDP_RECV)}")
+            # root: the receiver's buffer is forced (SO_RCVBUFFORCE) so that no datagram is lost at the receiver
+            _start_ready(remote, cpo, "lk-udp-recv", f"{q(cpo.python)} -c {q(UDP_RECV)}", sudo=True)
             remote.run(evse, f"{q(evse.python)} -c {q(UDP_SEND)} {n} {q(cpo.addresses['cpo'])} 4", timeout=300)
-            got = set(json.loads(_output(remote, cpo, "lk-udp-recv")))
+            got = set(json.loads(_output(remote, cpo, "lk-udp-recv", sudo=True)))
             stats = json.loads(remote.run(gw, f"tc -s -j qdisc show dev {q(gw.ifaces['cpo'])}", sudo=True).stdout)
         finally:
             shaping.clear(remote, inv)
