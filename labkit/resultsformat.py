@@ -114,16 +114,21 @@ SCHEDULE = Record(
     "schedule",
     # schedule: as written (name, description, repeat, origin, text, phases); frame: the phases' common layout;
     # started/ended: this machine's clock; ended_by: "end", "stopped", "last phase holds" or "failed: <why>";
-    # holds: the profile the link kept
-    ("schedule", "engine", "seed", "frame", "gateway", "started", "ended", "ended_by", "holds", "phases"),
+    # holds: the profile the link kept; gateway_clock: {"start", "end"}: the gateway's clock offset from this
+    # machine's (labkit.clocks: offset_s, uncertainty_s, samples, measured_at; None on one machine without SSH);
+    # host_clocks: {"start", "end"}: {host: the same} for the hosts whose stamps meet the phases (the CSMS's and
+    # the stations' hosts, in a bench); channels: whether the switches went over channels kept open
+    ("schedule", "engine", "seed", "frame", "gateway", "started", "ended", "ended_by", "holds", "phases",
+     "gateway_clock", "host_clocks", "channels"),
     numeric=frozenset({"seed", "started", "ended"}),
     required=("schedule", "phases"),
     added=frozenset({"schedule", "engine", "seed", "frame", "gateway", "started", "ended", "ended_by", "holds",
-                     "phases"}),
+                     "phases", "gateway_clock", "host_clocks", "channels"}),
 )
 #: one entry of schedule.json's ``phases``: one phase as it ran (``labkit.schedules.PhaseRecord``), in the order
 #: they ran. ``planned_*`` on this machine's clock, ``applied_*`` on the gateway's (epoch seconds);
-#: ``latency_ms`` = applied_start - planned_start (none for the first phase, applied whole before the clock
+#: ``latency_ms`` = applied_start - planned_start, on this machine's clock (the gateway's offset taken off; none
+#: for the first phase, applied whole before the clock
 #: started); ``profile`` is the profile the link held (under an outage: the one underneath)
 SCHEDULE_PHASE = Record(
     "schedule_phase",

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,21 +125,26 @@ def _write(record: Path | None, data: dict[str, Any]) -> None:
     tmp.replace(record)
 
 
-def _gateway_offset(remote: shaping.RemoteLike, inv: Inventory) -> dict[str, Any] | None:
-    """The gateway's clock offset (``labkit.clocks``), or None where commands do not go over SSH (a remote that
-    runs them on this machine, as the tests' namespace topology does: one clock)."""
+def _offset(remote: shaping.RemoteLike, host: Any) -> dict[str, Any] | None:
+    """A host's clock offset (``labkit.clocks``), or None where commands do not go over SSH (a remote that runs
+    them on this machine, as the tests' namespace topology does: one clock)."""
     if not hasattr(remote, "connect"):
         return None
     try:
-        return clocks.measure(remote, inv.gateway).to_dict()
+        return clocks.measure(remote, host).to_dict()
     except LabkitError as exc:
         return {"error": str(exc)}
+
+
+def _gateway_offset(remote: shaping.RemoteLike, inv: Inventory) -> dict[str, Any] | None:
+    return _offset(remote, inv.gateway)
 
 
 def run(remote: shaping.RemoteLike, inv: Inventory, schedule: Schedule, profiles: ProfileSet, *,
         engine: str = "auto", seed: int = 1, verify: bool = True, stop: threading.Event | None = None,
         on_phase: Callable[[PhaseRecord], None] | None = None, record: Path | None = None,
-        max_cycles: int | None = None, ready: Callable[[], None] | None = None) -> dict[str, Any]:
+        max_cycles: int | None = None, clock_hosts: Sequence[str] = (),
+        ready: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run ``schedule`` on the gateway until it ends (or ``stop`` is set, or ``max_cycles`` passes of a
     repeating one); return (and write to ``record``, after every phase) what ran. ``profiles`` is the set
     the schedule was read from (``ProfileSet.schedule`` checked it). A failure clears the link. ``ready``, when
@@ -172,6 +177,8 @@ def run(remote: shaping.RemoteLike, inv: Inventory, schedule: Schedule, profiles
         out["channels"] = chan is not None
         clock = out["gateway_clock"] = {"start": _gateway_offset(remote, inv)}
         skew = (clock["start"] or {}).get("offset_s") or 0.0
+        if clock_hosts:  # the hosts whose stamps are compared with the phases (a bench's stations and CSMS)
+            out["host_clocks"] = {"start": {h: _offset(remote, h) for h in clock_hosts}}
         if ready is not None:
             ready()
         cut = False
@@ -282,6 +289,8 @@ def run(remote: shaping.RemoteLike, inv: Inventory, schedule: Schedule, profiles
         out["ended"] = time.time()
         out["holds"] = current.profile
         clock["end"] = _gateway_offset(remote, inv)
+        if clock_hosts:
+            out["host_clocks"]["end"] = {h: _offset(remote, h) for h in clock_hosts}
         save()
         return out
     except BaseException as exc:

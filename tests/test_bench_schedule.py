@@ -121,6 +121,12 @@ def test_bench_with_a_schedule_records_the_phases_as_applied_and_reports_them(ho
     # the phases as applied on the gateway: in order, back to back, on time, read back as planned
     rec = json.loads((cell / "schedule.json").read_text())
     ph = rec["phases"]
+    # the switches went over channels kept open; the clocks of the gateway and of every host whose stamps meet
+    # the phases were measured over SSH (one machine here: each offset is 0 within its uncertainty)
+    assert rec["channels"] is True
+    clocks = [rec["gateway_clock"]["start"], rec["gateway_clock"]["end"], *rec["host_clocks"]["start"].values()]
+    assert set(rec["host_clocks"]["start"]) == {"cpo", "evse1", "evse2"}
+    assert all(abs(c["offset_s"]) <= c["uncertainty_s"] + 1e-6 for c in clocks), clocks
     assert [(p["label"], p["profile"], p["outage"]) for p in ph] == [
         ("4g", "4g", False), ("3g", "3g", False), ("outage", "4g", True), ("4g", "4g", False)]
     starts = [p["applied_start"] for p in ph]

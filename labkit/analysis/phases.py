@@ -5,7 +5,9 @@ the cell's schedule.json): phase k holds from its ``applied_start`` to the next 
 last one to its ``applied_end``, when the schedule was stopped or ended). A time before the first phase held
 belongs to no phase (*before*; the first calls of stations that started early), one after the last phase
 ended to *after* (the fleets' last calls once the schedule stopped); those rows appear only when they hold
-something. A repeated schedule's phases are told apart by their pass (``cycle``).
+something. A repeated schedule's phases are told apart by their pass (``cycle``). Times stamped on other
+hosts (the stations', the CSMS's) are put on the gateway's clock first, with the clock offsets the schedule
+measured over SSH when it started (``clock_shifts``: zero on netns, up to a second on VMs without time sync).
 
 - ``phase_table``: each phase as applied: when (seconds from the first phase's start), for how long, how late
   against the plan, whether the read-back matched;
@@ -60,11 +62,43 @@ def origin(run: Run, cell: str) -> float:
     return float(ph["start"].iloc[0]) if len(ph) else float("nan")
 
 
-def assign(run: Run, cell: str, t: np.ndarray | pd.Series) -> np.ndarray:
-    """The ``seq`` of the phase each time (epoch s) falls in: ``BEFORE`` before the first phase held (and for a
-    missing time), ``AFTER`` once the last one ended."""
-    ph = _phases(run, cell)
+def clock_shifts(run: Run, cell: str) -> dict[str, float]:
+    """host -> seconds to add to a time stamped on that host to put it on the gateway's clock (the phases'):
+    the gateway's offset minus the host's, both measured over SSH when the schedule started (schedule.json's
+    ``gateway_clock`` and ``host_clocks``). Empty where they were not measured (one machine, one clock)."""
+    meta = run.schedule_meta.get(cell) or {}
+    gw = ((meta.get("gateway_clock") or {}).get("start") or {}).get("offset_s")
+    hosts = (meta.get("host_clocks") or {}).get("start") or {}
+    if not isinstance(gw, int | float):
+        return {}
+    return {str(h): float(gw) - float(o["offset_s"]) for h, o in hosts.items()
+            if isinstance(o, dict) and isinstance(o.get("offset_s"), int | float)}
+
+
+def on_gateway_clock(run: Run, cell: str, t: np.ndarray | pd.Series, hosts: pd.Series | None) -> np.ndarray:
+    """Times stamped on the given hosts (one per time), on the gateway's clock (``clock_shifts``)."""
     t = np.asarray(t, dtype=float)
+    shifts = clock_shifts(run, cell)
+    if hosts is None or not shifts:
+        return t
+    return t + np.array([shifts.get(str(h), 0.0) for h in hosts], dtype=float)
+
+
+def station_hosts(run: Run, cell: str) -> dict[str, str]:
+    """station id -> the host its fleet ran on (from its calls)."""
+    calls = run.calls[run.calls["cell"] == cell] if len(run.calls) else run.calls
+    if not len(calls) or "host" not in calls:
+        return {}
+    pairs = calls[["station_id", "host"]].dropna().drop_duplicates("station_id")
+    return dict(zip(pairs["station_id"].astype(str), pairs["host"].astype(str), strict=True))
+
+
+def assign(run: Run, cell: str, t: np.ndarray | pd.Series, hosts: pd.Series | None = None) -> np.ndarray:
+    """The ``seq`` of the phase each time (epoch s) falls in: ``BEFORE`` before the first phase held (and for a
+    missing time), ``AFTER`` once the last one ended. With ``hosts`` (where each time was stamped) the times
+    are first put on the gateway's clock (``on_gateway_clock``)."""
+    ph = _phases(run, cell)
+    t = on_gateway_clock(run, cell, t, hosts)
     if ph.empty:
         return np.full(len(t), BEFORE, dtype=np.int64)
     starts, ends, seqs = ph["start"].to_numpy(), ph["end"].to_numpy(), ph["seq"].to_numpy(dtype=np.int64)
@@ -122,15 +156,16 @@ def phase_tx_table(run: Run) -> pd.DataFrame:
                               "end_s": [0.0, np.nan]})
         frame = pd.concat([extra.iloc[:1], base, extra.iloc[1:]], ignore_index=True).set_index("seq")
         k = keys[keys["cell"] == cell]
-        counts = k.assign(seq=assign(run, cell, k["t_issued"])).groupby("seq")[
+        where = station_hosts(run, cell)
+        counts = k.assign(seq=assign(run, cell, k["t_issued"], k["station_id"].astype(str).map(where))).groupby("seq")[
             [c for c in X.COUNTS if c != "untagged"]].sum()
         u = untagged[untagged["cell"] == cell]
-        counts["untagged"] = pd.Series(assign(run, cell, u["t_wall"])).value_counts()
+        counts["untagged"] = pd.Series(assign(run, cell, u["t_wall"], u.get("host"))).value_counts()
         frame = frame.join(counts.reindex(columns=X.COUNTS))
         frame[X.COUNTS] = frame[X.COUNTS].fillna(0).astype("int64").astype("Int64")
         calls = run.calls[run.calls["cell"] == cell] if len(run.calls) else run.calls
         if len(calls):
-            cs = calls.assign(seq=assign(run, cell, calls["t_wall"]))
+            cs = calls.assign(seq=assign(run, cell, calls["t_wall"], calls.get("host")))
             okc = cs[(cs["outcome"] == "ok") & cs["rtt_ms"].notna()]
             frame["calls_ok"] = okc.groupby("seq").size()
             frame["calls_failed"] = cs[cs["outcome"].isin(CALL_FAILURES)].groupby("seq").size()
@@ -139,7 +174,7 @@ def phase_tx_table(run: Run) -> pd.DataFrame:
         ev = run.events[run.events["cell"] == cell] if len(run.events) else run.events
         for name in EVENTS:
             e = ev[ev["event"] == name] if len(ev) else ev
-            frame[name] = (pd.Series(assign(run, cell, e["t_wall"])).value_counts() if len(e)
+            frame[name] = (pd.Series(assign(run, cell, e["t_wall"], e.get("host"))).value_counts() if len(e)
                            else pd.Series(dtype="int64"))
         for col in ("calls_ok", "calls_failed", *EVENTS):
             if col not in frame:

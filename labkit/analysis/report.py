@@ -479,6 +479,9 @@ def schedule_section(doc: Document, run: Run, jobs: FigureJobs) -> None:
         cell = run.cells[run.cells["cell"] == cid].iloc[0].to_dict()
         calls = run.calls[run.calls["cell"] == cid] if len(run.calls) else run.calls
         ev = run.events[run.events["cell"] == cid] if len(run.events) else run.events
+        if PH.clock_shifts(run, cid):  # the stations' stamps on the gateway's clock, as the phases are
+            calls = calls.assign(t_wall=PH.on_gateway_clock(run, cid, calls["t_wall"], calls.get("host")))
+            ev = ev.assign(t_wall=PH.on_gateway_clock(run, cid, ev["t_wall"], ev.get("host")))
         jobs.add(doc, F.fig_schedule, (cell, pt[pt["cell"] == cid], calls, ev),
                  f"{cid}: OCPP RTT of every call when it was sent (median per second), failed calls and the "
                  "stations' connection events, with the schedule's phases as applied on the gateway shaded.",

@@ -221,7 +221,8 @@ class OcppPhase:
                 self.schedule_result = schedules.run(
                     remote, self.inventory, self.schedule, ps, engine=self.schedule_engine or "auto", seed=1,
                     stop=st["stop"], on_phase=on_phase, record=self.cell_dir / RF.SCHEDULE_FILE,
-                    max_cycles=self.plan.schedule_cycles, ready=ready)
+                    max_cycles=self.plan.schedule_cycles, ready=ready,
+                    clock_hosts=[h.name for h in (self.inventory.cpo, *self.evses)])
             except BaseException as exc:  # noqa: BLE001 - reported by the phase (the link was cleared)
                 st["error"] = exc
             finally:

@@ -41,7 +41,7 @@ def phase(index: int, label: str, start: float, end: float | None, *, cycle: int
 
 def write_cell(run: Path, cid: str, phases: list[dict] | None, calls: list[dict], csms: list[dict],
                events: list[dict] = (), *, name: str = "short", text: str = "4g 10s -> 3g 10s -> outage 5s -> 4g 10s",
-               repeat: bool = False) -> None:
+               repeat: bool = False, meta: dict | None = None) -> None:
     c = run / "cells" / cid
     (c / "ocpp").mkdir(parents=True)
     (c / "cell.json").write_text(json.dumps({
@@ -53,7 +53,7 @@ def write_cell(run: Path, cid: str, phases: list[dict] | None, calls: list[dict]
         (c / RF.SCHEDULE_FILE).write_text(json.dumps({
             "schedule": {"name": name, "text": text, "repeat": repeat, "phases": []}, "engine": "userspace",
             "seed": 1, "frame": {}, "gateway": "gw", "started": T0, "ended": T0 + 40, "ended_by": "stopped",
-            "holds": "4g", "phases": phases}))
+            "holds": "4g", "phases": phases, **(meta or {})}))
 
     def put(path: Path, table: RF.Table, rows, defaults: dict) -> None:
         with path.open("w", newline="") as fh:
@@ -229,3 +229,31 @@ def test_compare_reads_runs_with_schedules(handover, tmp_path):
     other = handover_run(tmp_path)
     assert run_cli("compare", str(handover), str(other), "--out", str(tmp_path / "cmp"), "--no-figures") == 0
     assert (tmp_path / "cmp").is_dir()
+
+
+def test_stamps_of_other_hosts_go_on_the_gateways_clock_first(tmp_path):
+    """On VMs each host keeps its own clock: the schedule measured the gateway's offset (+0.1 s) and the
+    station host's (-0.9 s), so a call evse1 stamped 9.2 s was sent at 10.2 s on the gateway's clock, in phase
+    2; without the offsets (one machine) the same stamp is phase 1's."""
+    def off(x: float) -> dict:
+        return {"offset_s": x, "uncertainty_s": 0.0005, "samples": 16, "measured_at": T0}
+
+    clocks = {"gateway_clock": {"start": off(0.1), "end": off(0.1)},
+              "host_clocks": {"start": {"evse1": off(-0.9), "cpo": off(0.0)}, "end": {"evse1": off(-0.9)}}}
+    seqs = {}
+    for label, meta in (("vm", clocks), ("netns", None)):
+        run = tmp_path / label
+        k = key("shifted")
+        write_cell(run, "4g__n1x1__r1", HANDOVER, [{"t": 9.2, "tx_key": k}, {"t": 3.0, "tx_key": key("early")}],
+                   [{"t": 9.25, "tx_key": k}, {"t": 3.05, "tx_key": key("early")}],
+                   [{"t": 19.5, "event": "disconnected", "connection": 1}], meta=meta)
+        r = load_run(run)
+        assert PH.clock_shifts(r, "4g__n1x1__r1") == ({"evse1": pytest.approx(1.0), "cpo": pytest.approx(0.1)}
+                                                       if meta else {})
+        t = PH.phase_tx_table(r).set_index("seq")
+        seqs[label] = {"sent": t["sent"].to_dict(), "calls": t["calls_ok"].to_dict(),
+                       "disconnected": t["disconnected"].to_dict()}
+    assert seqs["vm"]["sent"][2] == 1 and seqs["vm"]["sent"][1] == 1 and seqs["vm"]["calls"][2] == 1
+    assert seqs["netns"]["sent"][1] == 2 and seqs["netns"]["sent"][2] == 0
+    # the disconnection at 19.5 s on evse1's clock happened at 20.5 s on the gateway's: in the outage
+    assert seqs["vm"]["disconnected"][3] == 1 and seqs["netns"]["disconnected"][2] == 1
