@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from labkit.errors import ConfigError
+from labkit.linkbounds import DELAY_MAX_MS, FRAME_BYTES, RATE_MAX_BPS, RATE_MIN_BPS
 from labkit.lossmodel import GEParams
 from labkit.units import UnitError, format_ms, format_rate, parse_duration_ms, parse_percent, parse_rate
 from labkit.yamlfile import FieldError, line_of, load_yaml, parse_yaml, validate
@@ -36,8 +37,6 @@ NAME_RULE = "lowercase letters, digits, '.', '+' and '-', at most 32 characters"
 DISTRIBUTIONS = ("uniform", "normal")
 FAMILIES = ("realistic", "slow", "custom")
 
-#: Ethernet frame of a full-size packet (1500 bytes of IP + 14 of Ethernet header): what HTB counts.
-FRAME_BYTES = 1514
 #: The smallest bottleneck queue labkit sizes by default (packets): TCP needs room for a few windows.
 MIN_QUEUE = 32
 #: ... except on slow links, where 32 full-size frames are many seconds of queue (14 s at GPRS's 26.8 kbit/s):
@@ -47,16 +46,6 @@ MIN_QUEUE_SLOW = 8
 #: netem's normal table spans +-4 standard deviations (values are int16 / NETEM_DIST_SCALE 8192).
 NORMAL_SPAN = 4.0
 
-# Physical bounds of a direction. Rates: tc holds them in whole bytes per second, HTB's burst as a time in
-# 64 ns ticks in 32 bits (274.9 s: at 89 bit/s two full frames already overflow it); below 1 kbit/s a single
-# frame takes over 12 s, which no link labkit models comes near; 100 Gbit/s is the fastest Ethernet a gateway
-# of this kind forwards (and the rate netem's ordering uses). Delays: tc gives them in whole microseconds;
-# tc before iproute2 6.9 in 64 ns ticks in 32 bits (274.9 s at most); a minute is six times NB-IoT's worst
-# coverage (3GPP TR 45.820 allows 10 s), and with it and 100 Gbit/s every netem limit and NFQUEUE length
-# stays inside 32 bits (the delay line of a 100 Gbit/s direction holding 60 s is 2.5e9 packets).
-RATE_MIN_BPS = 1_000
-RATE_MAX_BPS = 100_000_000_000
-DELAY_MAX_MS = 60_000.0
 #: the smallest non-zero probability (percent): netem holds probabilities in steps of 1 / (2^32 - 1)
 #: (2.3e-8 %), so a smaller one would be applied as 0 by netem and as itself by the userspace engine
 PERCENT_MIN = 1e-6

@@ -6,7 +6,7 @@ Mahimahi counts), several lines with the same time for several packets in that m
 decrease, and the trace repeats with a period of its last time, which must be above 0. labkit refuses what
 mm-link refuses (an empty line, a line that is not a whole number, a decreasing time, no line at all, a
 last time of 0) with the file and line. labkit maps one opportunity to one full-size Ethernet frame (1514
-bytes, what HTB counts: ``labkit.profiles.FRAME_BYTES``), which keeps the trace's packet rate:
+bytes, what HTB counts: ``labkit.linkbounds.FRAME_BYTES``), which keeps the trace's packet rate:
 ``rate = opportunities per second x 1514 x 8`` bit/s.
 
 **CSV**: a header ``time_s,rate_bit_per_s,delay_ms,loss_pct`` and one row per step: from ``time_s`` on the
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit.errors import ConfigError
-from labkit.profiles import DELAY_MAX_MS, FRAME_BYTES, RATE_MAX_BPS, RATE_MIN_BPS
+from labkit.linkbounds import DELAY_MAX_MS, FRAME_BYTES, RATE_MAX_BPS, RATE_MIN_BPS
 
 FORMATS = ("mahimahi", "csv")
 CSV_HEADER = ("time_s", "rate_bit_per_s", "delay_ms", "loss_pct")

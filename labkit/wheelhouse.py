@@ -45,7 +45,8 @@ HOST_REQUIREMENTS = ("click", "ocpp", "websockets", "psutil", "fastjsonschema", 
 #: everything they need and leaves their bytecode compiled (a first start under software emulation otherwise
 #: spends seconds compiling)
 HOST_MODULES = ("labkit.cli.sim", "labkit.cli.shape", "labkit.cli.bench", "labkit.sim.csms", "labkit.sim.fleet",
-                "labkit.nfq.engine", "labkit.monitor", "labkit.cli.echo", "labkit.echo", "uvloop")
+                "labkit.nfq.engine", "labkit.traces", "labkit.tracefollow", "labkit.monitor", "labkit.cli.echo",
+                "labkit.echo", "uvloop")
 #: the oldest Python labkit runs on
 MIN_PYTHON = (3, 11)
 
