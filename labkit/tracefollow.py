@@ -25,6 +25,8 @@ import subprocess
 import time
 from typing import Any
 
+from labkit.nfq.engine import realtime
+
 
 class _Stop(Exception):
     pass
@@ -36,14 +38,6 @@ def _summary(values: list[float]) -> dict[str, Any]:
     v = sorted(values)
     return {"n": len(v), "median_ms": v[len(v) // 2], "p99_ms": v[min(len(v) - 1, int(0.99 * len(v)))],
             "max_ms": v[-1]}
-
-
-def _realtime(priority: int = 10) -> str:
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-        return f"fifo:{priority}"
-    except (OSError, AttributeError):
-        return "other"
 
 
 class Follower:
@@ -97,7 +91,7 @@ class Follower:
 
     def run(self, stop_after_s: float | None = None) -> None:
         """Follow until SIGTERM/SIGINT (or ``stop_after_s``, for tests and benchmarks)."""
-        self.sched = _realtime(int(self.config.get("rt_priority", 10)))
+        self.sched = realtime(int(self.config.get("rt_priority", 10)))  # 0: the normal policy
         self.origin_ns = time.monotonic_ns()
         self.origin_wall = time.time()
         self.state = "running"

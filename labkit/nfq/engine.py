@@ -69,14 +69,16 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 IP_HEADER = 20
 
 
-def _realtime(priority: int) -> str:
+def realtime(priority: int) -> str:
     """Run at a real-time priority (SCHED_FIFO) when allowed, so releases are on time on a busy host.
 
-    Every thread of the engine blocks between packets; the kernel's RT throttling keeps the rest alive."""
+    Every thread of the engine blocks between packets; the kernel's RT throttling keeps the rest alive. Children
+    start at the normal policy (SCHED_RESET_ON_FORK): a command this process starts (``tc`` from the trace's
+    change loop) does not inherit it, nor does anything started by a process that ran this in-process."""
     if priority <= 0:
         return "other"
     try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(priority))
         return f"fifo:{priority}"
     except (OSError, AttributeError):
         return "other"
@@ -402,7 +404,7 @@ class Engine:
         signal.signal(signal.SIGINT, _handler)
         signal.signal(signal.SIGUSR1, lambda signum, frame: self.status_now.set())  # a fresh report, now
         signal.signal(signal.SIGHUP, lambda signum, frame: self.reload_now.set())  # new parameters, now
-        self.sched = _realtime(int(self.config.get("rt_priority", 10)))
+        self.sched = realtime(int(self.config.get("rt_priority", 10)))
         try:
             self.open()
             self.running = True

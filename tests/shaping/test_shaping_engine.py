@@ -2,6 +2,8 @@
 
 import random
 import struct
+import subprocess
+import sys
 
 import pytest
 
@@ -130,3 +132,15 @@ def test_the_engine_reports_the_parameters_it_runs():
 def test_a_config_the_engine_cannot_serve_as_written_is_refused(queue, message):
     with pytest.raises(ValueError, match=message):
         Engine({"queues": {"0": queue}})
+
+
+@pytest.mark.root
+def test_real_time_is_not_handed_to_children():
+    """The engine and the trace's change loop run at SCHED_FIFO; what they (or a process that ran them
+    in-process, such as a test) start must not: a real-time shell that spins starves the machine."""
+    code = ("import os, subprocess, sys; from labkit.nfq.engine import realtime; "
+            "print(realtime(10), os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK == os.SCHED_FIFO); "
+            "print(subprocess.run([sys.executable, '-c', 'import os; print(os.sched_getscheduler(0))'], "
+            "capture_output=True, text=True).stdout.strip() == str(os.SCHED_OTHER))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.split() == ["fifo:10", "True", "True"], (r.stdout, r.stderr)

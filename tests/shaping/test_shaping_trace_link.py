@@ -318,7 +318,10 @@ def test_the_change_loop_runs_each_step_at_its_time(tmp_path):
            "changes": [{"t_s": 0.0, "commands": ["c0"]}, {"t_s": 0.1, "commands": ["c1"]},
                        {"t_s": 0.2, "commands": []}]}
     ran = []
-    f = Follower({"sequences": [seq], "status_file": str(tmp_path / "st.json"), "log_file": str(tmp_path / "l")},
+    # rt_priority 0: run in this process at the normal policy (a SCHED_FIFO pytest would hand it to every later
+    # test's processes and starve them)
+    f = Follower({"sequences": [seq], "status_file": str(tmp_path / "st.json"), "log_file": str(tmp_path / "l"),
+                  "rt_priority": 0},
                  runner=lambda cmd: (ran.append((cmd, time.monotonic())), (0, ""))[1])
     f.run(stop_after_s=0.65)
     assert [c for c, _ in ran] == ["c1", "c0", "c1", "c0"]  # 0.1, 0.3 (the next pass), 0.4, 0.6 s
@@ -329,7 +332,8 @@ def test_the_change_loop_runs_each_step_at_its_time(tmp_path):
     st = json.loads((tmp_path / "st.json").read_text())
     assert st["directions"]["uplink"]["step"] == 0 and st["changes_applied"] == 6 and st["lateness"]["n"] == 4
     # a failing command stops the loop and says so
-    f2 = Follower({"sequences": [seq], "status_file": str(tmp_path / "st2.json")}, runner=lambda cmd: (1, "no"))
+    f2 = Follower({"sequences": [seq], "status_file": str(tmp_path / "st2.json"), "rt_priority": 0},
+                  runner=lambda cmd: (1, "no"))
     f2.run(stop_after_s=1)
     assert f2.state == "failed" and "uplink step 1: ['c1'] exited 1: no" in f2.error
 
@@ -350,7 +354,7 @@ def test_the_change_loop_changes_htb_on_this_kernel(tmp_path):
                        status_file=str(tmp_path / "shaper-status.json"))
         for c in plan.tc["uplink"]:
             subprocess.run(f"ip netns exec {ns} {c}", shell=True, check=True)
-        cfg = dict(plan.follower)
+        cfg = {**plan.follower, "rt_priority": 0}  # in this process: the normal policy
         f = Follower(cfg, runner=lambda cmd: (lambda r: (r.returncode, r.stderr))(subprocess.run(
             ["ip", "netns", "exec", ns, *cmd.split()], capture_output=True, text=True)))
         f.run(stop_after_s=1.55)
