@@ -5,10 +5,14 @@ channel, ``sudo`` and one ``tc`` process per change: on a software-emulated VM t
 50 ms per tc (measured on this project's qemu/TCG test box), several hundred milliseconds in all. Two channels
 are opened before the first switch instead, over the lab's existing SSH connection, each as root:
 
-- ``tc -force -batch -`` (line-buffered with ``stdbuf -oL``): the change lines are written to it and run as
-  they arrive; a ``qdisc show dev lo`` after them prints one line, which comes back once every change before
-  it is done (tc reads its input in order). An error goes to stderr before that line, so it has arrived by
-  then. A change then costs the channel's round trip (about 2 ms to that VM) and the netlink calls.
+- ``tc -force -batch -``: the change lines are written to it and run as they arrive (tc reads its input in
+  order), followed by a marker, a ``qdisc show`` of a device that does not exist (its name random per channel),
+  which fails: tc writes ``Command failed -:N`` for it on its error output. Completion and errors are both read
+  from that one stream, in tc's own order: every error of a change before the marker (its message and its
+  ``Command failed -:K`` line) precedes the marker's line. (Output and error output travel as separate SSH
+  streams, so a marker on the output says nothing about what has reached us of the errors: a first version
+  did that and now and then took a refusal's last line for the next batch's.) A change then costs the
+  channel's round trip (about 2 ms to that VM) and the netlink calls.
 - a shell (``sh -s``): each command's error output goes to a private file (``mktemp``, removed when the shell
   ends) and is sent after its output, each part closed by a marker line, the last with the exit status and the
   gateway's clock: for what is not tc (the outage's iptables rule, the engine's SIGHUP and report, the
@@ -33,8 +37,6 @@ from labkit.inventory import HostConn
 
 #: a word tc's batch reader takes as it is (no quotes, no shell syntax)
 _PLAIN = re.compile(r"^[A-Za-z0-9_.:/%+=-]+$")
-#: the line tc prints for the marker command (any output line will do)
-_MARKER_CMD = b"qdisc show dev lo\n"
 
 
 class ChannelError(LabkitError):
@@ -59,9 +61,11 @@ class _Chan:
         full = f"sudo -n sh -c {shlex.quote(command)}" if host.sudo else command
         self.chan.exec_command(full)
         self.buf = b""
+        self.errbuf = b""
         self.lock = threading.Lock()
 
     def readline(self) -> bytes:
+        """The next line of the command's output."""
         while b"\n" not in self.buf:
             chunk = self.chan.recv(65536)
             if not chunk:
@@ -69,6 +73,22 @@ class _Chan:
             self.buf += chunk
         line, self.buf = self.buf.split(b"\n", 1)
         return line
+
+    def readline_err(self) -> bytes:
+        """The next line of the command's error output."""
+        while b"\n" not in self.errbuf:
+            chunk = self.chan.recv_stderr(65536)
+            if not chunk:
+                said = (self.errbuf.decode(errors="replace").strip() or "no error output")
+                raise ChannelError(f"{self.host.name}: the channel closed: {said}")
+            self.errbuf += chunk
+        line, self.errbuf = self.errbuf.split(b"\n", 1)
+        return line
+
+    def drain(self) -> None:
+        """Drop the output that has arrived (tc's batch prints none for changes)."""
+        while self.chan.recv_ready():
+            self.chan.recv(65536)
 
     def stderr(self) -> str:
         out = b""
@@ -89,7 +109,10 @@ class GatewayChannels:
 
     def __init__(self, remote: Any, host: HostConn, *, timeout: float = 30.0):
         self.host = host
-        self.tc = _Chan(remote, host, "exec stdbuf -oL tc -force -batch -", timeout)
+        self.tc = _Chan(remote, host, "exec tc -force -batch -", timeout)
+        self.tc_lines = 0  # lines written to tc so far: its "Command failed -:N" counts them
+        # the marker: a device name no host has (15 characters at most, the kernel's limit)
+        self.tc_marker = "qdisc show dev lkmk" + secrets.token_hex(5)
         try:
             self.sh = _Chan(remote, host, "exec sh -s", timeout)
             self.marker = "__labkit_done_" + secrets.token_hex(6)
@@ -112,13 +135,23 @@ class GatewayChannels:
                 raise ValueError(f"not a plain tc command for batch mode: {c!r}")
             lines.append(line)
         with self.tc.lock:
+            first = self.tc_lines + 1
+            self.tc_lines += len(lines) + 1
+            done = f"Command failed -:{self.tc_lines}".encode()
             sent = time.time()
-            self.tc.chan.sendall("".join(f"{ln}\n" for ln in lines).encode() + _MARKER_CMD)
-            self.tc.readline()
+            self.tc.chan.sendall("".join(f"{ln}\n" for ln in [*lines, self.tc_marker]).encode())
+            said: list[str] = []
+            while (got := self.tc.readline_err()) != done:
+                said.append(got.decode(errors="replace").strip())
             returned = time.time()
-            err = self.tc.stderr()
-        if err:
-            raise ChannelError(f"{self.host.name}: tc refused a change: {err.splitlines()[-1]}")
+            self.tc.drain()
+        ends = [i for i, ln in enumerate(said) if ln.startswith("Command failed -:")]
+        said = said[:ends[-1] + 1] if ends else []  # what follows the last refusal is the marker's own message
+        failed = [int(m.group(1)) for ln in said if (m := re.fullmatch(r"Command failed -:(\d+)", ln))]
+        if said:
+            why = "; ".join(ln for ln in said if ln and not ln.startswith("Command failed -:")) or said[-1]
+            which = f"tc {lines[failed[0] - first]}" if failed and 0 <= failed[0] - first < len(lines) else "?"
+            raise ChannelError(f"{self.host.name}: tc refused a change: {which}: {why}")
         return {"sent": sent, "returned": returned, "channel": "tc-batch"}
 
     def shell(self, command: str) -> dict[str, Any]:
