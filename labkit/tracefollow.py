@@ -25,7 +25,7 @@ import subprocess
 import time
 from typing import Any
 
-from labkit.nfq.engine import realtime
+from labkit.nfq.engine import realtime, write_json
 
 
 class _Stop(Exception):
@@ -156,12 +156,8 @@ class Follower:
                 "updated": time.time()}
 
     def write_status(self) -> None:
-        if not self.status_file:
-            return
-        tmp = f"{self.status_file}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump(self.status(), fh, indent=1)
-        os.replace(tmp, self.status_file)
+        if self.status_file:
+            write_json(self.status_file, self.status())
 
 
 def run_from_file(path: str) -> int:

@@ -69,6 +69,14 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 IP_HEADER = 20
 
 
+def write_json(path: str, obj: Any) -> None:
+    """Write a status file whole or not at all (a reader never sees half of one)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=1)
+    os.replace(tmp, path)
+
+
 def realtime(priority: int) -> str:
     """Run at a real-time priority (SCHED_FIFO) when allowed, so releases are on time on a busy host.
 
@@ -703,12 +711,8 @@ class Engine:
         return out
 
     def write_status(self) -> None:
-        if not self.status_file:
-            return
-        tmp = f"{self.status_file}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump(self.status(), fh, indent=1)
-        os.replace(tmp, self.status_file)
+        if self.status_file:
+            write_json(self.status_file, self.status())
 
     def _status_loop(self) -> None:
         interval = float(self.config.get("status_interval_s", 1.0))
