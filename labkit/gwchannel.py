@@ -6,13 +6,15 @@ channel, ``sudo`` and one ``tc`` process per change: on a software-emulated VM t
 are opened before the first switch instead, over the lab's existing SSH connection, each as root:
 
 - ``tc -force -batch -``: the change lines are written to it and run as they arrive (tc reads its input in
-  order), followed by a marker, a ``qdisc show`` of a device that does not exist (its name random per channel),
-  which fails: tc writes ``Command failed -:N`` for it on its error output. Completion and errors are both read
-  from that one stream, in tc's own order: every error of a change before the marker (its message and its
-  ``Command failed -:K`` line) precedes the marker's line. (Output and error output travel as separate SSH
-  streams, so a marker on the output says nothing about what has reached us of the errors: a first version
-  did that and now and then took a refusal's last line for the next batch's.) A change then costs the
-  channel's round trip (about 2 ms to that VM) and the netlink calls.
+  order), followed by a marker that fails in tc itself, ``exec labkitdone now`` (an ``exec`` module tc does not
+  have: no kernel call, no side effect), for which tc writes ``Command failed -:N`` on its error output.
+  Completion and errors are both read from that one stream, in tc's own order: every error of a change before
+  the marker (its message and its ``Command failed -:K`` line) precedes the marker's line. (Output and error
+  output travel as separate SSH streams, so a marker on the output says nothing about what has reached us of
+  the errors: a first version did that and now and then took a refusal's last line for the next batch's. A
+  ``qdisc show`` of a device no host has was the marker next: the kernel then tries to load a module of that
+  name, two ``modprobe`` runs, 80 ms a switch on that VM.) A change then costs the channel's round trip (about
+  2 ms to that VM) and the netlink calls.
 - a shell (``sh -s``): each command's error output goes to a private file (``mktemp``, removed when the shell
   ends) and is sent after its output, each part closed by a marker line, the last with the exit status and the
   gateway's clock: for what is not tc (the outage's iptables rule, the engine's SIGHUP and report, the
@@ -37,6 +39,10 @@ from labkit.inventory import HostConn
 
 #: a word tc's batch reader takes as it is (no quotes, no shell syntax)
 _PLAIN = re.compile(r"^[A-Za-z0-9_.:/%+=-]+$")
+
+
+#: the tc batch's end marker: a command tc refuses by itself (no such ``exec`` module), with no kernel call
+_TC_MARKER = "exec labkitdone now"
 
 
 class ChannelError(LabkitError):
@@ -111,8 +117,6 @@ class GatewayChannels:
         self.host = host
         self.tc = _Chan(remote, host, "exec tc -force -batch -", timeout)
         self.tc_lines = 0  # lines written to tc so far: its "Command failed -:N" counts them
-        # the marker: a device name no host has (15 characters at most, the kernel's limit)
-        self.tc_marker = "qdisc show dev lkmk" + secrets.token_hex(5)
         try:
             self.sh = _Chan(remote, host, "exec sh -s", timeout)
             self.marker = "__labkit_done_" + secrets.token_hex(6)
@@ -139,7 +143,7 @@ class GatewayChannels:
             self.tc_lines += len(lines) + 1
             done = f"Command failed -:{self.tc_lines}".encode()
             sent = time.time()
-            self.tc.chan.sendall("".join(f"{ln}\n" for ln in [*lines, self.tc_marker]).encode())
+            self.tc.chan.sendall("".join(f"{ln}\n" for ln in [*lines, _TC_MARKER]).encode())
             said: list[str] = []
             while (got := self.tc.readline_err()) != done:
                 said.append(got.decode(errors="replace").strip())
