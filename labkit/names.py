@@ -1,4 +1,4 @@
-"""Lab names: the one rule, checked wherever a name becomes part of a path, a namespace or an interface.
+"""Lab and host names: the rules, checked wherever a name becomes part of a path, a namespace or an interface.
 
 A lab name is a name, never a path: ``labkit down --lab ../../x`` is refused here, before any path is made.
 """
@@ -23,3 +23,12 @@ def check_lab_name(name: object, field: str = "--lab") -> str:
     if not is_lab_name(name):
         raise ConfigError(f"{field}: invalid lab name {name!r}: {NAME_RULE}")
     return str(name)
+
+
+#: Host names (an inventory's hosts) become file names in the lab directory and labels in results.
+HOST_NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$")
+HOST_NAME_RULE = "1-63 characters: letters, digits, '.', '_' and '-', starting with a letter or digit"
+
+
+def is_host_name(name: object) -> bool:
+    return isinstance(name, str) and HOST_NAME_RE.fullmatch(name) is not None and ".." not in name

@@ -44,8 +44,11 @@ def load_yaml(path: str | Path) -> Any:
     return parse_yaml(text, str(path))
 
 
-def parse_yaml(text: str, filename: str) -> Any:
+def parse_yaml(text: str, filename: str, version: tuple[int, int] | None = None) -> Any:
+    """Parse YAML text (1.2 unless ``version`` says otherwise: Ansible's inventories are YAML 1.1)."""
     yaml = YAML(typ="rt")
+    if version:
+        yaml.version = version
     try:
         return yaml.load(text)
     except MarkedYAMLError as exc:
