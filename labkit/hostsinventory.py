@@ -385,6 +385,7 @@ class InventoryHost:
     ssh_port: int
     user: str
     key_file: str
+    known_hosts: str  # checked strictly against this file (``labkit_known_hosts``, default ~/.ssh/known_hosts)
     sudo: bool
     #: data network ("cpo" / "evse") -> address the inventory gives (``labkit_<net>_address``); else found at up
     addresses: dict[str, str]
@@ -446,6 +447,13 @@ def _host(inv: ParsedInventory, name: str, role: str, base: Path) -> InventoryHo
         if not kp.is_file():
             raise err(f"ansible_ssh_private_key_file {key!r}: no such file")
         key_file = str(kp)
+    kh = v.get("labkit_known_hosts", "~/.ssh/known_hosts")
+    if not isinstance(kh, str) or not kh or "\0" in kh:
+        raise err(f"labkit_known_hosts {kh!r} is not a path")
+    khp = Path(kh).expanduser()
+    khp = khp if khp.is_absolute() else base / khp
+    if not khp.is_file():
+        raise err(f"labkit_known_hosts {kh!r}: no such file (labkit checks every host key against it)")
     become_raw = get("ansible_become")
     become = None if become_raw is None else _bool(become_raw)
     if become_raw is not None and become is None:
@@ -472,7 +480,7 @@ def _host(inv: ParsedInventory, name: str, role: str, base: Path) -> InventoryHo
         except ValueError:
             raise err(f"labkit_{net}_address {val!r} is not an IPv4 address") from None
     return InventoryHost(name=name, role=role, ssh_host=addr, ssh_port=port, user=user, key_file=key_file,
-                         sudo=sudo, addresses=addresses, line=inv.host_lines.get(name))
+                         known_hosts=str(khp), sudo=sudo, addresses=addresses, line=inv.host_lines.get(name))
 
 
 def lab_hosts(inv: ParsedInventory, *, base: Path | None = None) -> list[InventoryHost]:

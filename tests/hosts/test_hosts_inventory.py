@@ -20,6 +20,7 @@ all:
   vars:
     ansible_user: lab
     ansible_ssh_private_key_file: id_lab
+    labkit_known_hosts: known_hosts
     site: all
   children:
     cpo:
@@ -83,6 +84,7 @@ pi02 site=host
 [all:vars]
 ansible_user=lab
 ansible_ssh_private_key_file=id_lab
+labkit_known_hosts=known_hosts
 site=all
 """
 
@@ -90,6 +92,7 @@ site=all
 @pytest.fixture
 def keydir(tmp_path, monkeypatch):
     (tmp_path / "id_lab").write_text("not really a key\n")
+    (tmp_path / "known_hosts").write_text("")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -117,7 +120,7 @@ def test_yaml_and_ini_read_alike(keydir, name, text):
     assert (gw.ssh_host, gw.ssh_port, gw.user, gw.sudo) == ("10.0.0.1", 2222, "lab", True)
     assert gw.addresses == {"cpo": "192.168.10.1", "evse": "192.168.20.1"}
     assert (pi.ssh_host, pi.ssh_port, pi.sudo, pi.addresses) == ("pi01", 22, True, {})
-    assert gw.key_file == str(keydir / "id_lab")
+    assert gw.key_file == str(keydir / "id_lab") and gw.known_hosts == str(keydir / "known_hosts")
 
 
 def test_group_priority_and_alphabetical_order(tmp_path):
@@ -163,7 +166,10 @@ GOOD = {"cpo": "c ansible_host=10.0.0.10", "gateway": "g ansible_host=10.0.0.1",
 
 def ini(**sections: str) -> str:
     parts = {**GOOD, **sections}
-    return "".join(f"[{k}]\n{v}\n" for k, v in parts.items() if v is not None)
+    return "".join(f"[{k}]\n{v}\n" for k, v in parts.items() if v is not None) + KH
+
+
+KH = "[all:vars]\nlabkit_known_hosts=known_hosts\n"
 
 
 @pytest.mark.parametrize("text,expect", [
@@ -179,6 +185,7 @@ def ini(**sections: str) -> str:
     (ini(evse="e ansible_ssh_private_key_file=/nonexistent/key"), r"host e: ansible_ssh_private_key_file .*no such"),
     (ini(evse="e ansible_password=secret"), r"host e: ansible_password: labkit logs in with keys only"),
     (ini(evse="e ansible_connection=docker"), r"host e: ansible_connection='docker'"),
+    (ini(evse="e labkit_known_hosts=nowhere"), r"host e: labkit_known_hosts 'nowhere': no such file"),
     (ini(evse="e ansible_become=maybe"), r"host e: ansible_become 'maybe' is not a boolean"),
     (ini(evse="e ansible_user=pi ansible_become=no"), r"host e: ansible_user pi is not root and ansible_become"),
     (ini(evse="e labkit_cpo_address=192.168.10.5"), r"host e: labkit_cpo_address: a evse host is not on the cpo"),
@@ -188,14 +195,14 @@ def ini(**sections: str) -> str:
     (ini(evse="e:"), r"^{f}:6: host e:: ends in ':'"),
     (ini(evse='e a="unterminated'), r"^{f}:6: \(host line\): cannot parse"),
     (ini(evse="e novalue"), r"^{f}:6: host e: expected key=value, got 'novalue'"),
-    (ini() + "[bad section]\n", r"^{f}:7: \(section\): invalid section header"),
-    (ini() + "[evse:kids]\nx\n", r"^{f}:7: \[evse:kids\]: unknown section type"),
-    (ini() + "[evse:children]\nnowhere\n", r"^{f}:8: \[evse:children\]: includes undefined group 'nowhere'"),
-    (ini() + "[nowhere:vars]\na=1\n", r"^{f}:7: \[nowhere:vars\]: group 'nowhere' is not defined"),
-    (ini() + "[a:children]\nb\n[b:children]\na\n", r"^{f}:10: group b: group 'a' is its own ancestor"),
+    (ini() + "[bad section]\n", r"^{f}:9: \(section\): invalid section header"),
+    (ini() + "[evse:kids]\nx\n", r"^{f}:9: \[evse:kids\]: unknown section type"),
+    (ini() + "[evse:children]\nnowhere\n", r"^{f}:10: \[evse:children\]: includes undefined group 'nowhere'"),
+    (ini() + "[nowhere:vars]\na=1\n", r"^{f}:9: \[nowhere:vars\]: group 'nowhere' is not defined"),
+    (ini() + "[a:children]\nb\n[b:children]\na\n", r"^{f}:12: group b: group 'a' is its own ancestor"),
 ])
-def test_bad_ini_is_one_line(tmp_path, text, expect):
-    path = write(tmp_path, "bad.ini", text)
+def test_bad_ini_is_one_line(keydir, text, expect):
+    path = write(keydir, "bad.ini", text)
     with pytest.raises(ConfigError) as exc:
         lab_hosts(read_inventory(path))
     msg = str(exc.value)
@@ -215,8 +222,8 @@ def test_bad_ini_is_one_line(tmp_path, text, expect):
     ("cpo:\n  hosts: {c: }\ngateway:\n  hosts: {c: }\nevse:\n  hosts: {e: }\n",
      r"^{f}:2: host c: is in the groups cpo and gateway"),
 ])
-def test_bad_yaml_is_one_line(tmp_path, text, expect):
-    path = write(tmp_path, "bad.yml", text)
+def test_bad_yaml_is_one_line(keydir, text, expect):
+    path = write(keydir, "bad.yml", text)
     with pytest.raises(ConfigError) as exc:
         lab_hosts(read_inventory(path))
     assert exc.value.exit_code == 2 and "\n" not in str(exc.value)
