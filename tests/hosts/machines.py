@@ -80,6 +80,7 @@ class Machines:
         self.tok = secrets.token_hex(2)
         self.n_evse = n_evse
         self.user = f"lkh{self.tok}"
+        self.nosudo_user = f"lkh{self.tok}n"  # same key, no sudo: for the "no sudo" refusal
         self.dir = base or Path(f"/run/lkh-{self.tok}")  # root-owned, 0755: sshd's StrictModes accept it
         self.sudoers = Path(f"/etc/sudoers.d/lkh-{self.tok}")
         self.bridge = f"lkh{self.tok}br"
@@ -143,13 +144,14 @@ class Machines:
         os.chmod(auth, 0o644)
 
     def _user(self) -> None:
-        home = self.dir / "home"
-        self._undo.append(("user", lambda: sh("userdel", self.user, check=False)))
-        # '*' (not '!'): no password, but not a locked account, so sshd lets the key in without PAM
-        sh("useradd", "--no-create-home", "--home-dir", str(home), "--shell", "/bin/sh", "--password", "*",
-           "--user-group", self.user)
-        home.mkdir(mode=0o755)
-        shutil.chown(home, self.user, self.user)
+        for user in (self.user, self.nosudo_user):
+            home = self.dir / f"home-{user}"
+            self._undo.append((f"user {user}", lambda user=user: sh("userdel", user, check=False)))
+            # '*' (not '!'): no password, but not a locked account, so sshd lets the key in without PAM
+            sh("useradd", "--no-create-home", "--home-dir", str(home), "--shell", "/bin/sh", "--password", "*",
+               "--user-group", user)
+            home.mkdir(mode=0o755)
+            shutil.chown(home, user, user)
         self._undo.append(("sudoers", lambda: self.sudoers.unlink(missing_ok=True)))
         tmp = self.sudoers.with_name(f".lkh-{self.tok}.tmp")  # sudo skips names with a '.'
         tmp.write_text(f"{self.user} ALL=(ALL:ALL) NOPASSWD: ALL\n")
@@ -201,7 +203,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 PermitRootLogin no
-AllowUsers {self.user}
+AllowUsers {self.user} {self.nosudo_user}
 StrictModes yes
 Subsystem sftp internal-sftp
 LogLevel ERROR
@@ -236,14 +238,16 @@ LogLevel ERROR
             time.sleep(0.05)
 
     # -- inventory ----------------------------------------------------------------------------------------
-    def inventory(self, fmt: str = "yaml", *, addresses: bool = True, path: Path | None = None) -> Path:
+    def inventory(self, fmt: str = "yaml", *, addresses: bool = True, path: Path | None = None,
+                  extra: dict[str, dict[str, object]] | None = None) -> Path:
         """Write an Ansible inventory of the machines (``yaml`` or ``ini``); ``addresses``: give each data
-        address as ``labkit_<net>_address``."""
+        address as ``labkit_<net>_address``; ``extra``: more variables per host name."""
 
         def hvars(m: Machine) -> dict[str, object]:
             v: dict[str, object] = {"ansible_host": m.mgmt}
             if addresses:
                 v.update({f"labkit_{net}_address": a for net, a in m.data.items()})
+            v.update((extra or {}).get(m.name, {}))
             return v
 
         common = {"ansible_user": self.user, "ansible_ssh_private_key_file": str(self.key_file),
@@ -308,8 +312,9 @@ LogLevel ERROR
         left += [line.split()[0] for line in netns.splitlines() if line.startswith(f"lkh{self.tok}-")]
         links = sh("ip", "-o", "link").stdout
         left += [f"link {line.split(':')[1].strip()}" for line in links.splitlines() if f"lkh{self.tok}" in line]
-        if sh("getent", "passwd", self.user, check=False).returncode == 0:
-            left.append(f"user {self.user}")
+        for user in (self.user, self.nosudo_user):
+            if sh("getent", "passwd", user, check=False).returncode == 0:
+                left.append(f"user {user}")
         for p in (self.sudoers, self.dir):
             if p.exists():
                 left.append(str(p))

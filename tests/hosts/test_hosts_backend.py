@@ -1,0 +1,98 @@
+"""The hosts backend's discovery against the fixture's machines: real sshd, real sudo, real namespaces."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from machines import sh
+
+from labkit import pathcheck
+from labkit.backends.hosts import discover
+from labkit.errors import ConfigError
+from labkit.remote import Remote
+
+pytestmark = pytest.mark.root
+
+
+@pytest.mark.parametrize("fmt,addresses", [("yaml", True), ("ini", False)])
+def test_discover_finds_interfaces_and_the_path_crosses_the_gateway(machines, tmp_path, fmt, addresses):
+    path = machines.inventory(fmt, addresses=addresses, path=tmp_path / f"inv.{'yml' if fmt == 'yaml' else 'ini'}")
+    t0 = time.monotonic()
+    inv = discover(path, lab="t1")
+    took = time.monotonic() - t0
+    assert took < 10
+    assert [(h.name, h.role) for h in inv.hosts] == [("cpo", "cpo"), ("gw", "gateway"), ("evse1", "evse"),
+                                                     ("evse2", "evse")]
+    for h in inv.hosts:
+        m = machines.machine(h.name)
+        assert (h.ssh_host, h.user, h.sudo) == (m.mgmt, machines.user, True)
+        assert h.addresses == m.data and h.ifaces == m.ifaces
+        assert h.known_hosts == str(machines.known_hosts)
+    assert [h.index for h in inv.evses] == [1, 2]
+    # labkit's own path check, over SSH as the non-root user, accepts these machines
+    with Remote(inv) as remote:
+        evidence = pathcheck.check(remote, inv)
+    assert evidence["ok"] and {p["src"] for p in evidence["pairs"]} == {"cpo", "evse1", "evse2"}
+
+
+def refused(machines, tmp_path, expect: str, **kw) -> str:
+    path = machines.inventory("ini", path=tmp_path / "inv.ini", **kw)
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError) as exc:
+        discover(path, lab="t1", connect_timeout=5)
+    msg = str(exc.value)
+    assert exc.value.exit_code == 2 and "\n" not in msg
+    assert re.match(rf"^{re.escape(str(path))}:\d+: host ", msg), msg
+    assert re.search(expect, msg), msg
+    assert time.monotonic() - t0 < 15
+    return msg
+
+
+def test_unreachable_host(machines, tmp_path):
+    refused(machines, tmp_path, r"host evse2: cannot reach .*:2 over SSH", extra={"evse2": {"ansible_port": 2}})
+
+
+def test_wrong_key(machines, tmp_path):
+    other = tmp_path / "other_key"
+    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other))
+    refused(machines, tmp_path, r"host gw: cannot reach .*(Authentication failed|authentication)",
+            extra={"gw": {"ansible_ssh_private_key_file": str(other)}})
+
+
+def test_unknown_host_key(machines, tmp_path):
+    kh = tmp_path / "known_hosts"
+    kh.write_text(machines.known_hosts.read_text().replace(machines.machine("cpo").mgmt + " ", "10.9.9.9 "))
+    refused(machines, tmp_path, r"host cpo: cannot reach .*host key not in .*known_hosts",
+            extra={"cpo": {"labkit_known_hosts": str(kh)}})
+
+
+def test_no_sudo(machines, tmp_path):
+    refused(machines, tmp_path, rf"host evse1: no passwordless sudo for {machines.nosudo_user}",
+            extra={"evse1": {"ansible_user": machines.nosudo_user}})
+
+
+def test_given_address_not_on_the_host(machines, tmp_path):
+    refused(machines, tmp_path, r"host evse2: labkit_evse_address 192.168.20.99 is on none of its interfaces",
+            extra={"evse2": {"labkit_evse_address": "192.168.20.99"}})
+
+
+def test_gateway_with_one_interface(machines, tmp_path):
+    gw = machines.machine("gw")
+    sh("ip", "-n", gw.ns, "addr", "add", "192.168.20.77/24", "dev", "eth1")
+    try:
+        refused(machines, tmp_path, r"host gw: a gateway needs one interface per data network, but eth1 holds",
+                extra={"gw": {"labkit_evse_address": "192.168.20.77"}})
+    finally:
+        sh("ip", "-n", gw.ns, "addr", "del", "192.168.20.77/24", "dev", "eth1")
+
+
+def test_two_addresses_in_the_data_network_need_the_variable(machines, tmp_path):
+    e = machines.machine("evse1")
+    sh("ip", "-n", e.ns, "addr", "add", "192.168.20.78/24", "dev", "eth1")
+    try:
+        refused(machines, tmp_path, r"host evse1: holds several addresses in the evse network .* "
+                r"set labkit_evse_address", addresses=False)
+    finally:
+        sh("ip", "-n", e.ns, "addr", "del", "192.168.20.78/24", "dev", "eth1")
