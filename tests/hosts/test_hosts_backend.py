@@ -96,3 +96,36 @@ def test_two_addresses_in_the_data_network_need_the_variable(machines, tmp_path)
                 r"set labkit_evse_address", addresses=False)
     finally:
         sh("ip", "-n", e.ns, "addr", "del", "192.168.20.78/24", "dev", "eth1")
+
+
+def test_hostile_paths_are_only_paths(machines, tmp_path, monkeypatch):
+    """Key and known_hosts paths with shell syntax in them are read as files, never run."""
+    monkeypatch.chdir(tmp_path)
+    d = tmp_path / "it's $(touch pwned) `touch pwned2`"
+    d.mkdir()
+    key, kh = d / "key; touch pwned3", d / "known hosts $HOME"
+    key.write_bytes(machines.key_file.read_bytes())
+    key.chmod(0o600)
+    kh.write_bytes(machines.known_hosts.read_bytes())
+    extra = {m.name: {"ansible_ssh_private_key_file": str(key), "labkit_known_hosts": str(kh)}
+             for m in machines.machines}
+    path = machines.inventory("yaml", path=d / "inv $(touch pwned4).yml", extra=extra)
+    inv = discover(path, lab="t1")
+    assert {h.key_file for h in inv.hosts} == {str(key)} and {h.known_hosts for h in inv.hosts} == {str(kh)}
+    assert sorted(p.name for p in tmp_path.rglob("pwned*")) == []
+    assert sorted(p.name for p in d.iterdir()) == sorted([key.name, kh.name, path.name])
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "ini"])
+def test_fixture_inventories_read_as_ansible_reads_them(machines, tmp_path, fmt):
+    from test_hosts_inventory import _ansible_inventory, ansible_list
+
+    if _ansible_inventory() is None:
+        pytest.skip("ansible-inventory not installed (set LABKIT_ANSIBLE_INVENTORY to its path)")
+    from labkit.hostsinventory import read_inventory
+
+    path = machines.inventory(fmt, path=tmp_path / f"inv.{'yml' if fmt == 'yaml' else 'ini'}")
+    theirs, ours = ansible_list(path, tmp_path), read_inventory(path)
+    assert {h: ours.vars_of(h) for h in ours.host_vars} == theirs["_meta"]["hostvars"]
+    for role in ("cpo", "gateway", "evse"):
+        assert theirs[role]["hosts"] == ours.members(role)

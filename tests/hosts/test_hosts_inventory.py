@@ -250,6 +250,16 @@ def _ansible_inventory() -> str | None:
     return os.environ.get("LABKIT_ANSIBLE_INVENTORY") or shutil.which("ansible-inventory")
 
 
+def ansible_list(path: Path, scratch: Path) -> dict:
+    """``ansible-inventory -i PATH --list``, with no user configuration."""
+    (scratch / "ansible.cfg").write_text("[defaults]\n")
+    env = {**os.environ, "ANSIBLE_CONFIG": str(scratch / "ansible.cfg"),
+           "ANSIBLE_LOCAL_TEMP": str(scratch / "ansible-tmp"), "ANSIBLE_HOME": str(scratch / "ansible-home")}
+    out = subprocess.run([_ansible_inventory(), "-i", str(path), "--list"], capture_output=True, text=True,
+                         env=env, timeout=60, check=True).stdout
+    return json.loads(out)
+
+
 CROSS = [
     ("lab.yml", YAML_INV),
     ("lab.ini", INI_INV),
@@ -265,12 +275,7 @@ CROSS = [
 @pytest.mark.parametrize("name,text", CROSS)
 def test_matches_ansible_inventory_list(keydir, name, text):
     path = write(keydir, name, text)
-    (keydir / "ansible.cfg").write_text("[defaults]\n")
-    env = {**os.environ, "ANSIBLE_CONFIG": str(keydir / "ansible.cfg"),
-           "ANSIBLE_LOCAL_TEMP": str(keydir / "ansible-tmp"), "ANSIBLE_HOME": str(keydir / "ansible-home")}
-    out = subprocess.run([_ansible_inventory(), "-i", str(path), "--list"], capture_output=True, text=True,
-                         env=env, timeout=60, check=True).stdout
-    theirs = json.loads(out)
+    theirs = ansible_list(path, keydir)
     ours = read_inventory(path)
     # Ansible lists the variables of hosts that have any
     assert {h: v for h in ours.host_vars if (v := ours.vars_of(h))} == theirs["_meta"]["hostvars"]
