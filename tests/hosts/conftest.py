@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from machines import Machines  # noqa: E402
+from machines import Machines, sweep_stale  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +18,7 @@ def machines():
     """1 CPO, 1 gateway and 2 EVSE machines, each with its own sshd; removed afterwards, whatever happened."""
     if os.geteuid() != 0:
         pytest.skip("needs root: creates network namespaces, a user, sudoers and sshd")
+    sweep_stale()  # what a killed earlier run left
     m = Machines(n_evse=2)
     try:
         m.build()

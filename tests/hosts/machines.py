@@ -62,6 +62,48 @@ def routes_overlapping(net: ipaddress.IPv4Network) -> list[str]:
     return hits
 
 
+def _process_id(pid: int) -> str:
+    """pid and start time: a pid alone may have been reused."""
+    try:
+        start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+    return f"{pid} {start}"
+
+
+def sweep_stale() -> list[str]:
+    """Remove what fixtures whose process died (SIGKILL, a crash) left behind; returns their tokens.
+
+    Only names this fixture makes are touched (``/run/lkh-<4 hex>`` with an owner file, namespaces
+    ``lkh<tok>-*``, links ``lkh<tok>*``, users ``lkh<tok>`` and ``lkh<tok>n``, ``/etc/sudoers.d/lkh-<tok>``);
+    the processes left in those namespaces are that fixture's sshd and its sessions."""
+    swept = []
+    for d in Path("/run").glob("lkh-*"):
+        tok = d.name[4:]
+        if not (len(tok) == 4 and all(c in "0123456789abcdef" for c in tok)) or not d.is_dir():
+            continue
+        owner = (d / "owner").read_text() if (d / "owner").exists() else ""
+        pid = int(owner.split()[0]) if owner.split() else 0
+        if owner and pid and _process_id(pid) == owner:
+            continue  # its fixture is alive
+        m = Machines.__new__(Machines)
+        Machines.__init__(m, base=d)
+        m.tok, m.user, m.nosudo_user = tok, f"lkh{tok}", f"lkh{tok}n"
+        m.sudoers, m.bridge, m.switch = Path(f"/etc/sudoers.d/lkh-{tok}"), f"lkh{tok}br", f"lkh{tok}-sw"
+        netns = sh("ip", "netns", "list").stdout.split("\n")
+        m._undo = [("dir", lambda m=m: shutil.rmtree(m.dir, ignore_errors=True)),
+                   ("sudoers", lambda m=m: m.sudoers.unlink(missing_ok=True))]
+        m._undo += [(f"user {u}", lambda u=u: sh("userdel", u, check=False)) for u in (m.user, m.nosudo_user)]
+        links = [ln.split(":")[1].strip().split("@")[0] for ln in sh("ip", "-o", "link").stdout.splitlines()]
+        m._undo += [(f"link {ln}", lambda ln=ln: sh("ip", "link", "del", ln, check=False))
+                    for ln in links if ln.startswith(f"lkh{tok}")]
+        m._undo += [(f"netns {ns}", lambda ns=ns, m=m: m._delete_ns(ns))
+                    for ns in (line.split()[0] for line in netns if line.strip()) if ns.startswith(f"lkh{tok}-")]
+        m.teardown()
+        swept.append(tok)
+    return swept
+
+
 @dataclass
 class Machine:
     name: str
@@ -78,6 +120,8 @@ class Machines:
 
     def __init__(self, n_evse: int = 1, base: Path | None = None):
         self.tok = secrets.token_hex(2)
+        while Path(f"/run/lkh-{self.tok}").exists():
+            self.tok = secrets.token_hex(2)
         self.n_evse = n_evse
         self.user = f"lkh{self.tok}"
         self.nosudo_user = f"lkh{self.tok}n"  # same key, no sudo: for the "no sudo" refusal
@@ -105,13 +149,13 @@ class Machines:
     def build(self) -> Machines:
         t0 = time.monotonic()
         names = [("cpo", "cpo"), ("gw", "gateway")] + [(f"evse{i}", "evse") for i in range(1, self.n_evse + 1)]
+        self._files()  # first: its owner file lets sweep_stale() remove the rest after a SIGKILL
         with open(LOCK, "a") as lock:  # two fixtures must not pick the same subnet
             fcntl.flock(lock, fcntl.LOCK_EX)
             self.mgmt_net = self._free_subnet()
             self._undo.append(("bridge", lambda: sh("ip", "link", "del", self.bridge, check=False)))
             ip_batch([f"link add {self.bridge} type bridge",
                       f"addr add {self.mgmt_net[254]}/24 dev {self.bridge}", f"link set {self.bridge} up"])
-        self._files()
         self._user()
         self._ns(self.switch)
         ip_batch(["link add cpo type bridge", "link add evse type bridge", "link set cpo up", "link set evse up",
@@ -138,6 +182,7 @@ class Machines:
         self._undo.append(("files", lambda: shutil.rmtree(self.dir, ignore_errors=True)))
         self.dir.mkdir(mode=0o755)
         os.chmod(self.dir, 0o755)
+        (self.dir / "owner").write_text(_process_id(os.getpid()))
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"lkh-{self.tok}", "-f", str(self.key_file))
         auth = self.dir / "authorized_keys"
         auth.write_text(self.key_file.with_suffix(".pub").read_text())

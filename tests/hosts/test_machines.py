@@ -85,3 +85,33 @@ def test_teardown_leaves_nothing(tmp_path):
     finally:
         assert m.teardown() == []
     assert m.leftovers() == []
+
+
+def test_what_a_killed_fixture_left_is_swept(tmp_path):
+    """SIGKILL the process that built machines (its sshd live on); the next sweep removes everything."""
+    import os
+    import signal
+    import sys
+    from pathlib import Path
+
+    from machines import sweep_stale
+
+    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); from machines import Machines; "
+            "m = Machines(n_evse=1).build(); print(m.tok, flush=True); time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(Path(__file__).parent)], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        tok = proc.stdout.readline().strip()
+        assert len(tok) == 4, tok
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    m = Machines.__new__(Machines)
+    Machines.__init__(m, base=Path(f"/run/lkh-{tok}"))
+    m.tok, m.user, m.nosudo_user, m.sudoers = tok, f"lkh{tok}", f"lkh{tok}n", Path(f"/etc/sudoers.d/lkh-{tok}")
+    assert len(m.leftovers()) >= 5  # namespaces, links, users, files
+    assert tok in sweep_stale()
+    assert m.leftovers() == []
+    sshd = subprocess.run(["pgrep", "-f", f"/run/lkh-{tok}/"], capture_output=True, text=True).stdout
+    assert sshd == ""
