@@ -3,15 +3,17 @@
 ``discover`` reads the inventory (``labkit.hostsinventory``), reaches every host over SSH (host keys checked
 against known_hosts), checks that labkit may act as root there (root login, or ``sudo -n``), and finds each
 host's data interface and address: the one the inventory gives (``labkit_cpo_address``,
-``labkit_evse_address``) or else the one address the host holds in the lab's data network. It changes nothing
-on any host and returns the ``Inventory`` the rest of labkit works from. Any problem is one ``ConfigError``
-(exit 2) naming the inventory file, the host's line and the host.
+``labkit_evse_address``) or else the one address the host holds in the lab's data network; then that every
+endpoint routes the other data network through the gateway (else: which way it routes, and the route to
+add). It changes nothing on any host and returns the ``Inventory`` the rest of labkit works from. Any
+problem is one ``ConfigError`` (exit 2) naming the inventory file, the host's line and the host.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import shlex
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -75,9 +77,32 @@ def find_data(h: HostConn, held: list[tuple[str, ipaddress.IPv4Interface]], netw
     return None
 
 
+def route_problem(h: HostConn, gateway: HostConn, route: dict | None, held: list[tuple[str, ipaddress.IPv4Interface]],
+                  networks: Networks) -> str | None:
+    """Why endpoint ``h``'s route to the other data network (``ip -j route get`` of a peer there; None when
+    the kernel has none) does not cross the gateway, and what to do; None when it does."""
+    own = "cpo" if h.role == "cpo" else "evse"
+    other = "evse" if own == "cpo" else "cpo"
+    subnet, via, dev = getattr(networks, other), gateway.addresses[own], h.ifaces[own]
+    fix = f"ip route replace {subnet} via {via} dev {dev}"
+    bypass = [(d, a) for d, a in held if a.ip in subnet]
+    if bypass:
+        d, a = bypass[0]
+        return (f"holds {a.ip} on {d} in the {other} network {subnet}: its traffic to that network would not "
+                f"cross the gateway (remove that address, or use another machine)")
+    if not route:
+        return f"has no route to the {other} network {subnet}; add one through the gateway: {fix}"
+    if route.get("gateway") != via or route.get("dev") != dev:
+        how = f"via {route['gateway']}" if route.get("gateway") else "directly"
+        return (f"routes the {other} network {subnet} {how} dev {route.get('dev', '?')}, not through the "
+                f"gateway {via} dev {dev}; fix with: {fix}")
+    return None
+
+
 def discover(inventory_path: str | Path, lab: str = "lab", networks: Networks | None = None, *,
-             base: Path | None = None, connect_timeout: float = 10.0) -> Inventory:
-    """Reach every host of the inventory, check root, find its data interfaces; change nothing."""
+             base: Path | None = None, connect_timeout: float = 10.0, check_routes: bool = True) -> Inventory:
+    """Reach every host of the inventory, check root, find its data interfaces and (``check_routes``) that
+    each endpoint routes the other data network through the gateway; change nothing."""
     networks = networks or Networks()
     path = str(inventory_path)
     hosts = load_lab_hosts(inventory_path, base=base)
@@ -104,14 +129,29 @@ def discover(inventory_path: str | Path, lab: str = "lab", networks: Networks | 
             addrs = remote.run(h, "ip -j -4 addr show", check=False, timeout=connect_timeout)
             if not addrs.ok:
                 return "'ip -j -4 addr show' failed (iproute2 missing?)"
-            return find_data(h, _addresses(addrs.stdout), networks)
+            held[h.name] = _addresses(addrs.stdout)
+            return find_data(h, held[h.name], networks)
         except LabkitError as exc:
             return str(exc).split(": ", 1)[-1]
 
+    def route(h: HostConn) -> str | None:
+        peer = inv.cpo.addresses["cpo"] if h.role == "evse" else inv.evses[0].addresses["evse"]
+        try:
+            r = remote.run(h, f"ip -j -4 route get {shlex.quote(peer)}", check=False, timeout=connect_timeout)
+            found = json.loads(r.stdout or "[]") if r.ok else []
+        except (LabkitError, ValueError) as exc:
+            return str(exc).split(": ", 1)[-1]
+        return route_problem(h, inv.gateway, found[0] if found else None, held[h.name], networks)
+
+    held: dict[str, list[tuple[str, ipaddress.IPv4Interface]]] = {}
     with Remote(inv, connect_timeout=connect_timeout) as remote:
         with ThreadPoolExecutor(max_workers=min(32, len(conns))) as pool:
-            problems = list(pool.map(probe, conns))
-    for h, problem in zip(conns, problems, strict=True):
-        if problem:
-            raise fail(h, problem)
+            for h, problem in zip(conns, pool.map(probe, conns), strict=True):
+                if problem:
+                    raise fail(h, problem)
+            if check_routes:
+                ends = [h for h in conns if h.role != "gateway"]
+                for h, problem in zip(ends, pool.map(route, ends), strict=True):
+                    if problem:
+                        raise fail(h, problem)
     return inv

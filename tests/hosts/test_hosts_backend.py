@@ -129,3 +129,31 @@ def test_fixture_inventories_read_as_ansible_reads_them(machines, tmp_path, fmt)
     assert {h: ours.vars_of(h) for h in ours.host_vars} == theirs["_meta"]["hostvars"]
     for role in ("cpo", "gateway", "evse"):
         assert theirs[role]["hosts"] == ours.members(role)
+
+
+def test_routes_that_bypass_the_gateway_are_refused_with_the_fix(machines, tmp_path):
+    e, cpo = machines.machine("evse1"), machines.machine("cpo")
+    # no route at all
+    sh("ip", "-n", e.ns, "route", "del", "192.168.10.0/24")
+    try:
+        refused(machines, tmp_path, r"host evse1: has no route to the cpo network 192.168.10.0/24; add one through "
+                r"the gateway: ip route replace 192.168.10.0/24 via 192.168.20.1 dev eth1$")
+        # a route through another router (the management network's)
+        sh("ip", "-n", e.ns, "route", "add", "192.168.10.0/24", "via", str(machines.mgmt_net[254]), "dev", "mgmt0")
+        refused(machines, tmp_path, rf"host evse1: routes the cpo network 192.168.10.0/24 via "
+                rf"{machines.mgmt_net[254]} dev mgmt0, not through the gateway 192.168.20.1 dev eth1; fix with: "
+                r"ip route replace 192.168.10.0/24 via 192.168.20.1 dev eth1$")
+    finally:
+        sh("ip", "-n", e.ns, "route", "replace", "192.168.10.0/24", "via", "192.168.20.1", "dev", "eth1")
+    # the CPO on the EVSE network too: a second interface that bypasses the gateway
+    sh("ip", "link", "add", "lkhbyp0", "netns", cpo.ns, "type", "veth", "peer", "name", "byp1", "netns",
+       machines.switch)
+    try:
+        sh("ip", "-n", machines.switch, "link", "set", "byp1", "master", "evse", "up")
+        sh("ip", "-n", cpo.ns, "addr", "add", "192.168.20.99/24", "dev", "lkhbyp0")
+        sh("ip", "-n", cpo.ns, "link", "set", "lkhbyp0", "up")
+        refused(machines, tmp_path, r"host cpo: holds 192.168.20.99 on lkhbyp0 in the evse network 192.168.20.0/24: "
+                r"its traffic to that network would not cross the gateway")
+    finally:
+        sh("ip", "-n", cpo.ns, "link", "del", "lkhbyp0", check=False)
+    assert discover(machines.inventory("ini", path=tmp_path / "ok.ini"), lab="t1").cpo.ifaces == {"cpo": "eth1"}
