@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "monitor": "bench:monitor",
     "echo": "echo:echo",
     "image": "image:image",
+    "hosts": "hosts:hosts",
 }
 
 

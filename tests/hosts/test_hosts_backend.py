@@ -157,3 +157,20 @@ def test_routes_that_bypass_the_gateway_are_refused_with_the_fix(machines, tmp_p
     finally:
         sh("ip", "-n", cpo.ns, "link", "del", "lkhbyp0", check=False)
     assert discover(machines.inventory("ini", path=tmp_path / "ok.ini"), lab="t1").cpo.ifaces == {"cpo": "eth1"}
+
+
+def test_cli_hosts_check(machines, tmp_path, capsys):
+    from labkit.cli import main
+
+    path = machines.inventory("yaml", addresses=False, path=tmp_path / "inv.yml")
+    assert main(["hosts", "check", "-i", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "4 hosts ready (cpo, gateway, 2 evse); EVSE<->CPO traffic crosses the gateway"
+    gw = next(line for line in out if line.startswith("gw "))
+    assert "cpo 192.168.10.1 on eth1, evse 192.168.20.1 on eth2" in gw and "(sudo)" in gw
+    bad = machines.inventory("ini", path=tmp_path / "bad.ini", extra={"evse2": {"ansible_port": 2}})
+    assert main(["hosts", "check", "-i", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"labkit: error: {bad}:") and "host evse2: cannot reach" in err
+    assert main(["hosts", "check", "-i", str(path), "--cpo-net", "192.168.20.0/24"]) == 2
+    assert "overlaps" in capsys.readouterr().err
