@@ -30,6 +30,7 @@ _FALSE = {"no", "off", "0", "false", "n", "f"}
 _USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
 _ADDR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$")
 _RANGE_RE = re.compile(r"\[[^\]]*:[^\]]*\]")
+MAX_RANGE = 100_000  #: hosts one pattern may give (nested ranges multiply)
 
 
 @dataclass
@@ -129,12 +130,14 @@ def expand_range(pattern: str) -> list[str]:
         width = len(beg) if beg.startswith("0") and len(beg) > 1 else 0
         if width and len(end) != width:
             raise ValueError("host range must specify equal-length begin and end formats")
-        if iend - ibeg > 100_000:
-            raise ValueError("host range is too large")
+        if (iend - ibeg) // istep >= MAX_RANGE:
+            raise ValueError(f"host range gives more than {MAX_RANGE} hosts")
         seq = [str(n).zfill(width) for n in range(ibeg, iend + 1, istep)]
     out: list[str] = []
     for s in seq:
         out += expand_range(head + s + tail)
+        if len(out) > MAX_RANGE:
+            raise ValueError(f"host range gives more than {MAX_RANGE} hosts")
     return out
 
 

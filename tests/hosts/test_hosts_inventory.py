@@ -148,6 +148,11 @@ def test_ranges():
     for bad in ("x[1:]", "x[01:100]", "x[c:a]", "x[1:2:0]", "x[1:2:3:4]"):
         with pytest.raises(ValueError):
             expand_range(bad)
+    with pytest.raises(ValueError, match="more than 100000 hosts"):
+        expand_range("x[1:1000][1:1000]")  # nested ranges multiply: refused before memory runs out
+    with pytest.raises(ValueError, match="more than 100000 hosts"):
+        expand_range("x[0:99999999999]")
+    assert len(expand_range("x[1:1000:10]")) == 100
     assert split_port("evse[1:4]:2222") == ("evse[1:4]", 2222)
     assert split_port("evse[1:4]") == ("evse[1:4]", None)
     assert split_port("fe80::1") == ("fe80::1", None)
@@ -228,6 +233,14 @@ def test_bad_yaml_is_one_line(keydir, text, expect):
         lab_hosts(read_inventory(path))
     assert exc.value.exit_code == 2 and "\n" not in str(exc.value)
     assert re.search(expect.format(f=re.escape(str(path))), str(exc.value)), str(exc.value)
+
+
+def test_format_is_found_by_name_or_content(keydir):
+    """.yml/.yaml/.json are YAML; a file without suffix (Ansible's 'hosts') is YAML when it reads like YAML."""
+    yaml_text = "cpo:\n  hosts: {c: }\ngateway:\n  hosts: {g: }\nevse:\n  hosts: {e: }\n"
+    for name, text in [("hosts", yaml_text), ("inv.json", '{"cpo": {"hosts": {"c": {}}}}'), ("hosts2", INI_INV)]:
+        inv = read_inventory(write(keydir, name, text))
+        assert "cpo" in inv.groups and inv.members("cpo") in (["c"], ["csms"]), name
 
 
 def test_unreadable_file_is_config_error(tmp_path):
