@@ -22,7 +22,7 @@ from ruamel.yaml.comments import CommentedMap
 
 from labkit.errors import ConfigError
 from labkit.names import HOST_NAME_RULE, is_host_name
-from labkit.yamlfile import parse_yaml, plain
+from labkit.yamlfile import parse_yaml
 
 ROLE_GROUPS = ("cpo", "gateway", "evse")
 _TRUE = {"yes", "on", "1", "true", "y", "t"}
@@ -239,9 +239,23 @@ def _line(node: Any, key: Any) -> int | None:
     return None
 
 
+MAX_NODES = 1_000_000  #: values a YAML inventory may expand to (aliases of aliases multiply: "billion laughs")
+
+
 def read_yaml(text: str, path: str) -> ParsedInventory:
     data = parse_yaml(text, path, version=(1, 1))  # as Ansible (PyYAML): yes/no/on/off are booleans
     b = _Builder(path)
+    budget = [MAX_NODES]
+
+    def plain(value: Any, line: int | None = None) -> Any:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise b.fail("(file)", f"expands to more than {MAX_NODES} values (aliases of aliases?)", line)
+        if isinstance(value, dict):
+            return {str(k): plain(v, line) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v, line) for v in value]
+        return value
     if data is None:
         raise b.fail("(file)", "empty inventory", None)
     if not isinstance(data, dict):
@@ -260,9 +274,9 @@ def read_yaml(text: str, path: str) -> ParsedInventory:
             if value is None:
                 continue
             if not isinstance(value, dict):
-                raise b.fail(f"group {name}.{key}", f"must be a mapping, not {plain(value)!r}", kline)
+                raise b.fail(f"group {name}.{key}", f"must be a mapping, not {value!r}", kline)
             if key == "vars":
-                b.group(name, line).vars.update(plain(value))
+                b.group(name, line).vars.update(plain(value, kline))
             elif key == "children":
                 for child, cbody in value.items():
                     cline = _line(value, child)
@@ -272,8 +286,8 @@ def read_yaml(text: str, path: str) -> ParsedInventory:
                 for host, hvars in value.items():
                     hline = _line(value, host)
                     if hvars is not None and not isinstance(hvars, dict):
-                        raise b.fail(f"host {host}", f"variables must be a mapping, not {plain(hvars)!r}", hline)
-                    b.add_hosts(name, host, plain(hvars or {}), hline)
+                        raise b.fail(f"host {host}", f"variables must be a mapping, not {hvars!r}", hline)
+                    b.add_hosts(name, host, plain(hvars or {}, hline), hline)
 
     for name, body in data.items():
         parse_group(name, body, _line(data, name))

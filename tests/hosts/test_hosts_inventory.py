@@ -243,6 +243,15 @@ def test_format_is_found_by_name_or_content(keydir):
         assert "cpo" in inv.groups and inv.members("cpo") in (["c"], ["csms"]), name
 
 
+def test_alias_bomb_is_refused(tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
+              f"*a{i - 1}, *a{i - 1}]" for i in range(1, 9)]
+    text = "evse:\n  vars:\n" + "".join(f"    {ln}\n" for ln in lines)
+    with pytest.raises(ConfigError, match=r"bomb.yml:2: \(file\): expands to more than 1000000 values"):
+        read_inventory(write(tmp_path, "bomb.yml", text))
+
+
 def test_unreadable_file_is_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read inventory"):
         read_inventory(tmp_path / "missing.yml")
