@@ -24,10 +24,10 @@ def ssh(machines: Machines, name: str, command: str) -> subprocess.CompletedProc
 def test_each_machine_answers_as_the_user_with_sudo(machines):
     assert machines.build_seconds < 10
     for m in machines.machines:
-        r = ssh(machines, m.name, "id -un; sudo -n true && echo sudo-ok; sudo -n ip -o -4 addr show")
+        r = ssh(machines, m.name, "hostname; id -un; sudo -n true && echo sudo-ok; sudo -n ip -o -4 addr show")
         assert r.returncode == 0, r.stderr
         out = r.stdout.splitlines()
-        assert out[:2] == [machines.user, "sudo-ok"]
+        assert out[:3] == [m.name, machines.user, "sudo-ok"]
         for net, addr in m.data.items():
             assert any(f"{m.ifaces[net]}    inet {addr}/" in line for line in out), (m.name, out)
 
