@@ -15,11 +15,11 @@ from machines import Machines, sweep_stale  # noqa: E402
 
 @pytest.fixture(scope="module")
 def machines():
-    """1 CPO, 1 gateway and 2 EVSE machines, each with its own sshd; removed afterwards, whatever happened."""
+    """1 CPO, 1 gateway and 4 EVSE machines, each with its own sshd; removed afterwards, whatever happened."""
     if os.geteuid() != 0:
         pytest.skip("needs root: creates network namespaces, a user, sudoers and sshd")
     sweep_stale()  # what a killed earlier run left
-    m = Machines(n_evse=2)
+    m = Machines(n_evse=4)
     try:
         m.build()
         yield m

@@ -24,17 +24,17 @@ def test_discover_finds_interfaces_and_the_path_crosses_the_gateway(machines, tm
     took = time.monotonic() - t0
     assert took < 10
     assert [(h.name, h.role) for h in inv.hosts] == [("cpo", "cpo"), ("gw", "gateway"), ("evse1", "evse"),
-                                                     ("evse2", "evse")]
+                                                     ("evse2", "evse"), ("evse3", "evse"), ("evse4", "evse")]
     for h in inv.hosts:
         m = machines.machine(h.name)
         assert (h.ssh_host, h.user, h.sudo) == (m.mgmt, machines.user, True)
         assert h.addresses == m.data and h.ifaces == m.ifaces
         assert h.known_hosts == str(machines.known_hosts)
-    assert [h.index for h in inv.evses] == [1, 2]
+    assert [h.index for h in inv.evses] == [1, 2, 3, 4]
     # labkit's own path check, over SSH as the non-root user, accepts these machines
     with Remote(inv) as remote:
         evidence = pathcheck.check(remote, inv)
-    assert evidence["ok"] and {p["src"] for p in evidence["pairs"]} == {"cpo", "evse1", "evse2"}
+    assert evidence["ok"] and {p["src"] for p in evidence["pairs"]} == {"cpo", "evse1", "evse2", "evse3", "evse4"}
 
 
 def refused(machines, tmp_path, expect: str, **kw) -> str:
@@ -165,7 +165,7 @@ def test_cli_hosts_check(machines, tmp_path, capsys):
     path = machines.inventory("yaml", addresses=False, path=tmp_path / "inv.yml")
     assert main(["hosts", "check", "-i", str(path)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-1] == "4 hosts ready (cpo, gateway, 2 evse); EVSE<->CPO traffic crosses the gateway"
+    assert out[-1] == "6 hosts ready (cpo, gateway, 4 evse); EVSE<->CPO traffic crosses the gateway"
     gw = next(line for line in out if line.startswith("gw "))
     assert "cpo 192.168.10.1 on eth1, evse 192.168.20.1 on eth2" in gw and "(sudo)" in gw
     bad = machines.inventory("ini", path=tmp_path / "bad.ini", extra={"evse2": {"ansible_port": 2}})
