@@ -21,6 +21,7 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap
 
 from labkit.errors import ConfigError
+from labkit.model import MAX_EVSE
 from labkit.names import HOST_NAME_RULE, is_host_name
 from labkit.yamlfile import parse_yaml
 
@@ -50,13 +51,27 @@ class ParsedInventory:
     groups: dict[str, Group]
     host_vars: dict[str, dict[str, Any]]
     host_lines: dict[str, int | None]
+    _memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def _direct(self) -> dict[str, set[str]]:
+        """host -> groups that list it (built once: an inventory may hold many hosts)."""
+        if "direct" not in self._memo:
+            direct: dict[str, set[str]] = {h: set() for h in self.host_vars}
+            for g in self.groups.values():
+                for h in g.hosts:
+                    direct.setdefault(h, set()).add(g.name)
+            self._memo["direct"] = direct
+        return self._memo["direct"]
 
     def error(self, what: str, problem: str, host: str | None = None) -> ConfigError:
         line = self.host_lines.get(host) if host else None
         return ConfigError.at(what, problem, file=self.path, line=line)
 
     def parents(self, group: str) -> list[str]:
-        return [g.name for g in self.groups.values() if group in g.children]
+        key = ("parents", group)
+        if key not in self._memo:
+            self._memo[key] = [g.name for g in self.groups.values() if group in g.children]
+        return self._memo[key]
 
     def depth(self, group: str, _seen: frozenset[str] = frozenset()) -> int:
         if group == "all" or group in _seen:
@@ -65,14 +80,17 @@ class ParsedInventory:
 
     def groups_of(self, host: str) -> set[str]:
         """Every group ``host`` belongs to, directly or through children (``all`` included)."""
-        direct = {g.name for g in self.groups.values() if host in g.hosts}
-        out, todo = set(), list(direct)
-        while todo:
-            g = todo.pop()
-            if g not in out:
-                out.add(g)
-                todo += self.parents(g)
-        return out | {"all"}
+        key = ("groups", host)
+        if key not in self._memo:
+            out: set[str] = set()
+            todo = list(self._direct().get(host, ()))
+            while todo:
+                g = todo.pop()
+                if g not in out:
+                    out.add(g)
+                    todo += self.parents(g)
+            self._memo[key] = out | {"all"}
+        return self._memo[key]
 
     def members(self, group: str) -> list[str]:
         """Hosts in ``group`` or its children, in inventory order."""
@@ -167,6 +185,7 @@ class _Builder:
         self.groups["all"].children.append("ungrouped")
         self.host_vars: dict[str, dict[str, Any]] = {}
         self.host_lines: dict[str, int | None] = {}
+        self.listed: set[tuple[str, str]] = set()  # (group, host) pairs already in a group's list
 
     def fail(self, what: str, problem: str, line: int | None) -> ConfigError:
         return ConfigError.at(what, problem, file=self.path, line=line)
@@ -214,7 +233,8 @@ class _Builder:
             if port is not None:
                 self.host_vars[name]["ansible_port"] = port
             self.host_vars[name].update(variables)
-            if name not in g.hosts:
+            if (group, name) not in self.listed:
+                self.listed.add((group, name))
                 g.hosts.append(name)
 
     def done(self) -> ParsedInventory:
@@ -223,8 +243,9 @@ class _Builder:
             if name != "all" and not any(name in g.children for g in self.groups.values()):
                 self.groups["all"].children.append(name)
         for host in self.host_vars:
-            if not any(host in g.hosts for n, g in self.groups.items() if n not in ("all", "ungrouped")):
-                if host not in self.groups["ungrouped"].hosts:
+            if not any((n, host) in self.listed for n in self.groups if n not in ("all", "ungrouped")):
+                if ("ungrouped", host) not in self.listed:
+                    self.listed.add(("ungrouped", host))
                     self.groups["ungrouped"].hosts.append(host)
         self.groups["all"].hosts = []
         return ParsedInventory(self.path, self.groups, self.host_vars, self.host_lines)
@@ -521,6 +542,9 @@ def lab_hosts(inv: ParsedInventory, *, base: Path | None = None) -> list[Invento
         if len(members) > 1:
             raise inv.error(f"group {role}", f"has {len(members)} hosts ({', '.join(members)}): exactly one is needed",
                             host=members[1])
+    n_evse = len(inv.members("evse"))
+    if n_evse > MAX_EVSE:
+        raise inv.error("group evse", f"has {n_evse} hosts (at most {MAX_EVSE})")
     hosts = [_host(inv, h, role_of[h], base) for role in ROLE_GROUPS for h in inv.members(role)]
     seen: dict[tuple[str, int], str] = {}
     for h in hosts:
