@@ -4,7 +4,7 @@
 Ansible merges them (``all``, then groups by depth, ``ansible_group_priority`` and name, then the host's own).
 ``lab_hosts`` maps the groups ``cpo``, ``gateway`` and ``evse`` to roles and checks every host's connection
 variables. Every problem is one ``ConfigError`` (exit 2) naming the file, the line when known and the host.
-Host names are names (``labkit.names.check_host_name``); key files are paths the user gave, only ever read.
+Host names are names (``labkit.names.is_host_name``); key files are paths the user gave, only ever read.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ _USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
 _ADDR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$")
 _RANGE_RE = re.compile(r"\[[^\]]*:[^\]]*\]")
 MAX_RANGE = 100_000  #: hosts one pattern may give (nested ranges multiply)
+MAX_FILE = 16 * 2**20  #: bytes an inventory file may have
 
 
 @dataclass
@@ -393,6 +394,10 @@ def read_inventory(path: str | Path) -> ParsedInventory:
     """Parse an inventory file; YAML when it ends in .yml/.yaml/.json or starts like YAML, else INI."""
     p = Path(path)
     try:
+        if not p.is_file():
+            raise ConfigError(f"{p}: not an inventory file (a regular file is needed)")
+        if p.stat().st_size > MAX_FILE:
+            raise ConfigError(f"{p}: inventory larger than {MAX_FILE // 2**20} MiB")
         data = p.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read inventory: {exc.strerror or exc}") from None

@@ -253,8 +253,12 @@ def test_alias_bomb_is_refused(tmp_path):
 
 
 def test_unreadable_file_is_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="cannot read inventory"):
+    with pytest.raises(ConfigError, match="missing.yml: not an inventory file"):
         read_inventory(tmp_path / "missing.yml")
+    with pytest.raises(ConfigError, match="not an inventory file"):
+        read_inventory("/dev/zero")
+    with pytest.raises(ConfigError, match="not an inventory file"):
+        read_inventory(tmp_path)
 
 
 def test_key_file_is_only_read(keydir):
