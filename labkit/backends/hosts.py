@@ -1,21 +1,26 @@
 """The hosts backend (start): a lab on machines that already exist, named by an Ansible inventory.
 
 ``discover`` reads the inventory (``labkit.hostsinventory``), reaches every host over SSH (host keys checked
-against known_hosts), checks that labkit may act as root there (root login, or ``sudo -n``), and finds each
-host's data interface and address: the one the inventory gives (``labkit_cpo_address``,
-``labkit_evse_address``) or else the one address the host holds in the lab's data network; then that every
-endpoint routes the other data network through the gateway (else: which way it routes, and the route to
-add). It changes nothing on any host and returns the ``Inventory`` the rest of labkit works from. Any
-problem is one ``ConfigError`` (exit 2) naming the inventory file, the host's line and the host.
+against known_hosts; an unknown key accepted only when asked, a changed key never), checks that labkit may act
+as root there (root login, or ``sudo -n``), and finds each host's data interface and address: the one the
+inventory gives (``labkit_cpo_address``, ``labkit_evse_address``) or else the one address the host holds in the
+lab's data network; then that every endpoint routes the other data network through the gateway (else: which
+way it routes, and the route to add). It changes nothing on any host and returns the ``Inventory`` the rest of
+labkit works from. Any problem is one ``ConfigError`` (exit 2) naming the inventory file, the host's line and
+the host.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import shlex
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import paramiko
 
 from labkit.errors import ConfigError, LabkitError
 from labkit.hostsinventory import InventoryHost, load_lab_hosts
@@ -99,10 +104,70 @@ def route_problem(h: HostConn, gateway: HostConn, route: dict | None, held: list
     return None
 
 
+def _key_name(h: HostConn) -> str:
+    return h.ssh_host if h.ssh_port == 22 else f"[{h.ssh_host}]:{h.ssh_port}"
+
+
+def offered_key(h: HostConn, timeout: float) -> paramiko.PKey:
+    """The host key ``h``'s sshd offers (a key exchange only: no authentication, no command)."""
+    sock = socket.create_connection((h.ssh_host, h.ssh_port), timeout=timeout)
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=timeout)
+        return transport.get_remote_server_key()
+    finally:
+        transport.close()
+        sock.close()
+
+
+def learn_keys(conns: list[HostConn], out: Path, timeout: float) -> dict[str, str | None]:
+    """Accept the host keys of hosts that none of their known_hosts files know (as ``ssh -o
+    StrictHostKeyChecking=accept-new``), never a key that differs from a known one. Writes ``out`` (0600):
+    the known_hosts lines the hosts' files hold, then the keys learnt; every host then checks against ``out``.
+    Returns host -> problem (None when its key is known or was learnt)."""
+    files = {c.known_hosts for c in conns if c.known_hosts}
+    known = paramiko.HostKeys()
+    lines: list[str] = []
+    for f in sorted(files):
+        known.load(f)
+        lines += [ln for ln in Path(f).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+
+    def one(h: HostConn) -> tuple[str | None, str | None]:
+        try:
+            key = offered_key(h, timeout)
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            return f"cannot reach {h.ssh_host}:{h.ssh_port} to read its host key: {exc}", None
+        entries = known.lookup(_key_name(h))
+        if entries:
+            if entries.get(key.get_name()) == key:
+                return None, None
+            return (f"host key changed: {h.ssh_host}:{h.ssh_port} offers a {key.get_name()} key "
+                    f"(SHA256 {key.fingerprint.split(':', 1)[-1]}) that known_hosts does not hold for it; "
+                    "not accepting it"), None
+        return None, f"{_key_name(h)} {key.get_name()} {key.get_base64()}"
+
+    with ThreadPoolExecutor(max_workers=min(32, len(conns))) as pool:
+        results = dict(zip([c.name for c in conns], pool.map(one, conns), strict=True))
+    new = [line for _, line in results.values() if line]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("".join(f"{ln}\n" for ln in lines + new))
+    tmp.replace(out)
+    for c in conns:
+        c.known_hosts = str(out)
+    return {name: problem for name, (problem, _) in results.items()}
+
+
 def discover(inventory_path: str | Path, lab: str = "lab", networks: Networks | None = None, *,
-             base: Path | None = None, connect_timeout: float = 10.0, check_routes: bool = True) -> Inventory:
+             base: Path | None = None, connect_timeout: float = 10.0, check_routes: bool = True,
+             accept_new_keys: Path | None = None) -> Inventory:
     """Reach every host of the inventory, check root, find its data interfaces and (``check_routes``) that
-    each endpoint routes the other data network through the gateway; change nothing."""
+    each endpoint routes the other data network through the gateway; change nothing on any host.
+
+    ``accept_new_keys``: a file (in the lab directory) where the known keys and those of hosts no
+    known_hosts file knows are written and then checked against; without it an unknown key is refused."""
     networks = networks or Networks()
     path = str(inventory_path)
     hosts = load_lab_hosts(inventory_path, base=base)
@@ -112,6 +177,12 @@ def discover(inventory_path: str | Path, lab: str = "lab", networks: Networks | 
 
     def fail(h: HostConn, problem: str) -> ConfigError:
         return ConfigError.at(f"host {h.name}", problem, file=path, line=lines.get(h.name))
+
+    if accept_new_keys is not None:
+        problems = learn_keys(conns, Path(accept_new_keys), connect_timeout)
+        for h in conns:
+            if problems[h.name]:
+                raise fail(h, problems[h.name])
 
     def probe(h: HostConn) -> str | None:
         try:

@@ -174,3 +174,25 @@ def test_cli_hosts_check(machines, tmp_path, capsys):
     assert err.count("\n") == 1 and err.startswith(f"labkit: error: {bad}:") and "host evse2: cannot reach" in err
     assert main(["hosts", "check", "-i", str(path), "--cpo-net", "192.168.20.0/24"]) == 2
     assert "overlaps" in capsys.readouterr().err
+
+
+def test_new_host_keys_only_when_asked_and_changed_keys_never(machines, tmp_path):
+    cpo, e1 = machines.machine("cpo"), machines.machine("evse1")
+    full = machines.known_hosts.read_text().splitlines()
+    kh = tmp_path / "known_hosts"
+    kh.write_text("".join(f"{ln}\n" for ln in full if not ln.startswith(cpo.mgmt + " ")))
+    extra = {m.name: {"labkit_known_hosts": str(kh)} for m in machines.machines}
+    path = machines.inventory("yaml", path=tmp_path / "inv.yml", extra=extra)
+    with pytest.raises(ConfigError, match="host cpo: cannot reach .*host key not in"):
+        discover(path, lab="t1", connect_timeout=5)
+    learnt = tmp_path / "lab" / "known_hosts"
+    inv = discover(path, lab="t1", accept_new_keys=learnt)
+    assert {h.known_hosts for h in inv.hosts} == {str(learnt)}
+    assert sorted(learnt.read_text().splitlines()) == sorted(full)  # the cpo's key, learnt, is the real one
+    assert learnt.stat().st_mode & 0o777 == 0o600
+    assert kh.read_text().count("\n") == len(full) - 1  # the user's file is left alone
+    # a key that differs from the one known for that address: refused even when new keys are accepted
+    e1_key = next(ln for ln in full if ln.startswith(e1.mgmt + " ")).split(" ", 1)[1]
+    kh.write_text("".join(f"{ln}\n" for ln in full if not ln.startswith(cpo.mgmt + " ")) + f"{cpo.mgmt} {e1_key}\n")
+    with pytest.raises(ConfigError, match=r"inv.yml:\d+: host cpo: host key changed: .* not accepting it"):
+        discover(path, lab="t1", accept_new_keys=tmp_path / "lab2" / "known_hosts")
