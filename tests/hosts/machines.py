@@ -1,12 +1,12 @@
 """Independent "machines" for the hosts backend's tests, built without labkit's backend code.
 
 Each machine is a network namespace ``lkh<tok>-<host>`` running its own sshd (in its own UTS namespace, so
-``hostname`` answers the machine's name) on a management address in a free /24 of 10.236.0.0/16, reached from
-this machine only through a bridge the fixture makes (one veth per machine). sshd lets in two non-root users
-made with useradd, with the fixture's key: one with passwordless sudo (a file in /etc/sudoers.d), one without;
-host keys go into a known_hosts file. Data networks: the CPO and the gateway on one bridge, the gateway and the
-EVSE machines on another (both bridges in a switch namespace); the gateway forwards, the endpoints route the
-other data network through it and have no default route.
+``hostname`` answers the machine's name, and mount namespace with a private /tmp) on a management address in a
+free /24 of 10.236.0.0/16, reached from this machine only through a bridge the fixture makes (one veth per
+machine). sshd lets in two non-root users made with useradd, with the fixture's key: one with passwordless sudo
+(a file in /etc/sudoers.d), one without; host keys go into a known_hosts file. Data networks: the CPO and the
+gateway on one bridge, the gateway and the EVSE machines on another (both bridges in a switch namespace); the
+gateway forwards, the endpoints route the other data network through it and have no default route.
 
 Everything created is first listed in ``self._undo``; ``teardown`` undoes it in reverse (sshd by pid, the
 processes left in the namespaces, namespaces, links, users, sudoers file, files), each step on its own.
@@ -258,9 +258,11 @@ LogLevel ERROR
 """)
         sh("/usr/sbin/sshd", "-t", "-f", str(cfg))
         log = open(hd / "sshd.log", "ab")
-        # its own UTS namespace, so `hostname` answers the machine's name; every step execs: one pid
-        argv = ["ip", "netns", "exec", m.ns, "unshare", "--uts", "--", "/bin/sh", "-c",
-                'hostname "$1" && shift && exec "$@"', "sh", m.name, "/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)]
+        # its own UTS namespace (`hostname` answers the machine's name) and mount namespace with a private
+        # /tmp, as on a machine of its own; every step execs: one pid
+        argv = ["ip", "netns", "exec", m.ns, "unshare", "--uts", "--mount", "--propagation", "private", "--",
+                "/bin/sh", "-c", 'hostname "$1" && mount -t tmpfs -o mode=1777,size=64m tmpfs /tmp && shift && '
+                'exec "$@"', "sh", m.name, "/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)]
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         log.close()
         m.sshd_pid = proc.pid

@@ -30,6 +30,11 @@ def test_each_machine_answers_as_the_user_with_sudo(machines):
         assert out[:3] == [m.name, machines.user, "sudo-ok"]
         for net, addr in m.data.items():
             assert any(f"{m.ifaces[net]}    inet {addr}/" in line for line in out), (m.name, out)
+    # each machine has its own /tmp (nothing of this machine's, nothing of the others')
+    r = [ssh(machines, m.name, f"echo {m.name} > /tmp/who; ls -A /tmp") for m in machines.machines]
+    assert [x.stdout.split() for x in r] == [["who"]] * len(machines.machines)
+    assert [ssh(machines, m.name, "cat /tmp/who").stdout.strip() for m in machines.machines] == \
+        [m.name for m in machines.machines]
 
 
 def test_management_subnet_reached_only_through_the_fixtures_bridge(machines):
