@@ -4,10 +4,10 @@
 against known_hosts; an unknown key accepted only when asked, a changed key never), checks that labkit may act
 as root there (root login, or ``sudo -n``), and finds each host's data interface and address: the one the
 inventory gives (``labkit_cpo_address``, ``labkit_evse_address``) or else the one address the host holds in the
-lab's data network; then that every endpoint routes the other data network through the gateway (else: which
-way it routes, and the route to add). It changes nothing on any host and returns the ``Inventory`` the rest of
-labkit works from. Any problem is one ``ConfigError`` (exit 2) naming the inventory file, the host's line and
-the host.
+lab's data network; then that every endpoint routes the other data network through the gateway (else: which way
+it routes, and the route to add; with ``add_routes``, labkit adds it, journalled). Otherwise it changes nothing
+on any host, and returns the ``Inventory`` the rest of labkit works from. Any problem is one ``ConfigError``
+(exit 2) naming the inventory file, the host's line and the host.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from pathlib import Path
 import paramiko
 
 from labkit.errors import ConfigError, LabkitError
+from labkit.hostchanges import HostChanges
 from labkit.hostsinventory import InventoryHost, load_lab_hosts
 from labkit.inventory import HostConn, Inventory
+from labkit.labdir import LabDir
 from labkit.model import Networks
 from labkit.remote import Remote
 
@@ -83,9 +85,10 @@ def find_data(h: HostConn, held: list[tuple[str, ipaddress.IPv4Interface]], netw
 
 
 def route_problem(h: HostConn, gateway: HostConn, route: dict | None, held: list[tuple[str, ipaddress.IPv4Interface]],
-                  networks: Networks) -> str | None:
+                  networks: Networks) -> tuple[str, bool] | None:
     """Why endpoint ``h``'s route to the other data network (``ip -j route get`` of a peer there; None when
-    the kernel has none) does not cross the gateway, and what to do; None when it does."""
+    the kernel has none) does not cross the gateway, and what to do, and whether a route fixes it (see
+    ``route_fix``); None when it does."""
     own = "cpo" if h.role == "cpo" else "evse"
     other = "evse" if own == "cpo" else "cpo"
     subnet, via, dev = getattr(networks, other), gateway.addresses[own], h.ifaces[own]
@@ -94,14 +97,21 @@ def route_problem(h: HostConn, gateway: HostConn, route: dict | None, held: list
     if bypass:
         d, a = bypass[0]
         return (f"holds {a.ip} on {d} in the {other} network {subnet}: its traffic to that network would not "
-                f"cross the gateway (remove that address, or use another machine)")
+                f"cross the gateway (remove that address, or use another machine)"), False
     if not route:
-        return f"has no route to the {other} network {subnet}; add one through the gateway: {fix}"
+        return f"has no route to the {other} network {subnet}; add one through the gateway: {fix}", True
     if route.get("gateway") != via or route.get("dev") != dev:
         how = f"via {route['gateway']}" if route.get("gateway") else "directly"
         return (f"routes the {other} network {subnet} {how} dev {route.get('dev', '?')}, not through the "
-                f"gateway {via} dev {dev}; fix with: {fix}")
+                f"gateway {via} dev {dev}; fix with: {fix}"), True
     return None
+
+
+def route_fix(h: HostConn, gateway: HostConn, networks: Networks) -> tuple[str, str, str]:
+    """(destination, via, dev) of the route endpoint ``h`` needs: the other data network through the gateway."""
+    own = "cpo" if h.role == "cpo" else "evse"
+    other = "evse" if own == "cpo" else "cpo"
+    return str(getattr(networks, other)), gateway.addresses[own], h.ifaces[own]
 
 
 def _key_name(h: HostConn) -> str:
@@ -162,9 +172,11 @@ def learn_keys(conns: list[HostConn], out: Path, timeout: float) -> dict[str, st
 
 def discover(inventory_path: str | Path, lab: str = "lab", networks: Networks | None = None, *,
              base: Path | None = None, connect_timeout: float = 10.0, check_routes: bool = True,
-             accept_new_keys: Path | None = None) -> Inventory:
+             accept_new_keys: Path | None = None, add_routes: LabDir | None = None) -> Inventory:
     """Reach every host of the inventory, check root, find its data interfaces and (``check_routes``) that
-    each endpoint routes the other data network through the gateway; change nothing on any host.
+    each endpoint routes the other data network through the gateway; change nothing on any host, except
+    with ``add_routes`` (``--routes``): then the route an endpoint lacks or takes elsewhere is added through
+    the gateway, journalled in that lab directory first (``labkit.hostchanges``; undone at ``down``).
 
     ``accept_new_keys``: a file (in the lab directory) where the known keys and those of hosts no
     known_hosts file knows are written and then checked against; without it an unknown key is refused."""
@@ -205,14 +217,22 @@ def discover(inventory_path: str | Path, lab: str = "lab", networks: Networks | 
         except LabkitError as exc:
             return str(exc).split(": ", 1)[-1]
 
-    def route(h: HostConn) -> str | None:
+    def route(h: HostConn) -> tuple[str, bool] | None:
         peer = inv.cpo.addresses["cpo"] if h.role == "evse" else inv.evses[0].addresses["evse"]
         try:
             r = remote.run(h, f"ip -j -4 route get {shlex.quote(peer)}", check=False, timeout=connect_timeout)
             found = json.loads(r.stdout or "[]") if r.ok else []
         except (LabkitError, ValueError) as exc:
-            return str(exc).split(": ", 1)[-1]
+            return str(exc).split(": ", 1)[-1], False
         return route_problem(h, inv.gateway, found[0] if found else None, held[h.name], networks)
+
+    def fixed(h: HostConn) -> tuple[str, bool] | None:
+        """Check ``h``'s route; with ``add_routes``, add the one it lacks (journalled) and check again."""
+        problem = route(h)
+        if problem and problem[1] and add_routes is not None:
+            HostChanges(add_routes, remote).route(h, *route_fix(h, inv.gateway, networks))
+            problem = route(h)
+        return problem
 
     held: dict[str, list[tuple[str, ipaddress.IPv4Interface]]] = {}
     with Remote(inv, connect_timeout=connect_timeout) as remote:
@@ -222,7 +242,7 @@ def discover(inventory_path: str | Path, lab: str = "lab", networks: Networks | 
                     raise fail(h, problem)
             if check_routes:
                 ends = [h for h in conns if h.role != "gateway"]
-                for h, problem in zip(ends, pool.map(route, ends), strict=True):
+                for h, problem in zip(ends, pool.map(fixed, ends), strict=True):
                     if problem:
-                        raise fail(h, problem)
+                        raise fail(h, problem[0])
     return inv

@@ -196,3 +196,26 @@ def test_new_host_keys_only_when_asked_and_changed_keys_never(machines, tmp_path
     kh.write_text("".join(f"{ln}\n" for ln in full if not ln.startswith(cpo.mgmt + " ")) + f"{cpo.mgmt} {e1_key}\n")
     with pytest.raises(ConfigError, match=r"inv.yml:\d+: host cpo: host key changed: .* not accepting it"):
         discover(path, lab="t1", accept_new_keys=tmp_path / "lab2" / "known_hosts")
+
+
+def test_routes_added_when_asked_journalled_and_undone(machines, tmp_path, home):
+    from labkit.hostchanges import HostChanges
+    from labkit.labdir import LabDir
+
+    e = machines.machine("evse2")
+    path = machines.inventory("ini", path=tmp_path / "inv.ini")
+    sh("ip", "-n", e.ns, "route", "del", "192.168.10.0/24")
+    try:
+        labdir = LabDir("t1")
+        labdir.create()
+        inv = discover(path, lab="t1", add_routes=labdir)
+        assert [(x["host"], x["dst"], x["via"], x["dev"], x["before"]) for x in HostChanges(labdir, None).entries()] \
+            == [("evse2", "192.168.10.0/24", "192.168.20.1", "eth1", None)]
+        assert "192.168.10.0/24 via 192.168.20.1 dev eth1" in sh("ip", "-n", e.ns, "route").stdout
+        with Remote(inv) as remote:
+            pathcheck.check(remote, inv)
+            assert HostChanges(labdir, remote).undo() == []
+        assert "192.168.10.0/24" not in sh("ip", "-n", e.ns, "route").stdout
+        refused(machines, tmp_path, r"host evse2: has no route to the cpo network")
+    finally:
+        sh("ip", "-n", e.ns, "route", "replace", "192.168.10.0/24", "via", "192.168.20.1", "dev", "eth1")
