@@ -139,8 +139,11 @@ def learn_keys(conns: list[HostConn], out: Path, timeout: float) -> dict[str, st
     known = paramiko.HostKeys()
     lines: list[str] = []
     for f in sorted(files):
-        known.load(f)
-        lines += [ln for ln in Path(f).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        try:
+            known.load(f)
+            lines += [ln for ln in Path(f).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        except (OSError, UnicodeDecodeError, paramiko.SSHException) as exc:
+            raise ConfigError(f"{f}: cannot read known_hosts: {exc}") from None
 
     def one(h: HostConn) -> tuple[str | None, str | None]:
         try:
@@ -212,7 +215,10 @@ def discover(inventory_path: str | Path, lab: str = "lab", networks: Networks | 
             addrs = remote.run(h, "ip -j -4 addr show", check=False, timeout=connect_timeout)
             if not addrs.ok:
                 return "'ip -j -4 addr show' failed (iproute2 missing?)"
-            held[h.name] = _addresses(addrs.stdout)
+            try:
+                held[h.name] = _addresses(addrs.stdout)
+            except (ValueError, KeyError, TypeError) as exc:
+                return f"cannot read 'ip -j -4 addr show' output ({exc})"
             return find_data(h, held[h.name], networks)
         except LabkitError as exc:
             return str(exc).split(": ", 1)[-1]
