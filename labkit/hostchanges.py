@@ -109,5 +109,6 @@ class HostChanges:
                                 f"2>/dev/null; ! ip -4 route show exact {_q(e['dst'])} | grep -q .", sudo=True)
         elif kind == "host-dir":
             path, marker = e["path"], f"{e['path']}/{MARKER}"
+            # as root: labkit's processes ran as root and left files of root's in it
             self.remote.run(h, f"if [ \"$(cat -- {_q(marker)} 2>/dev/null)\" = {_q(e['token'])} ]; then "
-                            f"rm -rf -- {_q(path)}; fi")
+                            f"rm -rf -- {_q(path)}; fi", sudo=True)

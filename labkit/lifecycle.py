@@ -17,7 +17,7 @@ from labkit import backends
 from labkit.errors import ConfigError, LabkitError
 from labkit.inventory import Inventory
 from labkit.labdir import LabDir, list_labs
-from labkit.model import Lab, LabSpec, build_lab
+from labkit.model import Lab, LabSpec, build_lab, lab_of_hosts
 from labkit.remote import Remote
 
 ProgressFn = Callable[[str, int, "int | None"], None]
@@ -48,7 +48,7 @@ def up(spec: LabSpec, *, progress: ProgressFn = _quiet, check_path: bool = True)
     exists"), and a rollback removes only what this ``up`` journalled."""
     lab = build_lab(spec)
     labdir = LabDir(spec.name)
-    backend = backends.resolve(spec.backend)
+    backend = backends.resolve("hosts" if spec.inventory and spec.backend == "auto" else spec.backend)
     resolved = lab.spec.model_copy(update={"backend": backend.name})
     lab = build_lab(resolved)
 
@@ -64,6 +64,9 @@ def up(spec: LabSpec, *, progress: ProgressFn = _quiet, check_path: bool = True)
         try:
             inventory = backend.up(lab, labdir, progress=progress)
             timings["place"] = time.monotonic() - t0
+            if backend.name == "hosts":  # existing machines: the lab is what the inventory named
+                lab = lab_of_hosts(lab.spec, inventory)
+                labdir.write_json("lab.json", lab.to_dict())
             inventory.save(labdir.inventory_file)
             handle = LabHandle(lab, inventory, labdir, timings)
             with handle.remote() as remote:
@@ -106,7 +109,7 @@ def _refuse_existing(labdir: LabDir) -> None:
 
 
 def _ssh_timeout(backend: str, hosts: int) -> float:
-    return 60.0 + 0.5 * hosts if backend in ("netns", "docker") else 600.0
+    return 60.0 + 0.5 * hosts if backend in ("netns", "docker", "hosts") else 600.0
 
 
 def open_lab(name: str) -> LabHandle:

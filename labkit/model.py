@@ -19,7 +19,7 @@ from labkit.errors import ConfigError
 from labkit.names import NAME_RE, NAME_RULE
 from labkit.yamlfile import FieldError, load_yaml, validate
 
-BACKENDS = ("auto", "netns", "vagrant", "docker")
+BACKENDS = ("auto", "netns", "vagrant", "docker", "hosts")
 ROLES = ("cpo", "gateway", "evse")
 MAX_EVSE = 1000
 
@@ -127,8 +127,14 @@ class LabSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(default="lab", description=NAME_RULE)
-    backend: Literal["auto", "netns", "vagrant", "docker"] = "auto"
-    evse: int = Field(default=1, description=f"number of EVSE hosts, 1-{MAX_EVSE}")
+    backend: Literal["auto", "netns", "vagrant", "docker", "hosts"] = "auto"
+    evse: int = Field(default=1, description=f"number of EVSE hosts, 1-{MAX_EVSE} (hosts: the inventory's)")
+    inventory: str | None = Field(default=None, description="hosts backend: an Ansible inventory (YAML or INI) of "
+                                  "existing machines in the groups cpo, gateway and evse")
+    routes: bool = Field(default=False, description="hosts backend: add the routes through the gateway that "
+                         "endpoints lack (removed at down)")
+    accept_new_host_keys: bool = Field(default=False, description="hosts backend: accept the host keys of "
+                                       "machines no known_hosts file knows (kept in the lab directory)")
     networks: Networks = Field(default_factory=Networks)
     vagrant: VagrantOptions = Field(default_factory=VagrantOptions)
     docker: DockerOptions = Field(default_factory=DockerOptions)
@@ -151,6 +157,15 @@ class LabSpec(BaseModel):
         if not 1 <= value <= MAX_EVSE:
             raise ValueError(f"must be from 1 to {MAX_EVSE} (got {value})")
         return value
+
+    @model_validator(mode="after")
+    def _hosts_need_an_inventory(self) -> LabSpec:
+        if self.backend == "hosts" and not self.inventory:
+            raise FieldError("the hosts backend needs an inventory (labkit up -i INVENTORY)", "inventory")
+        if self.inventory and self.backend not in ("hosts", "auto"):
+            raise FieldError(f"an inventory names existing machines: it goes with the hosts backend, "
+                             f"not {self.backend}", "inventory")
+        return self
 
     @model_validator(mode="after")
     def _fits(self) -> LabSpec:
@@ -229,7 +244,20 @@ class Lab:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Lab:
-        return build_lab(LabSpec.model_validate(data["spec"]))
+        spec = LabSpec.model_validate(data["spec"])
+        if spec.backend == "hosts":  # existing machines: names and addresses are the inventory's
+            return Lab(spec=spec, hosts=[Host(h["name"], h["role"],
+                                              {k: ipaddress.IPv4Address(v) for k, v in h["addresses"].items()},
+                                              index=h.get("index", 0)) for h in data["hosts"]])
+        return build_lab(spec)
+
+
+def lab_of_hosts(spec: LabSpec, inventory: Any) -> Lab:
+    """The lab of existing machines (hosts backend): names, roles and addresses as ``inventory`` (a
+    ``labkit.inventory.Inventory`` that discovery filled) has them."""
+    hosts = [Host(h.name, h.role, {k: ipaddress.IPv4Address(v) for k, v in h.addresses.items()}, index=h.index)
+             for h in inventory.hosts]
+    return Lab(spec=spec.model_copy(update={"evse": len(inventory.evses)}), hosts=hosts)
 
 
 def build_lab(spec: LabSpec) -> Lab:
@@ -258,6 +286,9 @@ def load_spec(path: str | Path | None = None, overrides: dict[str, Any] | None =
         if not isinstance(root, dict):
             raise ConfigError.at("(top level)", "a lab file must be a mapping such as 'evse: 3'", file=filename, line=1)
         data = root
+        inv = data.get("inventory")
+        if isinstance(inv, str) and inv and not Path(inv).is_absolute():  # beside the lab file, as Ansible's
+            data = {**data, "inventory": str(Path(path).resolve().parent / inv)}
     merged = _merge(data, overrides or {})
     # Report errors in flags as flags, not as lines of the lab file.
     for key, value in (overrides or {}).items():

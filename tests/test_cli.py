@@ -12,7 +12,7 @@ from tests.conftest import links, namespaces, needs_root, run_cli
 
 
 @pytest.mark.parametrize("argv, fragment", [
-    (["up", "--backend", "lxc"], "--backend: Input should be 'auto', 'netns', 'vagrant' or 'docker'"),
+    (["up", "--backend", "lxc"], "--backend: Input should be 'auto', 'netns', 'vagrant', 'docker' or 'hosts'"),
     (["up", "--evse", "0"], "--evse: must be from 1 to 1000 (got 0)"),
     (["up", "--evse", "-1"], "--evse: must be from 1 to 1000 (got -1)"),
     (["up", "--evse", "99999"], "--evse: must be from 1 to 1000 (got 99999)"),

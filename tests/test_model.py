@@ -31,7 +31,7 @@ def test_addresses_are_unique_for_many_evse():
     ({"evse": 10**9}, "--evse: must be from 1 to 1000"),
     ({"evse": "many"}, "--evse: must be a whole number from 1 to 1000 (got 'many')"),
     ({"evse": 300}, "300 EVSE hosts do not fit networks.evse 192.168.20.0/24 (at most 244"),
-    ({"backend": "lxc"}, "--backend: Input should be 'auto', 'netns', 'vagrant' or 'docker'"),
+    ({"backend": "lxc"}, "--backend: Input should be 'auto', 'netns', 'vagrant', 'docker' or 'hosts'"),
     ({"name": "My_Lab"}, "--name: invalid lab name 'My_Lab'"),
     ({"name": "averyveryverylongname"}, "--name: invalid lab name"),
     ({"networks.cpo": "192.168.20.0/24"}, "overlaps networks.evse"),
@@ -58,7 +58,8 @@ def test_lab_file_and_flag_override(tmp_path):
 @pytest.mark.parametrize("text, expected", [
     ("evse: [1, 2\n", "lab.yaml:2: YAML:"),
     ("name: x\nevse: 3\nbogus: 1\n",
-     "lab.yaml:3: bogus: unknown field (allowed: name, backend, evse, networks, vagrant, docker)"),
+     "lab.yaml:3: bogus: unknown field (allowed: name, backend, evse, inventory, routes, accept_new_host_keys, "
+     "networks, vagrant, docker)"),
     ("name: x\nnetworks:\n  cpo: 192.168.20.0/24\n", "lab.yaml:3: networks.cpo: networks.cpo 192.168.20.0/24 overlaps"),
     ("name: x\nnetworks:\n  cpo: 10.0.0.0/24\n  evse: 10.0.0.0/25\n",
      "lab.yaml:4: networks.evse: networks.cpo 10.0.0.0/24 overlaps networks.evse 10.0.0.0/25"),

@@ -1,7 +1,8 @@
 """Backends place a lab's hosts; this module names them and decides ``--backend auto``.
 
-The rule for ``auto``: ``vagrant`` when the vagrant command and a working provider (libvirt or VirtualBox)
-are present, otherwise ``netns`` (Linux namespaces on this machine; needs root).
+The rule for ``auto``: ``hosts`` when an inventory is given (labkit.lifecycle), else ``vagrant`` when the
+vagrant command and a working provider (libvirt or VirtualBox) are present, otherwise ``netns`` (Linux
+namespaces on this machine; needs root).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ _BACKENDS = {
     "netns": "labkit.backends.netns:NetnsBackend",
     "vagrant": "labkit.backends.vagrant:VagrantBackend",
     "docker": "labkit.backends.docker:DockerBackend",
+    "hosts": "labkit.backends.hosts:HostsBackend",
 }
 
 

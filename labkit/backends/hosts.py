@@ -1,4 +1,4 @@
-"""The hosts backend (start): a lab on machines that already exist, named by an Ansible inventory.
+"""The hosts backend: a lab on machines that already exist, named by an Ansible inventory.
 
 ``discover`` reads the inventory (``labkit.hostsinventory``), reaches every host over SSH (host keys checked
 against known_hosts; an unknown key accepted only when asked, a changed key never), checks that labkit may act
@@ -8,6 +8,14 @@ lab's data network; then that every endpoint routes the other data network throu
 it routes, and the route to add; with ``add_routes``, labkit adds it, journalled). Otherwise it changes nothing
 on any host, and returns the ``Inventory`` the rest of labkit works from. Any problem is one ``ConfigError``
 (exit 2) naming the inventory file, the host's line and the host.
+
+``HostsBackend`` (``labkit up -i INVENTORY``) places nothing: ``up`` discovers, then makes what labkit needs on
+each machine, every change journalled first (``labkit.hostchanges``): a working directory ``WORKDIR`` (made with
+``mkdir``, so a machine another lab holds is refused: the directory is the machine's claim), the gateway's
+forwarding and the endpoints' TCP settings (the values before are kept). Provisioning then installs labkit from
+the wheelhouse inside that directory. ``down`` clears the shaping, stops the process groups labkit started (by
+the pid files in the directory, each checked against its process's start time), and undoes the journal, newest
+first: the machines are as they were.
 """
 
 from __future__ import annotations
@@ -18,18 +26,26 @@ import os
 import shlex
 import socket
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import paramiko
 
-from labkit.errors import ConfigError, LabkitError
-from labkit.hostchanges import HostChanges
+from labkit.backends.base import HostState
+from labkit.errors import BackendError, ConfigError, LabkitError
+from labkit.hostchanges import MARKER, HostChanges
 from labkit.hostsinventory import InventoryHost, load_lab_hosts
 from labkit.inventory import HostConn, Inventory
 from labkit.labdir import LabDir
 from labkit.model import Networks
 from labkit.remote import Remote
 
+#: labkit's directory on an existing machine: pid files, logs, the bench's files and labkit's venv. One name
+#: for every lab, made with ``mkdir``: a machine in one lab is refused by another until ``down``.
+WORKDIR = "/tmp/labkit-hosts"
+#: where the wheelhouse installs labkit (``wheelhouse.install_host`` uses the venv's parent as its root)
+LABKIT = f"{WORKDIR}/labkit/venv/bin/labkit"
 #: the data networks each role sits on
 ROLE_NETS = {"cpo": ("cpo",), "gateway": ("cpo", "evse"), "evse": ("evse",)}
 
@@ -42,7 +58,7 @@ def _conns(lab: str, hosts: list[InventoryHost]) -> list[HostConn]:
         out.append(HostConn(name=h.name, role=h.role, ssh_host=h.ssh_host, ssh_port=h.ssh_port, user=h.user,
                             key_file=h.key_file, known_hosts=h.known_hosts, sudo=h.sudo,
                             addresses=dict(h.addresses), index=n if h.role == "evse" else 0,
-                            workdir=f"/tmp/labkit-{lab}"))
+                            workdir=WORKDIR))
     return out
 
 
@@ -247,8 +263,167 @@ def discover(inventory_path: str | Path, lab: str = "lab", networks: Networks | 
                 if problem:
                     raise fail(h, problem)
             if check_routes:
+                if add_routes is not None:  # what `down` needs to reach the hosts, before any route changes
+                    add_routes.record("host-conns", hosts=[asdict(h) for h in conns])
                 ends = [h for h in conns if h.role != "gateway"]
                 for h, problem in zip(ends, pool.map(fixed, ends), strict=True):
                     if problem:
                         raise fail(h, problem[0])
     return inv
+
+
+#: kernel-chosen root qdiscs have handle 0:; anything else on a gateway's data interface is someone's shaping,
+#: which labkit's would replace and its ``clear`` would delete
+_DEFAULT_HANDLE = "0:"
+
+#: stop the process groups whose pid files are in the directory (``remote.start`` writes them just before the
+#: command starts, from the command's own shell): only a process that started within 5 s of its pid file was
+#: started by labkit (a pid reused since is someone else's); TERM, then KILL after 5 s
+_STOP = r"""wd=$1; token=$2
+[ "$(cat -- "$wd/.labkit-made" 2>/dev/null)" = "$token" ] || exit 0
+btime=$(awk '/^btime/ {print $2}' /proc/stat); hz=$(getconf CLK_TCK)
+pids=
+for f in "$wd"/*.pid; do
+  [ -f "$f" ] || continue
+  pid=$(head -c 32 -- "$f"); case $pid in ''|*[!0-9]*) continue;; esac
+  [ -r "/proc/$pid/stat" ] || continue
+  ticks=$(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $20}')
+  d=$(( btime + ticks / hz - $(stat -c %Y -- "$f") )); [ "${d#-}" -le 5 ] || continue
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null; pids="$pids $pid"
+done
+for i in $(seq 50); do
+  alive=; for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done
+  [ -z "$alive" ] && break; sleep 0.1
+done
+for p in $pids; do kill -KILL -- "-$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; done
+exit 0"""
+
+
+class HostsBackend:
+    """Existing machines named by an Ansible inventory (``labkit up -i``); see the module docstring."""
+
+    name = "hosts"
+
+    def available(self) -> tuple[bool, str]:
+        return False, "the hosts backend needs an inventory (labkit up -i INVENTORY)"
+
+    def preflight(self, lab: Any, labdir: LabDir) -> None:
+        # the inventory as a file: syntax, groups, roles, variables (one line, exit 2); no host is reached yet
+        hosts = load_lab_hosts(lab.spec.inventory)
+        n = sum(h.role == "evse" for h in hosts)
+        if "evse" in lab.spec.model_fields_set and lab.spec.evse != n:
+            raise ConfigError(f"--evse: the inventory {lab.spec.inventory} has {n} evse hosts, not {lab.spec.evse} "
+                              "(leave --evse out: the inventory says)")
+
+    def up(self, lab: Any, labdir: LabDir, progress: Any = None) -> Inventory:
+        from labkit import provision
+
+        progress = progress or (lambda *a, **k: None)
+        spec = lab.spec
+        labdir.record("backend", name=self.name, lab=lab.name, inventory=str(Path(spec.inventory).resolve()))
+        progress("reaching the machines over SSH", 0, None)
+        inv = discover(spec.inventory, lab.name, spec.networks,
+                       accept_new_keys=labdir.path / "known_hosts" if spec.accept_new_host_keys else None,
+                       add_routes=labdir if spec.routes else None)
+        for h in inv.hosts:
+            h.workdir, h.labkit = WORKDIR, LABKIT
+        labdir.record("host-conns", hosts=[asdict(h) for h in inv.hosts])
+        inv.details.update(install="wheelhouse", workdir=WORKDIR)
+        path = str(spec.inventory)
+        lines = {h.name: h.line for h in load_lab_hosts(path)}
+        with Remote(inv) as remote:
+            changes = HostChanges(labdir, remote)
+            gw = inv.gateway
+            for net, dev in gw.ifaces.items():
+                shown = remote.run(gw, f"tc -j qdisc show dev {shlex.quote(dev)} root", sudo=True).stdout
+                found = json.loads(shown or "[]")
+                theirs = [q for q in found if q.get("handle") != _DEFAULT_HANDLE]
+                if theirs:
+                    raise ConfigError.at(f"host {gw.name}", f"{dev} (the {net} side) has a qdisc of its own "
+                                         f"({theirs[0].get('kind')} {theirs[0].get('handle')}), which labkit's "
+                                         f"shaping would replace; remove it first (tc qdisc del dev {dev} root)",
+                                         file=path, line=lines.get(gw.name))
+
+            def prepare(h: HostConn) -> None:
+                changes.make_dir(h, WORKDIR)
+                if h.role == "gateway":
+                    changes.set_sysctl(h, "net.ipv4.ip_forward", "1")
+                else:
+                    for key, value in {**provision.TCP_MEM, **provision.TCP_CC}.items():
+                        changes.set_sysctl(h, key, value)
+
+            done = 0
+            with ThreadPoolExecutor(max_workers=min(32, len(inv.hosts))) as pool:
+                futures = {h.name: pool.submit(prepare, h) for h in inv.hosts}
+                for h in inv.hosts:
+                    try:
+                        futures[h.name].result()
+                    except LabkitError as exc:
+                        if "File exists" in str(exc):
+                            raise ConfigError.at(f"host {h.name}", f"{WORKDIR} exists: the machine is in another "
+                                                 "lab (labkit down there first), or a lab's down did not finish",
+                                                 file=path, line=lines.get(h.name)) from None
+                        raise
+                    done += 1
+                    progress("preparing the machines", done, len(inv.hosts))
+        return inv
+
+    def status(self, lab: Any, labdir: LabDir) -> list[HostState]:
+        # whether each machine answers is lifecycle.status's SSH probe; labkit does not run these machines
+        return [HostState(h.name, h.role, True, "existing machine") for h in lab.hosts]
+
+    def down(self, labdir: LabDir, progress: Any = None) -> None:
+        """Clear the shaping, stop labkit's processes and undo every journalled change, on every host."""
+        progress = progress or (lambda *a, **k: None)
+        journal = labdir.journal()
+        conns = [e for e in journal if e["kind"] == "host-conns"]
+        if not conns:
+            return  # no machine was changed
+        if labdir.inventory_file.exists():
+            inv = Inventory.load(labdir.inventory_file)
+        else:
+            inv = Inventory(lab=labdir.name, backend=self.name, hosts=[HostConn(**h) for h in conns[-1]["hosts"]])
+        problems: list[str] = []
+        dirs = {e["host"]: e for e in journal if e["kind"] == "host-dir"}
+        with Remote(inv) as remote:
+            if _ours(remote, inv.gateway, dirs.get(inv.gateway.name)):  # this lab prepared the gateway
+                progress("clearing the shaping", 0, None)
+                from labkit import shaping
+
+                try:
+                    shaping.clear(remote, inv, labdir=labdir)
+                except LabkitError as exc:
+                    problems.append(f"{inv.gateway.name}: {exc}")
+
+            def stop(h: HostConn) -> str | None:
+                e = dirs.get(h.name)
+                if e is None:
+                    return None
+                try:
+                    remote.run(h, f"sh -c {shlex.quote(_STOP)} stop {shlex.quote(e['path'])} "
+                                  f"{shlex.quote(e['token'])}", sudo=True, timeout=30)
+                except LabkitError as exc:
+                    return f"{h.name}: stopping labkit's processes: {exc}"
+                return None
+
+            progress("stopping labkit's processes", 0, None)
+            with ThreadPoolExecutor(max_workers=min(32, len(inv.hosts))) as pool:
+                problems += [p for p in pool.map(stop, inv.hosts) if p]
+            progress("putting the machines back", 0, None)
+            problems += HostChanges(labdir, remote).undo()
+        if problems:
+            raise BackendError(f"could not put every machine back: {problems[0]}"
+                               + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+                               + f"; the journal stays: labkit down --lab {labdir.name} again")
+
+
+def _ours(remote: Remote, h: HostConn, made: dict | None) -> bool:
+    """Whether the directory of ``h`` is this lab's (its ``host-dir`` journal entry's token is in it): a lab
+    refused because another holds the machine must not touch what that other lab set up."""
+    if made is None:
+        return False
+    try:
+        got = remote.run(h, f"cat -- {shlex.quote(made['path'] + '/' + MARKER)}", check=False, timeout=30)
+    except LabkitError:
+        return True  # unreachable: try, and let the clear say what failed
+    return got.ok and got.stdout.strip() == made["token"]

@@ -21,7 +21,13 @@ lab_option = click.option("--lab", "lab_name", default="lab", show_default=True,
 @click.command()
 @click.option("-f", "--file", "lab_file", type=click.Path(dir_okay=False), help="Lab file (YAML).")
 @click.option("--name", help="Lab name [default: lab].")
-@click.option("--backend", help="auto, netns, docker or vagrant [default: auto].")
+@click.option("--backend", help="auto, netns, docker, vagrant or hosts [default: auto; hosts with -i].")
+@click.option("-i", "--inventory", type=click.Path(dir_okay=False),
+              help="Existing machines: an Ansible inventory (YAML or INI) with the groups cpo, gateway and evse.")
+@click.option("--routes", is_flag=True, default=None,
+              help="hosts: add the routes through the gateway the endpoints lack (removed at down).")
+@click.option("--accept-new-host-keys", is_flag=True, default=None,
+              help="hosts: accept the keys of machines known_hosts does not know (a changed key never).")
 @click.option("--evse", help="Number of EVSE hosts [default: 1].")
 @click.option("--cpo-net", help="CPO-side network [default: 192.168.10.0/24].")
 @click.option("--evse-net", help="EVSE-side network [default: 192.168.20.0/24].")
@@ -30,11 +36,16 @@ lab_option = click.option("--lab", "lab_name", default="lab", show_default=True,
 @click.option("--box", help="Vagrant box.")
 @click.option("--no-path-check", is_flag=True, help="Skip the check that traffic crosses the gateway.")
 @click.pass_context
-def up(ctx, lab_file, name, backend, evse, cpo_net, evse_net, mgmt_net, provider, box, no_path_check):
-    """Bring up a lab: a CPO, a gateway and N EVSE hosts, reachable over SSH."""
+def up(ctx, lab_file, name, backend, inventory, routes, accept_new_host_keys, evse, cpo_net, evse_net, mgmt_net,
+       provider, box, no_path_check):
+    """Bring up a lab: a CPO, a gateway and N EVSE hosts, reachable over SSH (on existing machines with -i)."""
+    import os
+
     spec = load_spec(lab_file, {"name": name, "backend": backend, "evse": evse, "networks.cpo": cpo_net,
                                 "networks.evse": evse_net, "networks.mgmt": mgmt_net,
-                                "vagrant.provider": provider, "vagrant.box": box})
+                                "vagrant.provider": provider, "vagrant.box": box,
+                                "inventory": os.path.abspath(inventory) if inventory else None,
+                                "routes": routes, "accept_new_host_keys": accept_new_host_keys})
     with Reporter("up", quiet=ctx.obj["quiet"]) as rep:
         handle = lifecycle.up(spec, progress=rep.update, check_path=not no_path_check)
     t = handle.timings
