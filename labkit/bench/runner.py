@@ -158,6 +158,7 @@ class Bench:
             "inventory": [{"name": h.name, "role": h.role, "addresses": h.addresses, "ifaces": h.ifaces}
                           for h in inv.hosts],
             "hosts": hosts_facts(self.remote, inv.hosts), "controller": controller_facts(),
+            "clocks": {"start": self._clocks()},
             "profiles": {p: link.spec(p) for p in self.plan.profiles}, "path_check": evidence,
             "cells": [{"id": c.id, "dir": f"cells/{c.id}", "profile": c.profile, "evse_hosts": c.evse_hosts,
                        "stations_per_host": c.stations_per_host, "repeat": c.repeat, "status": "pending",
@@ -343,6 +344,24 @@ class Bench:
         m.update(status=status if status != "running" else "incomplete", reason=reason, ended=iso(),
                  link_cleared=cleared)
         run.write_manifest(m)
+        end = self._clocks()  # after the status is written: a second Ctrl-C here loses only this
+        m = run.manifest()
+        m.setdefault("clocks", {})["end"] = end
+        run.write_manifest(m)
+
+    def _clocks(self) -> dict[str, Any]:
+        """Each host's clock offset from this machine's (labkit.clocks, over SSH): what puts the wall-clock stamps
+        of several machines on one time line. RTTs do not need it (each is timed on one host's monotonic clock).
+        A host that cannot be measured is recorded with the reason."""
+        from labkit import clocks
+
+        out: dict[str, Any] = {}
+        for h in self.inv.hosts:
+            try:
+                out[h.name] = clocks.measure(self.remote, h).to_dict()
+            except LabkitError as exc:
+                out[h.name] = {"error": str(exc)}
+        return out
 
 
 def run_bench(lab_name: str, plan: Plan, *, results_root: Path, argv: list[str] | None = None,
