@@ -35,6 +35,7 @@ MGMT_POOL = ipaddress.IPv4Network("10.236.0.0/16")
 CPO_NET = ipaddress.IPv4Network("192.168.10.0/24")
 EVSE_NET = ipaddress.IPv4Network("192.168.20.0/24")
 LOCK = Path("/run/lkh-fixture.lock")
+CC_AVAILABLE = Path("/proc/sys/net/ipv4/tcp_available_congestion_control")
 
 
 def sh(*argv: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -160,6 +161,7 @@ class Machines:
             ip_batch([f"link add {self.bridge} type bridge",
                       f"addr add {self.mgmt_net[254]}/24 dev {self.bridge}", f"link set {self.bridge} up"])
         self._user()
+        self._allow_cubic()
         self._ns(self.switch)
         ip_batch(["link add cpo type bridge", "link add evse type bridge", "link set cpo up", "link set evse up",
                   "link set lo up"], ns=self.switch)
@@ -206,6 +208,23 @@ class Machines:
         os.chmod(tmp, 0o440)
         sh("visudo", "-c", "-q", "-f", str(tmp))
         tmp.replace(self.sudoers)
+
+    def _allow_cubic(self) -> None:
+        """Let the machines' root pick CUBIC, as root on a machine of its own can: outside the first network
+        namespace Linux allows only the algorithms in ``tcp_allowed_congestion_control`` (this machine lists
+        its default, BBR). Put back at teardown unless someone changed it since."""
+        allowed = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control")
+        before = allowed.read_text().strip()
+        if "cubic" in before.split() or "cubic" not in CC_AVAILABLE.read_text().split():
+            return
+        after = f"{before} cubic"
+
+        def undo() -> None:
+            if allowed.read_text().strip() == after:
+                allowed.write_text(before + "\n")
+
+        self._undo.append(("tcp_allowed_congestion_control", undo))
+        allowed.write_text(after + "\n")
 
     def _ns(self, ns: str) -> None:
         self._undo.append((f"netns {ns}", lambda: self._delete_ns(ns)))
