@@ -2,7 +2,8 @@
 # Install labkit on Debian or Ubuntu: system packages, a virtualenv in ./.venv, and /usr/local/bin/labkit.
 #
 #   sudo ./install.sh          what `labkit up` (netns backend) and `labkit bench` need
-#   sudo ./install.sh --dev    also what the test suite needs (pytest, Node.js for the interop tests,
+#   sudo ./install.sh --dev    also what the test suite needs (pytest, Node.js for the interop tests, sudo and
+#                              ansible-core (own venv) for the hosts backend's tests,
 #                              Vagrant + libvirt + qemu + debootstrap for the VM end-to-end test)
 #
 # Safe to run again. Needs root (apt, and the netns backend itself needs root).
@@ -26,6 +27,8 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 packages=(python3 python3-venv python3-pip iproute2 iputils-ping iperf3 openssh-server openssh-client
           iptables tcpdump procps psmisc util-linux kmod ca-certificates)
+# the tests' existing machines log in as a user with sudo (the hosts backend)
+if [ "$dev" = 1 ]; then packages+=(sudo); fi
 # Node.js + npm for the interop tests. Some machines already carry a Node.js from elsewhere (NodeSource's
 # nodejs bundles npm, and Debian's npm package conflicts with it): only ask apt when a command is missing.
 if [ "$dev" = 1 ]; then
@@ -52,6 +55,12 @@ else
   .venv/bin/python -m pip install -q -e .
 fi
 ln -sf "$PWD/.venv/bin/labkit" /usr/local/bin/labkit
+# Ansible's own reader, for the tests that read inventories both ways: a venv of its own (ansible-core pins
+# its dependencies; labkit does not depend on it)
+if [ "$dev" = 1 ]; then
+  [ -x .venv-ansible/bin/python ] || "$py" -m venv .venv-ansible
+  .venv-ansible/bin/python -m pip install -q 'ansible-core>=2.15,<2.20'
+fi
 
 # sshd's privilege-separation directory (the openssh-server package creates it at boot with systemd)
 mkdir -p /run/sshd

@@ -273,7 +273,10 @@ def test_key_file_is_only_read(keydir):
 # -- cross-check against Ansible itself --------------------------------------------------------------------
 
 def _ansible_inventory() -> str | None:
-    return os.environ.get("LABKIT_ANSIBLE_INVENTORY") or shutil.which("ansible-inventory")
+    """``$LABKIT_ANSIBLE_INVENTORY``, else the venv ``install.sh --dev`` makes, else one on PATH."""
+    own = Path(__file__).resolve().parents[2] / ".venv-ansible" / "bin" / "ansible-inventory"
+    return os.environ.get("LABKIT_ANSIBLE_INVENTORY") or (str(own) if own.exists() else None) \
+        or shutil.which("ansible-inventory")
 
 
 def ansible_list(path: Path, scratch: Path) -> dict:
