@@ -21,6 +21,9 @@ from tests.conftest import links, namespaces, needs_root, run_cli
     (["up", "--evse-net", "300.1.1.0/24"], "--evse-net: '300.1.1.0/24' is not an IPv4 network"),
     (["up", "--name", "Lab 1"], "--name: invalid lab name 'Lab 1'"),
     (["up", "--name", "-x"], "--name: invalid lab name"),
+    (["up", "--lab", "../x"], "--name: invalid lab name '../x'"),  # --lab, as every other command says it
+    (["up", "--backend", "hosts"], "--backend: the hosts backend needs an inventory (labkit up -i INVENTORY)"),
+    (["up", "-i", "/nonexistent/inv.yml"], "/nonexistent/inv.yml: not an inventory file"),
     (["up", "--bogus"], "labkit up: No such option '--bogus'"),
     (["nosuchverb"], "No such command 'nosuchverb'"),
 ])

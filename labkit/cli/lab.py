@@ -20,7 +20,7 @@ lab_option = click.option("--lab", "lab_name", default="lab", show_default=True,
 
 @click.command()
 @click.option("-f", "--file", "lab_file", type=click.Path(dir_okay=False), help="Lab file (YAML).")
-@click.option("--name", help="Lab name [default: lab].")
+@click.option("--name", "--lab", "name", help="Lab name [default: lab] (--lab, as the other commands say it).")
 @click.option("--backend", help="auto, netns, docker, vagrant or hosts [default: auto; hosts with -i].")
 @click.option("-i", "--inventory", type=click.Path(dir_okay=False),
               help="Existing machines: an Ansible inventory (YAML or INI) with the groups cpo, gateway and evse.")
