@@ -289,7 +289,7 @@ def analyse(run: Path, k: int, m: int) -> dict:
     out["host_cpu"] = mean(host_cpu)
     out["csms_rss_mib"] = max([b for (p, _h), b in rss.items() if p == "csms"], default=float("nan")) / 2**20
     out["monitor_samples"] = len(host_cpu)
-    # a machine whose disk filled (the CSV files): the CSMS goes on answering, a fleet may stall
+    # a machine whose disk filled (the CSV files): the simulator stops and says so (exit 1), the cell fails
     out["disk_full"] = sorted(f.name for f in (cell / "logs").glob("*.log")
                               if "No space left on device" in f.read_text(errors="replace"))
     out["window"] = (t0, t1)  # on this machine's clock

@@ -274,6 +274,48 @@ def test_a_run_with_a_failed_cell_is_never_complete(home, lab_up, tmp_path, capf
     assert "incomplete" in capfd.readouterr().out
 
 
+def test_a_full_disk_on_an_evse_host_fails_the_cell_at_once_with_the_reason(home, lab_up, tmp_path):
+    """evse1's work directory on a 64 KiB tmpfs (mounted over SSH, in the mount namespace its processes run in)
+    that fills during the OCPP phase: the cell fails within seconds naming the host and the disk, where the bench
+    used to wait for its deadline (about half an hour) with the fleet stalled."""
+    lab = lab_up
+    handle = lifecycle.open_lab(lab)
+    wd = handle.inventory.host("evse1").workdir
+    with handle.remote() as r:
+        r.run("evse1", f"mkdir -p {wd} && mount -t tmpfs -o size=64k labkit-test-full {wd}", sudo=True)
+        try:
+            t0 = time.monotonic()
+            assert run_cli("bench", "none", "--lab", lab, "--baselines", "none", "--meter-values", "2000",
+                           "--meter-interval", "0.001") == 1
+            took = time.monotonic() - t0
+        finally:
+            r.run("evse1", f"umount {wd}", sudo=True)
+    run = only_run(tmp_path / "results")
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["status"] == "incomplete" and m["cells"][0]["status"] == "failed"
+    reason = m["reason"]
+    # the fleet said why in its status file, or (its log and status on the same full disk) the bench saw it
+    # exit and looked at the disk
+    assert "evse1: the fleet" in reason, reason
+    assert "No space left on device" in reason or " has 0 KiB free" in reason, reason
+    assert took < 120, took
+
+
+def test_status_watch_flags_a_status_that_stopped_changing():
+    from labkit.bench.ocpp import StatusWatch
+
+    w = StatusWatch(stale_s=30)
+    w.see("evse1", {"t_wall": 1.0}, now=100.0)
+    w.see("evse2", {"t_wall": 5.0}, now=100.0)
+    w.see("evse1", None, now=110.0)  # a read that failed changes nothing
+    for i in range(40):
+        w.see("evse2", {"t_wall": 6.0 + i}, now=101.0 + i)
+    assert w.stale(129.0, ["evse1", "evse2"]) == {}
+    assert w.stale(131.0, ["evse1", "evse2"]) == {"evse1": 31.0}
+    assert w.stale(131.0, ["evse2"]) == {}  # evse1 finished: not asked about
+    assert w.stale(131.0, ["evse3"]) == {}  # never seen yet (still starting): not stale
+
+
 def test_outage_reconnects_and_queued_messages_wait(home, lab_up, tmp_path):
     lab = lab_up
     assert run_cli("bench", "4g", "--lab", lab, "--baselines", "none", "--meter-values", "80",

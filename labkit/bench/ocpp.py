@@ -36,10 +36,39 @@ CSMS_PORT = 9000
 #: imports and schema compilation took over 20 s in a software-emulated (TCG) VM on a loaded machine
 CSMS_READY_TIMEOUT_S = 180
 OUTAGE_RULE = "-m comment --comment labkit-outage -j DROP"
+#: a fleet whose status file (rewritten every second) has not changed for this long has stalled: a full disk,
+#: a stopped process. Generous: 10,000 stations over TLS delayed a status write by 3.5 s at most.
+STATUS_STALE_S = 30.0
 
 
 class PhaseError(LabkitError):
     """The OCPP phase could not run (a process died, nothing answered)."""
+
+
+class StatusWatch:
+    """When each host's status file last changed (its ``t_wall``), on this machine's monotonic clock: the
+    hosts' clocks are never compared with this one's, only each stamp with the one before."""
+
+    def __init__(self, stale_s: float = STATUS_STALE_S):
+        self.stale_s = stale_s
+        self._last: dict[str, tuple[Any, float]] = {}
+
+    def see(self, host: str, status: dict | None, now: float) -> None:
+        if not status:
+            return
+        stamp = status.get("t_wall")
+        last = self._last.get(host)
+        if last is None or last[0] != stamp:
+            self._last[host] = (stamp, now)
+
+    def stale(self, now: float, hosts: list[str]) -> dict[str, float]:
+        """Of ``hosts``, those seen before whose status has not changed for over ``stale_s``: host -> seconds."""
+        out = {}
+        for h in hosts:
+            last = self._last.get(h)
+            if last is not None and now - last[1] > self.stale_s:
+                out[h] = now - last[1]
+        return out
 
 
 @dataclass
@@ -68,6 +97,9 @@ class OcppPhase:
     #: what labkit.schedules.run returned (also in the cell's schedule.json); {} until it ended
     schedule_result: dict[str, Any] = field(default_factory=dict)
     _sched: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: the CSMS was started / was found gone when the phase stopped it (it runs until stopped: it failed)
+    _csms_started: bool = field(default=False, repr=False)
+    _csms_exited: bool = field(default=False, repr=False)
 
     @property
     def uses_password(self) -> bool:
@@ -154,6 +186,7 @@ class OcppPhase:
                 self._schedule_start()
             self.progress("ocpp: starting the CSMS", 0, None)
             r.start(cpo, "csms", self.csms_command(cpo), sudo=True, nofile=1048576)
+            self._csms_started = True
             t_csms = time.monotonic()
             self._wait_status(cpo, "csms-status.json", lambda s: s.get("phase") == "listening", "csms",
                               CSMS_READY_TIMEOUT_S)
@@ -178,6 +211,13 @@ class OcppPhase:
             summary["ended"] = time.time()
             self._collect(hosts)
             summary.update(self._final_statuses())
+        if self._csms_exited:  # it runs until stopped: gone before that, it failed (a full disk: csms.csv cut)
+            log = (self.cell_dir / "logs" / "csms.log")
+            text = log.read_text(errors="replace").strip()[-300:] if log.exists() else ""
+            raise PhaseError(f"{cpo.name}: the CSMS exited during the run: {text or self._with_space(cpo)}")
+        why = (summary.get("csms") or {}).get("write_error")
+        if why:
+            raise PhaseError(f"{cpo.name}: the CSMS could not write its results: {why}")
         if self.outage_log:
             summary["outage"] = self.outage_log
         if self.schedule is not None:
@@ -365,6 +405,7 @@ class OcppPhase:
             expected_s += p.outage.duration_s + 120
         deadline = t0 + 3 * expected_s + 120
         statuses: dict[str, dict] = {}
+        watch = StatusWatch()
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=min(16, len(self.evses))) as pool:
@@ -375,9 +416,13 @@ class OcppPhase:
                 if self.schedule is not None:
                     self._schedule_check()
                 latest = pool.map(lambda h: self._status(h, "fleet-status.json"), self.evses)
+                now = time.monotonic()
                 for h, st in zip(self.evses, latest, strict=True):
                     if st:
                         statuses[h.name] = st
+                        watch.see(h.name, st, now)
+                        if st.get("write_error"):
+                            raise PhaseError(f"{h.name}: the fleet could not write its results: {st['write_error']}")
                 done = [s for s in statuses.values() if s.get("finished")]
                 connected = sum(s.get("stations_connected", 0) for s in statuses.values())
                 calls = sum(s.get("calls_done", 0) for s in statuses.values())
@@ -390,6 +435,13 @@ class OcppPhase:
                 if time.monotonic() > deadline:
                     raise PhaseError(f"the fleets did not finish within {deadline - t0:.0f} s")
                 missing = [h for h in self.evses if not statuses.get(h.name, {}).get("finished")]
+                stale = watch.stale(now, [h.name for h in missing])
+                if stale:
+                    name, secs = max(stale.items(), key=lambda kv: kv[1])
+                    host = self.inventory.host(name)
+                    log = self.remote.read_log(host, "fleet", sudo=True).strip()[-200:]
+                    raise PhaseError(f"{name}: the fleet's status file has not changed for {secs:.0f} s "
+                                     f"({self._with_space(host, log)})")
                 if int(elapsed) % 5 == 0:
                     dead = [h.name for h in missing if not self.remote.alive(h, "fleet", sudo=True)]
                     if dead:
@@ -398,8 +450,14 @@ class OcppPhase:
                                 .get("finished")]
                         dead = [n for n in dead if n not in late]
                         if dead:
-                            log = self.remote.read_log(dead[0], "fleet", sudo=True).strip()[-300:]
-                            raise PhaseError(f"{dead[0]}: the fleet exited before finishing: {log}")
+                            host = self.inventory.host(dead[0])
+                            log = self.remote.read_log(host, "fleet", sudo=True).strip()[-300:]
+                            raise PhaseError(f"{dead[0]}: the fleet exited before finishing: "
+                                             f"{log or self._with_space(host)}")
+                    cpo = self.inventory.cpo
+                    if not self.remote.alive(cpo, "csms", sudo=True):
+                        log = self.remote.read_log(cpo, "csms", sudo=True).strip()[-300:]
+                        raise PhaseError(f"{cpo.name}: the CSMS exited during the run: {log or self._with_space(cpo)}")
                 time.sleep(1.0)
         return statuses
 
@@ -423,13 +481,23 @@ class OcppPhase:
             self.outage_log["t_wall_end"] = time.time()
 
     # -- stop and collect ---------------------------------------------------------------------------
+    def _with_space(self, h: HostConn, log: str = "") -> str:
+        """``log`` (or "its log is empty") and the free space where the process writes: a full disk is the
+        usual reason a simulator stalls or stops with no word."""
+        res = self.remote.run(h, f"df -Pk {shlex.quote(h.workdir)} | tail -n 1", check=False)
+        fields = res.stdout.split()
+        free = f"{h.workdir} has {fields[3]} KiB free" if len(fields) >= 4 and fields[3].isdigit() else ""
+        return "; ".join(x for x in (log.strip() or "its log is empty", free) if x)
+
     def _stop_all(self, hosts: list[HostConn]) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         def stop(h: HostConn) -> None:
             try:
                 for name in ("fleet", "csms", "monitor"):
-                    self.remote.stop(h, name, sudo=True, timeout=15 if name == "fleet" else 5)
+                    was_running = self.remote.stop(h, name, sudo=True, timeout=15 if name == "fleet" else 5)
+                    if name == "csms" and h.role == "cpo" and not was_running and self._csms_started:
+                        self._csms_exited = True
             except RemoteError:
                 pass
 

@@ -74,7 +74,7 @@ from websockets.exceptions import ConnectionClosed
 from labkit.errors import ConfigError
 from labkit.resultsformat import TX_ACTIONS, tx_key
 from labkit.sim.fastkeys import serialize, to_camel, to_snake
-from labkit.sim.samples import CSMS_COLUMNS, CsvSink, StatusFile, printable
+from labkit.sim.samples import CSMS_COLUMNS, CsvSink, StatusFile, printable, say
 from labkit.sim.settings import (
     IDENTITY_CHARS,
     IDENTITY_MAX_CHARS,
@@ -628,7 +628,7 @@ class Csms:
             set_failure_hook(ssl_context, self.tls_refused)
         #: TLS handshakes refused, by code and OpenSSL's reason ("TlsClientCertExpired: certificate has expired")
         self.tls_failures: dict[str, int] = {}
-        self.sink = CsvSink(cfg.out, CSMS_COLUMNS)
+        self.sink = CsvSink(cfg.out, CSMS_COLUMNS, on_error=self._write_failed)
         self.status_file = StatusFile(cfg.status)
         self.classes = {v: _csms_class(v) for v in cfg.versions}
         self.known_actions = {v: {a.value for a in version_module(v).enums.Action} for v in cfg.versions}
@@ -829,6 +829,7 @@ class Csms:
             "stop_reason": self.stop_reason,
             **self.health.summary(),
             "csv_write_max_ms": round(self.sink.write_max_s * 1e3, 2),
+            "write_error": self.sink.describe_error(),
             **self.provenance,
         }
 
@@ -844,6 +845,12 @@ class Csms:
     def stop(self, reason: str) -> None:
         self.stop_reason = reason
         self._stop.set()
+
+    def _write_failed(self, sink: CsvSink) -> None:
+        """csms.csv could not be written (a full disk): the CSMS stops and exits 1, so no run it serves looks
+        complete with rows missing (samples.py)."""
+        say(f"labkit csms: results not written: {sink.describe_error()}; stopping")
+        self.stop("results write failed")
 
     async def run(self, ready: Any = None) -> int:
         cfg = self.cfg
@@ -905,10 +912,10 @@ class Csms:
             gc_task.cancel()
             health_task.cancel()
             self.health.close()
-            self.phase = "stopped"
-            self.status_file.write(self.status(finished=True))
             self.sink.close()
-        return 0
+            self.phase = "failed" if self.sink.error is not None else "stopped"
+            self.status_file.write_last(self.status(finished=True))
+        return 1 if self.sink.error is not None else 0
 
 
 def run_csms(cfg: CsmsConfig) -> int:
@@ -917,6 +924,8 @@ def run_csms(cfg: CsmsConfig) -> int:
     raise_nofile_limit()
     csms = Csms(cfg, context)
     rc = run_loop(csms.run(), cfg.loop)
-    if csms.stop_reason:
+    if csms.sink.error is not None:
+        say(f"labkit csms: results not written: {csms.sink.describe_error()}")
+    elif csms.stop_reason:
         print(f"labkit csms: stopped by {csms.stop_reason}", file=sys.stderr)
     return rc

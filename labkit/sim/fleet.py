@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit
 
 from labkit.errors import ConfigError
-from labkit.sim.samples import CALL_COLUMNS, EVENT_COLUMNS, CsvSink, StatusFile, fmt_ms
+from labkit.sim.samples import CALL_COLUMNS, EVENT_COLUMNS, CsvSink, StatusFile, fmt_ms, say
 from labkit.sim.scenarios import DEFAULTS, SCENARIOS, ScenarioParams, expected_calls
 from labkit.sim.settings import (
     IDENTITY_CHARS,
@@ -179,8 +179,8 @@ class Fleet:
         self.tls = tls
         self.tls_handshakes = 0
         self.tls_resumed = 0
-        self.calls = CsvSink(cfg.out, CALL_COLUMNS)
-        self.events = CsvSink(cfg.events, EVENT_COLUMNS)
+        self.calls = CsvSink(cfg.out, CALL_COLUMNS, on_error=self._write_failed)
+        self.events = CsvSink(cfg.events, EVENT_COLUMNS, on_error=self._write_failed)
         self.status_file = StatusFile(cfg.status)
         self.stations: list[Station] = []
         self.connected = 0
@@ -201,6 +201,15 @@ class Fleet:
         self._prefix = (cfg.run_id, cfg.host_label)
 
     # -- samples ---------------------------------------------------------------------------------
+    def _write_failed(self, sink: CsvSink) -> None:
+        """A samples file could not be written (full disk): stop, and exit 1 saying so (module docstring)."""
+        say(f"labkit fleet: results not written: {sink.describe_error()}; stopping")
+        self.stop("results write failed")
+
+    def write_error(self) -> str:
+        """'' when every row was written; else which file failed, why, and the rows lost."""
+        return "; ".join(e for e in (self.calls.describe_error(), self.events.describe_error()) if e)
+
     def record(self, st: Station, rec: CallRecord) -> None:
         self.outcomes[rec.outcome] = self.outcomes.get(rec.outcome, 0) + 1
         if rec.action == "Heartbeat":
@@ -311,6 +320,7 @@ class Fleet:
             "stop_reason": self.stop_reason,
             **self.health.summary(),
             "csv_write_max_ms": round(max(self.calls.write_max_s, self.events.write_max_s) * 1e3, 2),
+            "write_error": self.write_error(),
             **self.provenance,
         }
 
@@ -398,11 +408,13 @@ class Fleet:
                 self.phase = "stopped"
             else:
                 self.phase = "done"
-            self.status_file.write(self.status(finished=self.phase == "done"))
             self.calls.close()
             self.events.close()
+            if self.write_error():
+                self.phase = "failed"
+            self.status_file.write_last(self.status(finished=self.phase == "done"))
         failed = sum(1 for t in tasks if not t.cancelled() and t.exception() is not None)
-        return 1 if failed or self.never_connected() else 0
+        return 1 if failed or self.never_connected() or self.write_error() else 0
 
 
 def run_fleet(cfg: FleetConfig) -> int:
@@ -418,7 +430,9 @@ def run_fleet(cfg: FleetConfig) -> int:
     raise_nofile_limit()
     fleet = Fleet(cfg, tls)
     rc = run_loop(fleet.run(), cfg.loop)
-    if fleet.stop_reason and fleet.stop_reason != "duration":
+    if fleet.write_error():
+        say(f"labkit fleet: results not written: {fleet.write_error()}")
+    elif fleet.stop_reason and fleet.stop_reason != "duration":
         print(f"labkit fleet: stopped by {fleet.stop_reason}", file=sys.stderr)
     why = fleet.never_connected()
     if why:

@@ -4,6 +4,9 @@ and the atomic JSON status file.
 
 Each row is written with one ``write()`` and flushed at once, so a process killed mid-run leaves every
 row it finished. Opening an existing file appends (no second header) and first ends a torn last line.
+A row that cannot be written (a full disk: ENOSPC, EIO) is not a silent gap: the sink keeps the first
+error, counts the rows it could not write and calls its ``on_error`` once, and the simulators stop and
+exit 1 saying so (a run whose samples are incomplete must not look complete).
 """
 
 from __future__ import annotations
@@ -35,12 +38,19 @@ CALL_OUTCOMES = ("ok", "call_error", "timeout", "connection_lost", "send_failed"
 
 
 class CsvSink:
-    """An append-only CSV file, one flushed write per row. ``path=None`` discards rows (counts them)."""
+    """An append-only CSV file, one flushed write per row. ``path=None`` discards rows (counts them).
 
-    def __init__(self, path: str | os.PathLike | None, columns: tuple[str, ...]):
+    After a failed write (``error`` set, ``on_error(sink)`` called once) the file is closed and later rows
+    are only counted in ``lost``, with the row that failed."""
+
+    def __init__(self, path: str | os.PathLike | None, columns: tuple[str, ...],
+                 on_error: Callable[[CsvSink], None] | None = None):
         self.columns = columns
         self._ncols = len(columns)
         self.rows = 0
+        self.lost = 0
+        self.error: OSError | None = None
+        self.on_error = on_error
         self.write_max_s = 0.0  # the longest single row write (a blocked disk blocks the event loop)
         self.path = Path(path) if path is not None else None
         self._file: io.TextIOBase | None = None
@@ -67,22 +77,52 @@ class CsvSink:
             raise ValueError(f"{len(values)} values for {self._ncols} columns ({', '.join(self.columns)})")
         self.rows += 1
         if self._file is None:
+            if self.error is not None:
+                self.lost += 1
             return
         buf = self._buf
         buf.seek(0)
         buf.truncate()
         self._writer.writerow(values)
         t = time.perf_counter()
-        self._file.write(buf.getvalue())
-        self._file.flush()
+        try:
+            self._file.write(buf.getvalue())
+            self._file.flush()
+        except OSError as exc:
+            self.lost += 1
+            self._failed(exc)
+            return
         dt = time.perf_counter() - t
         if dt > self.write_max_s:
             self.write_max_s = dt
 
+    def describe_error(self) -> str:
+        """'' before any failed write; else one line: the file, the error and the rows not written."""
+        if self.error is None:
+            return ""
+        why = self.error.strerror or str(self.error)
+        return f"{self.path}: {why} ({self.lost} row{'s' if self.lost != 1 else ''} not written)"
+
+    def _failed(self, exc: OSError) -> None:
+        fh, self._file = self._file, None
+        if self.error is None:
+            self.error = exc
+        if fh is not None:
+            try:
+                fh.close()  # flushes what the buffer still holds once more; it fails the same way
+            except OSError:
+                pass
+        if self.on_error is not None:
+            callback, self.on_error = self.on_error, None
+            callback(self)
+
     def close(self) -> None:
         if self._file is not None:
-            self._file.flush()
-            self._file.close()
+            try:
+                self._file.flush()
+                self._file.close()
+            except OSError as exc:
+                self._failed(exc)
             self._file = None
 
 
@@ -116,10 +156,21 @@ class StatusFile:
             return
         doc = dict(doc, t_wall=round(time.time(), 3))
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=1, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(doc, fh, indent=1, sort_keys=True)
+                fh.write("\n")
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk must not keep half a status file beside the last good one
+            raise
+
+    def write_last(self, doc: dict[str, Any]) -> None:
+        """The final write at exit: a failure is one line on stderr (the process exits with its own status)."""
+        try:
+            self.write(doc)
+        except OSError as exc:
+            say(f"labkit: last status file not written: {self.path}: {exc.strerror or exc}")
 
     async def keep_writing(self, status: Callable[[], dict[str, Any]], interval_s: float) -> None:
         """Rewrite the file every ``interval_s`` until cancelled; a failure is reported once, never fatal."""
@@ -129,9 +180,17 @@ class StatusFile:
                 self.write(status())
             except Exception as exc:  # noqa: BLE001 - a status problem must not stop the run
                 if not warned:
-                    print(f"labkit: status file not written: {type(exc).__name__}: {exc}", file=sys.stderr)
+                    say(f"labkit: status file not written: {type(exc).__name__}: {exc}")
                     warned = True
             await asyncio.sleep(interval_s)
+
+
+def say(line: str) -> None:
+    """One line on stderr, never raising (stderr may be a log file on the disk that just filled up)."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def printable(text: str) -> str:
