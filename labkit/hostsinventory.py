@@ -394,6 +394,8 @@ def read_inventory(path: str | Path) -> ParsedInventory:
     """Parse an inventory file; YAML when it ends in .yml/.yaml/.json or starts like YAML, else INI."""
     p = Path(path)
     try:
+        if not p.exists():
+            raise ConfigError(f"{p}: no such inventory file")
         if not p.is_file():
             raise ConfigError(f"{p}: not an inventory file (a regular file is needed)")
         if p.stat().st_size > MAX_FILE:

@@ -23,7 +23,7 @@ from tests.conftest import links, namespaces, needs_root, run_cli
     (["up", "--name", "-x"], "--name: invalid lab name"),
     (["up", "--lab", "../x"], "--name: invalid lab name '../x'"),  # --lab, as every other command says it
     (["up", "--backend", "hosts"], "--backend: the hosts backend needs an inventory (labkit up -i INVENTORY)"),
-    (["up", "-i", "/nonexistent/inv.yml"], "/nonexistent/inv.yml: not an inventory file"),
+    (["up", "-i", "/nonexistent/inv.yml"], "/nonexistent/inv.yml: no such inventory file"),
     (["up", "--bogus"], "labkit up: No such option '--bogus'"),
     (["nosuchverb"], "No such command 'nosuchverb'"),
 ])
