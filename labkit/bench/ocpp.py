@@ -406,6 +406,7 @@ class OcppPhase:
         deadline = t0 + 3 * expected_s + 120
         statuses: dict[str, dict] = {}
         watch = StatusWatch()
+        looked = t0  # when the processes were last checked for being alive (every 5 s)
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=min(16, len(self.evses))) as pool:
@@ -442,7 +443,8 @@ class OcppPhase:
                     log = self.remote.read_log(host, "fleet", sudo=True).strip()[-200:]
                     raise PhaseError(f"{name}: the fleet's status file has not changed for {secs:.0f} s "
                                      f"({self._with_space(host, log)})")
-                if int(elapsed) % 5 == 0:
+                if now - looked >= 5.0:
+                    looked = now
                     dead = [h.name for h in missing if not self.remote.alive(h, "fleet", sudo=True)]
                     if dead:
                         # one more look: it may have finished between the two reads

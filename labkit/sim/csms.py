@@ -58,7 +58,6 @@ import json
 import os
 import re
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,7 +73,7 @@ from websockets.exceptions import ConnectionClosed
 from labkit.errors import ConfigError
 from labkit.resultsformat import TX_ACTIONS, tx_key
 from labkit.sim.fastkeys import serialize, to_camel, to_snake
-from labkit.sim.samples import CSMS_COLUMNS, CsvSink, StatusFile, printable, say
+from labkit.sim.samples import CSMS_COLUMNS, CsvSink, StatusFile, keep_exit_status, printable, say
 from labkit.sim.settings import (
     IDENTITY_CHARS,
     IDENTITY_MAX_CHARS,
@@ -927,5 +926,6 @@ def run_csms(cfg: CsmsConfig) -> int:
     if csms.sink.error is not None:
         say(f"labkit csms: results not written: {csms.sink.describe_error()}")
     elif csms.stop_reason:
-        print(f"labkit csms: stopped by {csms.stop_reason}", file=sys.stderr)
+        say(f"labkit csms: stopped by {csms.stop_reason}")
+    keep_exit_status()
     return rc

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit
 
 from labkit.errors import ConfigError
-from labkit.sim.samples import CALL_COLUMNS, EVENT_COLUMNS, CsvSink, StatusFile, fmt_ms, say
+from labkit.sim.samples import CALL_COLUMNS, EVENT_COLUMNS, CsvSink, StatusFile, fmt_ms, keep_exit_status, say
 from labkit.sim.scenarios import DEFAULTS, SCENARIOS, ScenarioParams, expected_calls
 from labkit.sim.settings import (
     IDENTITY_CHARS,
@@ -433,10 +433,11 @@ def run_fleet(cfg: FleetConfig) -> int:
     if fleet.write_error():
         say(f"labkit fleet: results not written: {fleet.write_error()}")
     elif fleet.stop_reason and fleet.stop_reason != "duration":
-        print(f"labkit fleet: stopped by {fleet.stop_reason}", file=sys.stderr)
+        say(f"labkit fleet: stopped by {fleet.stop_reason}")
     why = fleet.never_connected()
     if why:
-        print(f"labkit fleet: {why}", file=sys.stderr)
+        say(f"labkit fleet: {why}")
+    keep_exit_status()
     return rc
 
 

@@ -193,6 +193,17 @@ def say(line: str) -> None:
         pass
 
 
+def keep_exit_status() -> None:
+    """Before returning an exit status: a stdout or stderr that cannot be flushed (a log file on the disk that
+    filled) is pointed at /dev/null, or Python would exit 120 on its way out instead of with our status."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115 - lives until exit
+
+
 def printable(text: str) -> str:
     """``text`` for a CSV cell or a log line: unchanged when printable, else with control characters and
     other unprintable ones escaped as Python does (``\\n``, ``\\x00``), so a row stays one line."""

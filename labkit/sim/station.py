@@ -94,6 +94,8 @@ class Station:
         self.ws: Any = None
         self.online = False
         self._online = asyncio.Event()
+        self._offline = asyncio.Event()  # set while not online: the reader declared the connection lost
+        self._offline.set()
         self.txq: deque[TxItem] = deque()
         self._txq_event = asyncio.Event()
         self._waiters: set[asyncio.Future] = set()
@@ -146,6 +148,7 @@ class Station:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self.online = False
+        self._offline.set()
 
     async def _drain(self) -> None:
         """At the end of the scenario: deliver what is queued (waiting at most drain_timeout_s offline)."""
@@ -232,6 +235,7 @@ class Station:
             self.online = True
             self.fleet.connected += 1
             self._online.set()
+            self._offline.clear()
             detail = ""
             try:
                 await cp.start()
@@ -244,6 +248,7 @@ class Station:
                 self.online = False
                 self.fleet.connected -= 1
                 self._online.clear()
+                self._offline.set()
                 self.lost_at_ns = _mono()
                 cp.connection_lost()
                 self._wake_waiters()
@@ -385,6 +390,12 @@ class Station:
                 final = self.online  # our own payload is invalid: retrying will not help
             if not final:
                 item.attempt += 1
+                if outcome in ("send_failed", "connection_lost") and self.online:
+                    # the connection is closing but its reader has not said so yet: wait until it has. A
+                    # send to a closed WebSocket fails without suspending, so trying again at once would spin
+                    # without ever letting the reader or a stop run, a row per turn (seen when a stop's
+                    # cancellation was lost: tests/sim/test_full_disk.py)
+                    await self._offline.wait()
                 if outcome == "timeout":
                     if item.attempt > cfg.tx_attempts:
                         final = True
