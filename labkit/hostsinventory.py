@@ -23,7 +23,7 @@ from ruamel.yaml.comments import CommentedMap
 from labkit.errors import ConfigError
 from labkit.model import MAX_EVSE
 from labkit.names import HOST_NAME_RULE, is_host_name
-from labkit.yamlfile import parse_yaml
+from labkit.yamlfile import decode_text, parse_yaml
 
 ROLE_GROUPS = ("cpo", "gateway", "evse")
 _TRUE = {"yes", "on", "1", "true", "y", "t"}
@@ -403,11 +403,7 @@ def read_inventory(path: str | Path) -> ParsedInventory:
         data = p.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read inventory: {exc.strerror or exc}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise ConfigError.at("(file)", "not UTF-8 text", file=str(p), line=line) from None
+    text = decode_text(data, p)
     if p.suffix in (".yml", ".yaml", ".json"):
         return read_yaml(text, str(p))
     if p.suffix in (".ini", ".cfg", ""):

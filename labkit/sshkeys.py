@@ -2,7 +2,7 @@
 
 Nothing is shared between labs or with the machine's own SSH setup: keys are generated fresh for every lab
 (Ed25519) and live in the lab directory, so a lab's hosts accept only that lab's key and labkit accepts only
-those hosts' keys.
+those hosts' keys. ``offered_host_key`` reads the key a host's sshd offers (VMs and existing machines).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -92,3 +93,20 @@ ClientAliveInterval 30
 Subsystem sftp internal-sftp
 """)
     return cfg
+
+
+def offered_host_key(host: str, port: int, timeout: float = 30) -> Any:
+    """The host key the sshd at ``host``:``port`` offers (a paramiko key): a key exchange only, no
+    authentication and no command."""
+    import socket
+
+    import paramiko
+
+    sock = socket.create_connection((host, port), timeout=timeout)
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=timeout)
+        return transport.get_remote_server_key()
+    finally:
+        transport.close()
+        sock.close()

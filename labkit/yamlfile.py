@@ -35,13 +35,17 @@ def load_yaml(path: str | Path) -> Any:
         data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return parse_yaml(decode_text(data, path), str(path))
+
+
+def decode_text(data: bytes, path: str | Path) -> str:
+    """``data`` read from ``path`` as UTF-8 text; anything else is a ConfigError naming the line and byte."""
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
         raise ConfigError.at("(file)", f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
                              file=str(path), line=line) from None
-    return parse_yaml(text, str(path))
 
 
 def parse_yaml(text: str, filename: str, version: tuple[int, int] | None = None) -> Any:

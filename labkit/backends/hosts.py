@@ -24,7 +24,6 @@ import ipaddress
 import json
 import os
 import shlex
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -40,6 +39,7 @@ from labkit.inventory import HostConn, Inventory
 from labkit.labdir import LabDir
 from labkit.model import Networks
 from labkit.remote import Remote
+from labkit.sshkeys import offered_host_key
 
 #: labkit's directory on an existing machine: pid files, logs, the bench's files and labkit's venv. One name
 #: for every lab, made with ``mkdir``: a machine in one lab is refused by another until ``down``.
@@ -134,18 +134,6 @@ def _key_name(h: HostConn) -> str:
     return h.ssh_host if h.ssh_port == 22 else f"[{h.ssh_host}]:{h.ssh_port}"
 
 
-def offered_key(h: HostConn, timeout: float) -> paramiko.PKey:
-    """The host key ``h``'s sshd offers (a key exchange only: no authentication, no command)."""
-    sock = socket.create_connection((h.ssh_host, h.ssh_port), timeout=timeout)
-    transport = paramiko.Transport(sock)
-    try:
-        transport.start_client(timeout=timeout)
-        return transport.get_remote_server_key()
-    finally:
-        transport.close()
-        sock.close()
-
-
 def learn_keys(conns: list[HostConn], out: Path, timeout: float) -> dict[str, str | None]:
     """Accept the host keys of hosts that none of their known_hosts files know (as ``ssh -o
     StrictHostKeyChecking=accept-new``), never a key that differs from a known one. Writes ``out`` (0600):
@@ -163,7 +151,7 @@ def learn_keys(conns: list[HostConn], out: Path, timeout: float) -> dict[str, st
 
     def one(h: HostConn) -> tuple[str | None, str | None]:
         try:
-            key = offered_key(h, timeout)
+            key = offered_host_key(h.ssh_host, h.ssh_port, timeout)
         except (OSError, paramiko.SSHException, EOFError) as exc:
             return f"cannot reach {h.ssh_host}:{h.ssh_port} to read its host key: {exc}", None
         entries = known.lookup(_key_name(h))

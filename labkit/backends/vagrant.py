@@ -53,12 +53,13 @@ from labkit.backends.vagrant_cmd import (
     vagrant_plugins,
     virsh,
 )
-from labkit.backends.vagrant_ssh import fetch_host_key, parse_ssh_config
+from labkit.backends.vagrant_ssh import parse_ssh_config
 from labkit.errors import BackendError, ConfigError
 from labkit.inventory import HostConn, Inventory
 from labkit.labdir import LabDir
 from labkit.model import Lab
 from labkit.resources import resource
+from labkit.sshkeys import offered_host_key
 
 #: the venv labkit installs on every VM, and the directory it may write to
 VENV = "/opt/labkit/venv"
@@ -390,7 +391,7 @@ class VagrantBackend:
                                    f"(see {labdir.logs / 'vagrant.log'})")
             port = int(c["port"])
             try:
-                key = fetch_host_key(c["hostname"], port)
+                key = offered_host_key(c["hostname"], port)
             except Exception as exc:
                 raise BackendError(f"{h.name}: SSH at {c['hostname']}:{port} does not answer ({exc})") from None
             hk.add(c["hostname"] if port == 22 else f"[{c['hostname']}]:{port}", key.get_name(), key)
